@@ -1,0 +1,30 @@
+# fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
+# the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
+
+.PHONY: run test tools check fmt clean-data
+
+# DynamoDB Local, pinned in tools/package-lock.json.
+tools: tools/node_modules/.package-lock.json
+
+tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: tools
+	scripts/run.sh
+
+# Unit tests, then the API tests against a DynamoDB Local they start themselves
+# (or FENCELOCK_TEST_DYNAMODB_ENDPOINT when set).
+test: tools
+	cargo test --all-targets
+
+check:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt
+
+# Forget the tables `make run` kept on disk.
+clean-data:
+	rm -rf .data

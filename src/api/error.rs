@@ -1,0 +1,156 @@
+//! [`ApiError`]: every way a request can fail, each with its HTTP status and machine
+//! code, rendered as `{"error": "<sentence>", "code": "<code>"}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::view::rfc3339;
+use crate::domain::{Fence, LockName, LockRejection, Millis};
+use crate::store::StoreError;
+
+/// How long a client should wait before retrying after DynamoDB failed, in seconds.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: the request does not say what it must; nothing changed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 413 `body_too_large`.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// 409 `lock_held`: another holder's lease is live.
+    #[error(
+        "lock {name:?} is held by another holder until {}; retry after that, or acquire with the holder's nonce",
+        rfc3339(*expires_at)
+    )]
+    LockHeld {
+        name: LockName,
+        fence: Fence,
+        expires_at: Millis,
+        retry_after_secs: u64,
+    },
+    /// 409 `fence_mismatch`: the lock has moved on to another fence.
+    #[error(
+        "fence {given} does not hold lock {name:?}: its current fence is {current}; acquire the lock again for a new fence"
+    )]
+    FenceMismatch {
+        name: LockName,
+        given: Fence,
+        current: Fence,
+    },
+    /// 409 `lease_expired`: the fence is current but its lease is over.
+    #[error("the lease of fence {fence} on lock {name:?} {}; acquire the lock again for a new fence",
+        if *released { "was released" } else { "has expired" })]
+    LeaseExpired {
+        name: LockName,
+        fence: Fence,
+        released: bool,
+    },
+    /// 404 `not_found`: the lock has no record.
+    #[error("lock {name:?} does not exist; acquire it first")]
+    LockNotFound { name: LockName },
+    /// 404 `not_found`: no such route.
+    #[error("no route for {method} {path}; see the README for the API")]
+    RouteNotFound { method: String, path: String },
+    /// 405 `method_not_allowed`.
+    #[error("{method} is not allowed on {path}; see the README for the API")]
+    MethodNotAllowed { method: String, path: String },
+    /// 503 `unavailable`: DynamoDB failed; retry later.
+    #[error("the lock store is unavailable and could not {operation} lock {name:?}; retry shortly")]
+    Unavailable { operation: &'static str, name: String },
+    /// 500 `internal`: a fault of fencelock's own (for example an item it cannot read).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The error for a fence that does not hold `name`.
+    pub fn rejected(name: LockName, rejection: LockRejection) -> Self {
+        match rejection {
+            LockRejection::NotFound => Self::LockNotFound { name },
+            LockRejection::FenceMismatch { given, current } => Self::FenceMismatch {
+                name,
+                given,
+                current,
+            },
+            LockRejection::LeaseExpired { fence, released } => Self::LeaseExpired {
+                name,
+                fence,
+                released,
+            },
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::LockHeld { .. } | Self::FenceMismatch { .. } | Self::LeaseExpired { .. } => {
+                StatusCode::CONFLICT
+            }
+            Self::LockNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::LockHeld { .. } => "lock_held",
+            Self::FenceMismatch { .. } => "fence_mismatch",
+            Self::LeaseExpired { .. } => "lease_expired",
+            Self::LockNotFound { .. } | Self::RouteNotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable {
+                operation, name, ..
+            } => Self::Unavailable { operation, name },
+            StoreError::Malformed(malformed) => {
+                tracing::error!(%malformed, "lock item cannot be read");
+                Self::Internal(malformed.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.to_string(), "code": self.code() });
+        let retry_after = match &self {
+            Self::LockHeld {
+                fence,
+                expires_at,
+                retry_after_secs,
+                ..
+            } => {
+                body["fence"] = json!(fence);
+                body["expireTime"] = json!(rfc3339(*expires_at));
+                Some(*retry_after_secs)
+            }
+            Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,129 @@
+//! Extractors that turn a request into domain values, answering anything malformed
+//! with our JSON error instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::domain::{Fence, LockName};
+
+/// `{name}` of a lock route.
+pub struct LockPath(pub LockName);
+
+/// `{name}/{fence}` of a lock route.
+pub struct FencePath(pub LockName, pub Fence);
+
+/// Query parameters, with unknown or malformed ones answered by a 400.
+pub struct Params<T>(pub T);
+
+/// A request body that must be UTF-8 text within the body limit.
+pub struct TextBody(pub String);
+
+/// A request body that is either empty or one JSON document of type `T`.
+pub struct OptionalJson<T>(pub Option<T>);
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::InvalidRequest(message.into())
+}
+
+fn parse_fence(raw: &str) -> Result<Fence, ApiError> {
+    raw.parse().map_err(|_| {
+        invalid(format!(
+            "fence {raw:?} is not a fence; expected the whole number returned by acquire"
+        ))
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LockPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| invalid(e.body_text()))?;
+        Ok(Self(LockName::parse(&raw).map_err(|e| invalid(e.0))?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for FencePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((raw_name, raw_fence)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| invalid(e.body_text()))?;
+        let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
+        Ok(Self(name, parse_fence(&raw_fence)?))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(params) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| invalid(format!("bad query string: {}", e.body_text())))?;
+        Ok(Self(params))
+    }
+}
+
+async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: state.max_body,
+            }
+        } else {
+            invalid(format!("could not read the request body: {}", rejection.body_text()))
+        }
+    })
+}
+
+impl FromRequest<AppState> for TextBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+            invalid(format!(
+                "the body must be UTF-8 text; byte {} is not",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Ok(Self(text))
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        // Any content type is read as JSON, so `curl -d '{…}'` works as written.
+        serde_json::from_slice(&bytes)
+            .map(|value| Self(Some(value)))
+            .map_err(|e| invalid(format!("the body is not the JSON expected: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_are_whole_numbers() {
+        assert_eq!(parse_fence("42").unwrap(), 42);
+        assert_eq!(parse_fence("1763894400000001").unwrap(), 1_763_894_400_000_001);
+        for raw in ["", "-1", "1.5", "abc", "99999999999999999999999"] {
+            let err = parse_fence(raw).unwrap_err().to_string();
+            assert!(err.contains("expected the whole number"), "{raw:?}: {err}");
+        }
+    }
+}

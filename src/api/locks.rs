@@ -1,0 +1,195 @@
+//! The glock-style lock routes under `/locks`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Deserializer};
+
+use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
+use super::view::{LockView, Released};
+use super::{ApiError, AppState};
+use crate::domain::{Nonce, check_holder, parse_duration};
+use crate::store::{AcquireOutcome, AcquireRequest, RenewOutcome};
+
+/// The longest owner accepted, in bytes.
+const MAX_OWNER_LEN: usize = 255;
+
+type LockResult = Result<Json<LockView>, ApiError>;
+
+/// Query parameters of acquire.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireQuery {
+    nonce: Option<String>,
+    ttl: Option<String>,
+}
+
+/// JSON body of acquire; every field optional, `nonce` required here or in the query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    nonce: Option<String>,
+    #[serde(default, deserialize_with = "duration_value")]
+    ttl: Option<Duration>,
+    owner: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+/// Query parameters of heartbeat and update.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewQuery {
+    ttl: Option<String>,
+}
+
+/// Routes that take no query parameters still reject unknown ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// A JSON duration: a string such as `"30s"`, or a whole number of seconds.
+fn duration_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => n.as_u64().map(|s| Some(Duration::from_secs(s))).ok_or_else(
+            || D::Error::custom(format!("ttl {n} is not a whole number of seconds")),
+        ),
+        serde_json::Value::String(text) => parse_duration(&text).map(Some).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "ttl {other} is not a duration; expected for example \"30s\" or 30"
+        ))),
+    }
+}
+
+/// One value that may come from the query or the JSON body, but not differently from both.
+fn either<T: PartialEq>(field: &str, query: Option<T>, body: Option<T>) -> Result<Option<T>, ApiError> {
+    match (query, body) {
+        (Some(q), Some(b)) if q != b => Err(ApiError::InvalidRequest(format!(
+            "{field} is given in both the query and the body with different values; give it once"
+        ))),
+        (q, b) => Ok(q.or(b)),
+    }
+}
+
+fn parse_ttl(raw: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    raw.map(parse_duration)
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(format!("ttl: {e}")))
+}
+
+/// `POST`/`PUT /locks/{name}?nonce=…&ttl=…`, or the same as a JSON body.
+pub async fn acquire(
+    State(app): State<AppState>,
+    LockPath(name): LockPath,
+    Params(query): Params<AcquireQuery>,
+    OptionalJson(body): OptionalJson<AcquireBody>,
+) -> LockResult {
+    let body = body.unwrap_or_default();
+    let nonce = either("nonce", query.nonce, body.nonce)?.ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "acquiring lock {name:?} needs a nonce (?nonce=… or {{\"nonce\": …}}): a value unique to this holder"
+        ))
+    })?;
+    let nonce = Nonce::parse(&nonce).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    let ttl = either("ttl", parse_ttl(query.ttl.as_deref())?, body.ttl)?;
+    let ttl = app.ttl.resolve(ttl).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    if let Some(owner) = &body.owner {
+        if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
+            return Err(ApiError::InvalidRequest(format!(
+                "owner must be 1 to {MAX_OWNER_LEN} bytes long, got {}",
+                owner.len()
+            )));
+        }
+    }
+    let request = AcquireRequest {
+        name,
+        nonce,
+        ttl,
+        owner: body.owner,
+        metadata: body.metadata,
+    };
+    match app.store.acquire(&request).await? {
+        AcquireOutcome::Granted(lock) => Ok(Json(LockView::new(lock, now(&app)))),
+        AcquireOutcome::Held(holder) => {
+            let wait_ms = app.store.free_at(&holder) - now(&app);
+            Err(ApiError::LockHeld {
+                retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+                name: request.name,
+                fence: holder.fence,
+                expires_at: holder.expires_at,
+            })
+        }
+    }
+}
+
+/// `POST`/`PUT /locks/{name}/{fence}/heartbeat[?ttl=…]`.
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    FencePath(name, fence): FencePath,
+    Params(query): Params<RenewQuery>,
+) -> LockResult {
+    let ttl = renew_ttl(&app, &query)?;
+    let outcome = app.store.heartbeat(&name, fence, ttl).await?;
+    renewed(&app, name, outcome)
+}
+
+/// `POST`/`PUT /locks/{name}/{fence}[?ttl=…]` with the new body as the request body.
+pub async fn update(
+    State(app): State<AppState>,
+    FencePath(name, fence): FencePath,
+    Params(query): Params<RenewQuery>,
+    TextBody(body): TextBody,
+) -> LockResult {
+    let ttl = renew_ttl(&app, &query)?;
+    let outcome = app.store.update_body(&name, fence, &body, ttl).await?;
+    renewed(&app, name, outcome)
+}
+
+fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Duration>, ApiError> {
+    parse_ttl(query.ttl.as_deref())?
+        .map(|ttl| app.ttl.resolve(Some(ttl)))
+        .transpose()
+        .map_err(|e| ApiError::InvalidRequest(e.0))
+}
+
+fn renewed(app: &AppState, name: crate::domain::LockName, outcome: RenewOutcome) -> LockResult {
+    match outcome {
+        Ok(lock) => Ok(Json(LockView::new(lock, now(app)))),
+        Err(rejection) => Err(ApiError::rejected(name, rejection)),
+    }
+}
+
+/// `DELETE /locks/{name}/{fence}`: idempotent.
+pub async fn release(
+    State(app): State<AppState>,
+    FencePath(name, fence): FencePath,
+    Params(NoQuery {}): Params<NoQuery>,
+) -> Result<Json<Released>, ApiError> {
+    let released = app.store.release(&name, fence).await?;
+    Ok(Json(Released { released }))
+}
+
+/// `GET /locks/{name}`: the lock's state, never its nonce.
+pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> LockResult {
+    match app.store.get(&name).await? {
+        Some(lock) => Ok(Json(LockView::new(lock, now(&app)))),
+        None => Err(ApiError::LockNotFound { name }),
+    }
+}
+
+/// `GET /locks/{name}/{fence}`: 200 while `fence` holds a live lease, 409 otherwise.
+pub async fn check_fence(State(app): State<AppState>, FencePath(name, fence): FencePath) -> LockResult {
+    let lock = app.store.get(&name).await?;
+    let now = now(&app);
+    if let Err(rejection) = check_holder(lock.as_ref(), fence, now) {
+        return Err(ApiError::rejected(name, rejection));
+    }
+    lock.map(|lock| Json(LockView::new(lock, now)))
+        .ok_or(ApiError::LockNotFound { name })
+}
+
+fn now(app: &AppState) -> crate::domain::Millis {
+    app.store.clock().now_millis()
+}

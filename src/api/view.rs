@@ -1,0 +1,68 @@
+//! The JSON shapes of responses about a lock.
+
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+
+use crate::domain::{Fence, Lock, Millis, format_duration};
+
+/// A lock as clients see it: glock's `acquireTime`, `expireTime`, `fence` and `body`,
+/// plus the rest of the record. Never the nonce.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockView {
+    pub name: String,
+    pub fence: Fence,
+    /// Whether a lease is live now.
+    pub held: bool,
+    pub acquire_time: String,
+    pub heartbeat_time: String,
+    /// When the lease ends; `null` once the lock was released.
+    pub expire_time: Option<String>,
+    /// The lease length, as `30s` or `1500ms`.
+    pub ttl: String,
+    pub owner: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub body: String,
+}
+
+impl LockView {
+    /// The view of `lock` at time `now`.
+    pub fn new(lock: Lock, now: Millis) -> Self {
+        Self {
+            held: lock.is_held(now),
+            expire_time: (!lock.is_released()).then(|| rfc3339(lock.expires_at)),
+            name: lock.name.to_string(),
+            fence: lock.fence,
+            acquire_time: rfc3339(lock.acquired_at),
+            heartbeat_time: rfc3339(lock.heartbeat_at),
+            ttl: format_duration(lock.ttl),
+            owner: lock.owner,
+            metadata: lock.metadata,
+            body: lock.body,
+        }
+    }
+}
+
+/// The answer to a release.
+#[derive(Debug, Serialize)]
+pub struct Released {
+    pub released: bool,
+}
+
+/// A time as RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(at: Millis) -> String {
+    DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        assert_eq!(rfc3339(1_560_286_651_404), "2019-06-11T20:57:31.404Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

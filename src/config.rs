@@ -1,0 +1,114 @@
+//! The server's configuration: every option is a `fencelock serve` flag and an
+//! environment variable (listed with defaults in `.env.example`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{ArgAction, Args};
+
+use crate::domain::{InvalidInput, TtlBounds, parse_duration};
+
+fn duration(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| e.0)
+}
+
+/// Configuration of `fencelock serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "FENCELOCK_LISTEN", default_value = "0.0.0.0:12345")]
+    pub listen: SocketAddr,
+
+    /// DynamoDB table holding the locks.
+    #[arg(long, env = "FENCELOCK_TABLE", default_value = "fencelock")]
+    pub table: String,
+
+    /// DynamoDB endpoint, e.g. http://127.0.0.1:8000 for DynamoDB Local; unset means AWS.
+    #[arg(long, env = "FENCELOCK_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+
+    /// AWS region; unset means the standard AWS chain (profile, instance metadata).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+
+    /// Create the table at start-up when it is missing.
+    #[arg(long, env = "FENCELOCK_CREATE_TABLE", default_value_t = true, action = ArgAction::Set)]
+    pub create_table: bool,
+
+    /// Lease length when a request gives no ttl.
+    #[arg(long, env = "FENCELOCK_DEFAULT_TTL", default_value = "30s", value_parser = duration)]
+    pub default_ttl: Duration,
+
+    /// Shortest lease a request may ask for.
+    #[arg(long, env = "FENCELOCK_MIN_TTL", default_value = "1s", value_parser = duration)]
+    pub min_ttl: Duration,
+
+    /// Longest lease a request may ask for.
+    #[arg(long, env = "FENCELOCK_MAX_TTL", default_value = "1h", value_parser = duration)]
+    pub max_ttl: Duration,
+
+    /// The most the servers' clocks may differ; a lease is taken over only this long
+    /// after it ended.
+    #[arg(long, env = "FENCELOCK_CLOCK_SKEW", default_value = "500ms", value_parser = duration)]
+    pub clock_skew: Duration,
+
+    /// Largest request body (a lock's body, or an acquire's JSON), e.g. 64KiB.
+    #[arg(long, env = "FENCELOCK_MAX_BODY", default_value = "64KiB")]
+    pub max_body: ByteSize,
+
+    /// Longest one DynamoDB operation may take, retries included, before the request
+    /// answers 503.
+    #[arg(long, env = "FENCELOCK_DYNAMODB_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub dynamodb_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// The lease bounds, checked to be ordered.
+    pub fn ttl_bounds(&self) -> Result<TtlBounds, InvalidInput> {
+        TtlBounds::new(self.default_ttl, self.min_ttl, self.max_ttl)
+    }
+
+    /// The body limit in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        usize::try_from(self.max_body.as_u64()).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+
+    #[test]
+    fn flags_parse_durations_sizes_and_booleans() {
+        let cli = Cli::try_parse_from([
+            "fencelock",
+            "--default-ttl",
+            "10",
+            "--clock-skew",
+            "250ms",
+            "--max-body",
+            "1MiB",
+            "--create-table",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.default_ttl, Duration::from_secs(10));
+        assert_eq!(cli.config.clock_skew, Duration::from_millis(250));
+        assert_eq!(cli.config.max_body_bytes(), 1 << 20);
+        assert!(!cli.config.create_table);
+    }
+
+    #[test]
+    fn a_bad_duration_is_refused_with_what_was_expected() {
+        let err = Cli::try_parse_from(["fencelock", "--max-ttl", "forever"]).err().unwrap();
+        assert!(err.to_string().contains("expected for example"), "{err}");
+    }
+}

@@ -1,0 +1,131 @@
+//! `Lock`: one lock record as fencelock sees it, and the rules that decide whether a
+//! fence still holds it.
+
+use std::time::Duration;
+
+use super::{LockName, Nonce};
+
+/// A fence: the number handed out with each acquisition, strictly greater than every
+/// fence the same name handed out before.
+pub type Fence = u64;
+
+/// A point in time in milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// A lock record. `expires_at` is 0 once the lock has been released.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lock {
+    pub name: LockName,
+    pub fence: Fence,
+    /// The current (or last) holder's nonce; a secret, never shown.
+    pub nonce: Nonce,
+    pub owner: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub acquired_at: Millis,
+    pub heartbeat_at: Millis,
+    pub expires_at: Millis,
+    /// The lease length of the last acquire or heartbeat, reused by the next heartbeat.
+    pub ttl: Duration,
+    /// The recovery value, kept across holders.
+    pub body: String,
+}
+
+impl Lock {
+    /// Whether a lease is live at `now`.
+    pub fn is_held(&self, now: Millis) -> bool {
+        self.expires_at > now
+    }
+
+    /// Whether the last holder released the lock (rather than letting its lease run out).
+    pub fn is_released(&self) -> bool {
+        self.expires_at == 0
+    }
+}
+
+/// Why a fence does not (or no longer) hold a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockRejection {
+    /// There is no record of this lock at all.
+    NotFound,
+    /// The lock has moved on to another fence (or this fence was never issued).
+    FenceMismatch { given: Fence, current: Fence },
+    /// The fence is current, but its lease ended: it ran out, or was released.
+    LeaseExpired { fence: Fence, released: bool },
+}
+
+/// Decides whether `fence` holds a live lease on `lock` at `now`.
+pub fn check_holder(lock: Option<&Lock>, fence: Fence, now: Millis) -> Result<(), LockRejection> {
+    let lock = lock.ok_or(LockRejection::NotFound)?;
+    if lock.fence != fence {
+        return Err(LockRejection::FenceMismatch {
+            given: fence,
+            current: lock.fence,
+        });
+    }
+    if !lock.is_held(now) {
+        return Err(LockRejection::LeaseExpired {
+            fence,
+            released: lock.is_released(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(fence: Fence, expires_at: Millis) -> Lock {
+        Lock {
+            name: LockName::parse("job").unwrap(),
+            fence,
+            nonce: Nonce::parse("n").unwrap(),
+            owner: None,
+            metadata: None,
+            acquired_at: 1_000,
+            heartbeat_at: 1_000,
+            expires_at,
+            ttl: Duration::from_secs(30),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_current_fence_holds_until_the_lease_ends() {
+        let l = lock(7, 31_000);
+        assert_eq!(check_holder(Some(&l), 7, 30_999), Ok(()));
+        assert_eq!(
+            check_holder(Some(&l), 7, 31_000),
+            Err(LockRejection::LeaseExpired { fence: 7, released: false })
+        );
+    }
+
+    #[test]
+    fn another_fence_never_holds() {
+        let l = lock(7, 31_000);
+        assert_eq!(
+            check_holder(Some(&l), 6, 2_000),
+            Err(LockRejection::FenceMismatch { given: 6, current: 7 })
+        );
+        assert_eq!(
+            check_holder(Some(&l), 8, 2_000),
+            Err(LockRejection::FenceMismatch { given: 8, current: 7 })
+        );
+    }
+
+    #[test]
+    fn a_released_lock_is_held_by_nobody() {
+        let l = lock(7, 0);
+        assert!(l.is_released());
+        assert!(!l.is_held(0));
+        assert_eq!(
+            check_holder(Some(&l), 7, 2_000),
+            Err(LockRejection::LeaseExpired { fence: 7, released: true })
+        );
+    }
+
+    #[test]
+    fn a_missing_lock_is_not_found() {
+        assert_eq!(check_holder(None, 1, 0), Err(LockRejection::NotFound));
+    }
+}

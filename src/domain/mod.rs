@@ -1,0 +1,24 @@
+//! The words of the lock domain, free of HTTP and DynamoDB: names, nonces, fences,
+//! durations and the lock record itself. Everything here parses or decides; nothing
+//! here performs I/O.
+
+mod duration;
+mod lock;
+mod name;
+mod nonce;
+
+pub use duration::{TtlBounds, format_duration, parse_duration};
+pub use lock::{Fence, Lock, LockRejection, Millis, check_holder};
+pub use name::LockName;
+pub use nonce::Nonce;
+
+/// A request value that failed to parse, with a sentence saying what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+impl InvalidInput {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

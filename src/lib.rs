@@ -1,0 +1,15 @@
+//! fencelock: an HTTP lock service whose only state is one DynamoDB table, changed by
+//! conditional writes. Each acquisition hands out a fence that only grows, so the
+//! systems downstream can refuse a write from a holder whose lease ran out.
+//!
+//! Layers: [`api`] (HTTP) → [`store`] (DynamoDB) → [`domain`] (names, fences, leases).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod server;
+pub mod store;
+pub mod telemetry;

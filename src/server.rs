@@ -1,0 +1,114 @@
+//! Running the HTTP server: [`serve`] builds everything from the configuration;
+//! [`run`] serves a router on a listener until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::clock::SystemClock;
+use crate::config::ServeConfig;
+use crate::store::{DynamoSettings, DynamoStore, connect, ensure_table};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot reach DynamoDB: {0}")]
+    Dynamo(String),
+    #[error(transparent)]
+    Table(#[from] crate::store::TableError),
+    #[error("cannot serve on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets requests in
+/// flight finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Starts the server described by `config` and serves until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
+    let ttl = config.ttl_bounds().map_err(|e| StartError::Config(e.0))?;
+    let client = connect(&DynamoSettings {
+        endpoint: config.dynamodb_endpoint.clone(),
+        region: config.region.clone(),
+        timeout: config.dynamodb_timeout,
+    })
+    .await
+    .map_err(StartError::Dynamo)?;
+    if config.create_table {
+        ensure_table(&client, &config.table).await?;
+    }
+    let state = AppState {
+        store: DynamoStore::new(
+            client,
+            &config.table,
+            Arc::new(SystemClock),
+            config.clock_skew,
+        ),
+        ttl,
+        max_body: config.max_body_bytes(),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %config.listen,
+        table = %config.table,
+        endpoint = config.dynamodb_endpoint.as_deref().unwrap_or("AWS"),
+        "fencelock is serving"
+    );
+    run(listener, state, shutdown_signal())
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!("fencelock stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: no new requests, finishing those in flight");
+}

@@ -1,0 +1,160 @@
+//! The DynamoDB item of a lock, mapped to and from [`Lock`] in this one place.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::domain::{Lock, LockName, Nonce};
+
+/// Partition key: the lock name (S).
+pub const NAME: &str = "name";
+/// Last fence issued (N).
+pub const FENCE: &str = "fence";
+/// Current holder's nonce (S), a secret.
+pub const NONCE: &str = "nonce";
+/// Optional owner from the acquire request (S).
+pub const OWNER: &str = "owner";
+/// Optional metadata from the acquire request, as JSON text (S).
+pub const METADATA: &str = "metadata";
+/// When the current lease was acquired, heartbeated and ends (N, ms since epoch);
+/// `expires_at` is 0 once released.
+pub const ACQUIRED_AT: &str = "acquired_at";
+pub const HEARTBEAT_AT: &str = "heartbeat_at";
+pub const EXPIRES_AT: &str = "expires_at";
+/// Lease length to reuse on heartbeat (N, ms).
+pub const TTL_MS: &str = "ttl_ms";
+/// The recovery value, kept across holders (S).
+pub const BODY: &str = "body";
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// An item that does not have the shape fencelock writes.
+#[derive(Debug, thiserror::Error)]
+#[error("lock item {name:?} is malformed: {reason}")]
+pub struct MalformedItem {
+    pub name: String,
+    pub reason: String,
+}
+
+impl TryFrom<&Item> for Lock {
+    type Error = MalformedItem;
+
+    fn try_from(item: &Item) -> Result<Self, Self::Error> {
+        let raw_name = string(item, NAME).unwrap_or_default();
+        let malformed = |reason: String| MalformedItem {
+            name: raw_name.clone(),
+            reason,
+        };
+        let name = LockName::parse(&raw_name).map_err(|e| malformed(e.0))?;
+        let nonce = Nonce::parse(&required_string(item, NONCE).map_err(&malformed)?)
+            .map_err(|e| malformed(e.0))?;
+        let metadata = match string(item, METADATA) {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| malformed(format!("{METADATA} is not JSON: {e}")))?,
+            ),
+            None => None,
+        };
+        let ttl_ms = number::<u64>(item, TTL_MS).map_err(&malformed)?;
+        Ok(Lock {
+            name,
+            fence: number(item, FENCE).map_err(&malformed)?,
+            nonce,
+            owner: string(item, OWNER),
+            metadata,
+            acquired_at: number(item, ACQUIRED_AT).map_err(&malformed)?,
+            heartbeat_at: number(item, HEARTBEAT_AT).map_err(&malformed)?,
+            expires_at: number(item, EXPIRES_AT).map_err(&malformed)?,
+            ttl: Duration::from_millis(ttl_ms),
+            body: string(item, BODY).unwrap_or_default(),
+        })
+    }
+}
+
+fn string(item: &Item, attribute: &str) -> Option<String> {
+    item.get(attribute)?.as_s().ok().cloned()
+}
+
+fn required_string(item: &Item, attribute: &str) -> Result<String, String> {
+    string(item, attribute).ok_or_else(|| format!("{attribute} is missing or not a string"))
+}
+
+fn number<T: std::str::FromStr>(item: &Item, attribute: &str) -> Result<T, String> {
+    let raw = item
+        .get(attribute)
+        .and_then(|v| v.as_n().ok())
+        .ok_or_else(|| format!("{attribute} is missing or not a number"))?;
+    raw.parse()
+        .map_err(|_| format!("{attribute} is {raw:?}, expected a whole number in range"))
+}
+
+/// A number attribute value.
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A string attribute value.
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> Item {
+        HashMap::from([
+            (NAME.to_owned(), s("billing:nightly")),
+            (FENCE.to_owned(), n(1_700_000_000_000_001u64)),
+            (NONCE.to_owned(), s("abc")),
+            (OWNER.to_owned(), s("cron@host")),
+            (METADATA.to_owned(), s(r#"["a","b"]"#)),
+            (ACQUIRED_AT.to_owned(), n(1000)),
+            (HEARTBEAT_AT.to_owned(), n(2000)),
+            (EXPIRES_AT.to_owned(), n(32000)),
+            (TTL_MS.to_owned(), n(30000)),
+            (BODY.to_owned(), s("rollforward")),
+        ])
+    }
+
+    #[test]
+    fn maps_every_attribute() {
+        let lock = Lock::try_from(&item()).unwrap();
+        assert_eq!(lock.name.as_str(), "billing:nightly");
+        assert_eq!(lock.fence, 1_700_000_000_000_001);
+        assert_eq!(lock.nonce.as_str(), "abc");
+        assert_eq!(lock.owner.as_deref(), Some("cron@host"));
+        assert_eq!(lock.metadata, Some(serde_json::json!(["a", "b"])));
+        assert_eq!((lock.acquired_at, lock.heartbeat_at, lock.expires_at), (1000, 2000, 32000));
+        assert_eq!(lock.ttl, Duration::from_secs(30));
+        assert_eq!(lock.body, "rollforward");
+    }
+
+    #[test]
+    fn optional_attributes_may_be_absent() {
+        let mut item = item();
+        for attribute in [OWNER, METADATA, BODY] {
+            item.remove(attribute);
+        }
+        let lock = Lock::try_from(&item).unwrap();
+        assert_eq!((lock.owner, lock.metadata, lock.body.as_str()), (None, None, ""));
+    }
+
+    #[test]
+    fn a_malformed_item_is_an_error_naming_the_lock_and_the_attribute() {
+        let mut missing = item();
+        missing.remove(FENCE);
+        let err = Lock::try_from(&missing).unwrap_err().to_string();
+        assert!(err.contains("billing:nightly") && err.contains("fence is missing"), "{err}");
+
+        let mut wrong_type = item();
+        wrong_type.insert(EXPIRES_AT.to_owned(), s("soon"));
+        let err = Lock::try_from(&wrong_type).unwrap_err().to_string();
+        assert!(err.contains("expires_at"), "{err}");
+
+        let mut negative = item();
+        negative.insert(FENCE.to_owned(), n(-1));
+        assert!(Lock::try_from(&negative).is_err());
+    }
+}

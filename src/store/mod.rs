@@ -1,0 +1,55 @@
+//! Lock state in DynamoDB. Every decision is one conditional write, so any number of
+//! fencelock servers can share a table. A failed condition is an outcome
+//! ([`AcquireOutcome::Held`], [`LockRejection`]), never an error; no SDK type leaves
+//! this module.
+
+mod dynamo;
+pub mod item;
+mod table;
+
+use std::time::Duration;
+
+pub use dynamo::{DynamoSettings, DynamoStore, connect};
+pub use item::MalformedItem;
+pub use table::{TableError, ensure_table};
+
+use crate::domain::{Lock, LockName, LockRejection, Nonce};
+
+/// What an acquire asks for.
+#[derive(Debug, Clone)]
+pub struct AcquireRequest {
+    pub name: LockName,
+    pub nonce: Nonce,
+    pub ttl: Duration,
+    pub owner: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// How an acquire ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcquireOutcome {
+    /// The caller holds the lock, under a fence greater than any issued before.
+    Granted(Lock),
+    /// Another holder's lease is live (or ended less than the skew margin ago).
+    Held(Lock),
+}
+
+/// How a heartbeat or body update ended: the renewed lock, or why the fence does not
+/// hold it.
+pub type RenewOutcome = Result<Lock, LockRejection>;
+
+/// A failure that is not an answer about the lock.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// DynamoDB could not be reached, throttled us, timed out or failed; the caller
+    /// may retry later.
+    #[error("DynamoDB could not {operation} lock {name:?}: {detail}")]
+    Unavailable {
+        operation: &'static str,
+        name: String,
+        detail: String,
+    },
+    /// The table holds an item fencelock did not write.
+    #[error(transparent)]
+    Malformed(#[from] MalformedItem),
+}

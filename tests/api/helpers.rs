@@ -1,0 +1,205 @@
+//! The harness: one DynamoDB Local for the whole test binary, and `TestApp`, a real
+//! fencelock server on a free port with a table of its own and a clock the test moves.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use fencelock::api::AppState;
+use fencelock::clock::ShiftedClock;
+use fencelock::domain::TtlBounds;
+use fencelock::store::{DynamoStore, ensure_table};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// The clock-skew margin every test server runs with.
+pub const SKEW: Duration = Duration::from_millis(500);
+/// The body limit every test server runs with.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The endpoint of the DynamoDB Local this test binary uses, started on first use.
+pub fn dynamodb_endpoint() -> &'static str {
+    static ENDPOINT: OnceLock<String> = OnceLock::new();
+    ENDPOINT.get_or_init(|| {
+        std::env::var("FENCELOCK_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| start_dynamodb_local())
+    })
+}
+
+fn start_dynamodb_local() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let port = StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let log = File::create(format!("{root}/target/dynamodb-local-test.log")).expect("a log file");
+    // The shell stops DynamoDB Local when its stdin closes, that is when this test
+    // process exits, however it exits.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{root}/scripts/dynamodb-local.sh {port} & pid=$!; cat >/dev/null; kill $pid"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(log.try_clone().expect("log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("DynamoDB Local starts (are Java and `make tools` installed?)");
+    // Keep the stdin pipe open for the life of the process.
+    std::mem::forget(child);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "DynamoDB Local did not listen on {addr}; see target/dynamodb-local-test.log"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("http://{addr}")
+}
+
+/// A DynamoDB client for `endpoint` with the fixed credentials DynamoDB Local accepts.
+pub fn dynamo_client(endpoint: &str) -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "fencelock-tests"))
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+fn unique_table() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "fencelock-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running fencelock server.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// This server's clock: advance it to let leases run out.
+    pub clock: Arc<ShiftedClock>,
+    pub table: String,
+    pub dynamo: Client,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("")
+    }
+
+    /// The fence of a lock view.
+    pub fn fence(&self) -> u64 {
+        self.json["fence"].as_u64().unwrap_or_else(|| panic!("no fence in {self:?}"))
+    }
+}
+
+impl TestApp {
+    /// A server on a fresh table.
+    pub async fn spawn() -> Self {
+        let dynamo = dynamo_client(dynamodb_endpoint());
+        let table = unique_table();
+        ensure_table(&dynamo, &table).await.expect("the test table is created");
+        Self::serve(dynamo, table).await
+    }
+
+    /// A second server on the same table, with a clock of its own.
+    pub async fn another_instance(&self) -> Self {
+        Self::serve(dynamo_client(dynamodb_endpoint()), self.table.clone()).await
+    }
+
+    /// A server whose DynamoDB endpoint answers nothing.
+    pub async fn spawn_unreachable() -> Self {
+        let closed = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        Self::serve(dynamo_client(&format!("http://{closed}")), unique_table()).await
+    }
+
+    async fn serve(dynamo: Client, table: String) -> Self {
+        let clock = Arc::new(ShiftedClock::new());
+        let state = AppState {
+            store: DynamoStore::new(dynamo.clone(), &table, clock.clone(), SKEW),
+            ttl: TtlBounds::new(Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(3600))
+                .unwrap(),
+            max_body: MAX_BODY,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(fencelock::server::run(listener, state, std::future::pending()));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            clock,
+            table,
+            dynamo,
+        }
+    }
+
+    /// Sends `method path` with an optional raw body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.body(body.to_owned());
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{status} answer is not JSON ({e}): {text:?}"));
+        Reply { status, headers, json }
+    }
+
+    /// `POST /locks/{name}?nonce={nonce}` plus `extra` query parameters.
+    pub async fn acquire(&self, name: &str, nonce: &str, extra: &str) -> Reply {
+        self.call(Method::POST, &format!("/locks/{name}?nonce={nonce}{extra}"), None)
+            .await
+    }
+
+    pub async fn heartbeat(&self, name: &str, fence: u64) -> Reply {
+        self.call(Method::POST, &format!("/locks/{name}/{fence}/heartbeat"), None)
+            .await
+    }
+
+    pub async fn update(&self, name: &str, fence: u64, body: &str) -> Reply {
+        self.call(Method::POST, &format!("/locks/{name}/{fence}"), Some(body))
+            .await
+    }
+
+    pub async fn release(&self, name: &str, fence: u64) -> Reply {
+        self.call(Method::DELETE, &format!("/locks/{name}/{fence}"), None)
+            .await
+    }
+
+    pub async fn status(&self, name: &str) -> Reply {
+        self.call(Method::GET, &format!("/locks/{name}"), None).await
+    }
+
+    pub async fn check_fence(&self, name: &str, fence: u64) -> Reply {
+        self.call(Method::GET, &format!("/locks/{name}/{fence}"), None)
+            .await
+    }
+}

@@ -1,0 +1,10 @@
+//! API tests: real fencelock servers over HTTP against a real DynamoDB Local.
+
+mod acquire;
+mod contention;
+mod errors;
+mod helpers;
+mod lease;
+mod release;
+mod status;
+mod takeover;

@@ -65,6 +65,9 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         let ahead = clock.now_millis() - SystemClock.now_millis();
         // The two readings are taken a moment apart, so allow for that moment.
-        assert!((3_599_000..=3_600_000).contains(&ahead), "ahead by {ahead} ms");
+        assert!(
+            (3_599_000..=3_600_000).contains(&ahead),
+            "ahead by {ahead} ms"
+        );
     }
 }

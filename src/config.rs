@@ -108,7 +108,9 @@ mod tests {
 
     #[test]
     fn a_bad_duration_is_refused_with_what_was_expected() {
-        let err = Cli::try_parse_from(["fencelock", "--max-ttl", "forever"]).err().unwrap();
+        let err = Cli::try_parse_from(["fencelock", "--max-ttl", "forever"])
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("expected for example"), "{err}");
     }
 }

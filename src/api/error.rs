@@ -61,7 +61,10 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     /// 503 `unavailable`: DynamoDB failed; retry later.
     #[error("the lock store is unavailable and could not {operation} lock {name:?}; retry shortly")]
-    Unavailable { operation: &'static str, name: String },
+    Unavailable {
+        operation: &'static str,
+        name: String,
+    },
     /// 500 `internal`: a fault of fencelock's own (for example an item it cannot read).
     #[error("{0}")]
     Internal(String),

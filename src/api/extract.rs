@@ -52,9 +52,10 @@ impl<S: Send + Sync> FromRequestParts<S> for FencePath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path((raw_name, raw_fence)) = Path::<(String, String)>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| invalid(e.body_text()))?;
+        let Path((raw_name, raw_fence)) =
+            Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| invalid(e.body_text()))?;
         let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
         Ok(Self(name, parse_fence(&raw_fence)?))
     }
@@ -72,15 +73,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 }
 
 async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge {
-                limit: state.max_body,
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge {
+                    limit: state.max_body,
+                }
+            } else {
+                invalid(format!(
+                    "could not read the request body: {}",
+                    rejection.body_text()
+                ))
             }
-        } else {
-            invalid(format!("could not read the request body: {}", rejection.body_text()))
-        }
-    })
+        })
 }
 
 impl FromRequest<AppState> for TextBody {
@@ -120,7 +126,10 @@ mod tests {
     #[test]
     fn fences_are_whole_numbers() {
         assert_eq!(parse_fence("42").unwrap(), 42);
-        assert_eq!(parse_fence("1763894400000001").unwrap(), 1_763_894_400_000_001);
+        assert_eq!(
+            parse_fence("1763894400000001").unwrap(),
+            1_763_894_400_000_001
+        );
         for raw in ["", "-1", "1.5", "abc", "99999999999999999999999"] {
             let err = parse_fence(raw).unwrap_err().to_string();
             assert!(err.contains("expected the whole number"), "{raw:?}: {err}");

@@ -49,14 +49,19 @@ pub struct RenewQuery {
 pub struct NoQuery {}
 
 /// A JSON duration: a string such as `"30s"`, or a whole number of seconds.
-fn duration_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+fn duration_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
     use serde::de::Error;
     match serde_json::Value::deserialize(deserializer)? {
         serde_json::Value::Null => Ok(None),
-        serde_json::Value::Number(n) => n.as_u64().map(|s| Some(Duration::from_secs(s))).ok_or_else(
-            || D::Error::custom(format!("ttl {n} is not a whole number of seconds")),
-        ),
-        serde_json::Value::String(text) => parse_duration(&text).map(Some).map_err(D::Error::custom),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(|s| Some(Duration::from_secs(s)))
+            .ok_or_else(|| D::Error::custom(format!("ttl {n} is not a whole number of seconds"))),
+        serde_json::Value::String(text) => {
+            parse_duration(&text).map(Some).map_err(D::Error::custom)
+        }
         other => Err(D::Error::custom(format!(
             "ttl {other} is not a duration; expected for example \"30s\" or 30"
         ))),
@@ -64,7 +69,11 @@ fn duration_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<D
 }
 
 /// One value that may come from the query or the JSON body, but not differently from both.
-fn either<T: PartialEq>(field: &str, query: Option<T>, body: Option<T>) -> Result<Option<T>, ApiError> {
+fn either<T: PartialEq>(
+    field: &str,
+    query: Option<T>,
+    body: Option<T>,
+) -> Result<Option<T>, ApiError> {
     match (query, body) {
         (Some(q), Some(b)) if q != b => Err(ApiError::InvalidRequest(format!(
             "{field} is given in both the query and the body with different values; give it once"
@@ -94,14 +103,17 @@ pub async fn acquire(
     })?;
     let nonce = Nonce::parse(&nonce).map_err(|e| ApiError::InvalidRequest(e.0))?;
     let ttl = either("ttl", parse_ttl(query.ttl.as_deref())?, body.ttl)?;
-    let ttl = app.ttl.resolve(ttl).map_err(|e| ApiError::InvalidRequest(e.0))?;
-    if let Some(owner) = &body.owner {
-        if owner.is_empty() || owner.len() > MAX_OWNER_LEN {
-            return Err(ApiError::InvalidRequest(format!(
-                "owner must be 1 to {MAX_OWNER_LEN} bytes long, got {}",
-                owner.len()
-            )));
-        }
+    let ttl = app
+        .ttl
+        .resolve(ttl)
+        .map_err(|e| ApiError::InvalidRequest(e.0))?;
+    if let Some(owner) = &body.owner
+        && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "owner must be 1 to {MAX_OWNER_LEN} bytes long, got {}",
+            owner.len()
+        )));
     }
     let request = AcquireRequest {
         name,
@@ -180,7 +192,10 @@ pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> Lo
 }
 
 /// `GET /locks/{name}/{fence}`: 200 while `fence` holds a live lease, 409 otherwise.
-pub async fn check_fence(State(app): State<AppState>, FencePath(name, fence): FencePath) -> LockResult {
+pub async fn check_fence(
+    State(app): State<AppState>,
+    FencePath(name, fence): FencePath,
+) -> LockResult {
     let lock = app.store.get(&name).await?;
     let now = now(&app);
     if let Err(rejection) = check_holder(lock.as_ref(), fence, now) {

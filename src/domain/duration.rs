@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn parses_every_documented_form() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
@@ -92,7 +95,11 @@ mod tests {
 
     #[test]
     fn formatting_reads_back_exactly() {
-        for d in [Duration::from_secs(30), Duration::from_millis(1500), Duration::from_millis(1)] {
+        for d in [
+            Duration::from_secs(30),
+            Duration::from_millis(1500),
+            Duration::from_millis(1),
+        ] {
             assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
         }
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
@@ -100,23 +107,37 @@ mod tests {
     }
 
     fn bounds() -> TtlBounds {
-        TtlBounds::new(Duration::from_secs(30), Duration::from_secs(1), Duration::from_secs(3600))
-            .unwrap()
+        TtlBounds::new(
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )
+        .unwrap()
     }
 
     #[test]
     fn resolve_uses_the_default_and_keeps_values_within_bounds() {
         let b = bounds();
         assert_eq!(b.resolve(None).unwrap(), Duration::from_secs(30));
-        assert_eq!(b.resolve(Some(Duration::from_secs(1))).unwrap(), Duration::from_secs(1));
-        assert_eq!(b.resolve(Some(Duration::from_secs(3600))).unwrap(), Duration::from_secs(3600));
+        assert_eq!(
+            b.resolve(Some(Duration::from_secs(1))).unwrap(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.resolve(Some(Duration::from_secs(3600))).unwrap(),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]
     fn resolve_rejects_values_outside_the_bounds() {
         let b = bounds();
         let err = b.resolve(Some(Duration::from_millis(999))).unwrap_err();
-        assert!(err.0.contains("999ms is outside the allowed range 1s to 3600s"), "{err}");
+        assert!(
+            err.0
+                .contains("999ms is outside the allowed range 1s to 3600s"),
+            "{err}"
+        );
         assert!(b.resolve(Some(Duration::from_secs(3601))).is_err());
     }
 

@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(check_holder(Some(&l), 7, 30_999), Ok(()));
         assert_eq!(
             check_holder(Some(&l), 7, 31_000),
-            Err(LockRejection::LeaseExpired { fence: 7, released: false })
+            Err(LockRejection::LeaseExpired {
+                fence: 7,
+                released: false
+            })
         );
     }
 
@@ -105,11 +108,17 @@ mod tests {
         let l = lock(7, 31_000);
         assert_eq!(
             check_holder(Some(&l), 6, 2_000),
-            Err(LockRejection::FenceMismatch { given: 6, current: 7 })
+            Err(LockRejection::FenceMismatch {
+                given: 6,
+                current: 7
+            })
         );
         assert_eq!(
             check_holder(Some(&l), 8, 2_000),
-            Err(LockRejection::FenceMismatch { given: 8, current: 7 })
+            Err(LockRejection::FenceMismatch {
+                given: 8,
+                current: 7
+            })
         );
     }
 
@@ -120,7 +129,10 @@ mod tests {
         assert!(!l.is_held(0));
         assert_eq!(
             check_holder(Some(&l), 7, 2_000),
-            Err(LockRejection::LeaseExpired { fence: 7, released: true })
+            Err(LockRejection::LeaseExpired {
+                fence: 7,
+                released: true
+            })
         );
     }
 

@@ -102,9 +102,15 @@ mod tests {
 
     #[test]
     fn namespace_is_the_part_before_the_first_colon() {
-        assert_eq!(LockName::parse("billing:nightly").unwrap().namespace(), "billing");
+        assert_eq!(
+            LockName::parse("billing:nightly").unwrap().namespace(),
+            "billing"
+        );
         assert_eq!(LockName::parse("a:b:c").unwrap().namespace(), "a");
-        assert_eq!(LockName::parse("nightly").unwrap().namespace(), DEFAULT_NAMESPACE);
+        assert_eq!(
+            LockName::parse("nightly").unwrap().namespace(),
+            DEFAULT_NAMESPACE
+        );
         assert_eq!(LockName::parse(":x").unwrap().namespace(), "");
     }
 }

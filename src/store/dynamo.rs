@@ -148,7 +148,10 @@ impl DynamoStore {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        match self.write("acquire", &request.name, op.update_expression(expression)).await? {
+        match self
+            .write("acquire", &request.name, op.update_expression(expression))
+            .await?
+        {
             Write::Applied(item) => Ok(AcquireOutcome::Granted(Lock::try_from(&item)?)),
             Write::Rejected(Some(item)) => Ok(AcquireOutcome::Held(Lock::try_from(&item)?)),
             Write::Rejected(None) => Err(self.unavailable(
@@ -290,9 +293,13 @@ impl DynamoStore {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
                     Ok(Write::Rejected(failed.item))
                 }
-                other => Err(self.unavailable(operation, name, DisplayErrorContext(other).to_string())),
+                other => {
+                    Err(self.unavailable(operation, name, DisplayErrorContext(other).to_string()))
+                }
             },
-            Err(other) => Err(self.unavailable(operation, name, DisplayErrorContext(other).to_string())),
+            Err(other) => {
+                Err(self.unavailable(operation, name, DisplayErrorContext(other).to_string()))
+            }
         }
     }
 

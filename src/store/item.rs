@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(lock.nonce.as_str(), "abc");
         assert_eq!(lock.owner.as_deref(), Some("cron@host"));
         assert_eq!(lock.metadata, Some(serde_json::json!(["a", "b"])));
-        assert_eq!((lock.acquired_at, lock.heartbeat_at, lock.expires_at), (1000, 2000, 32000));
+        assert_eq!(
+            (lock.acquired_at, lock.heartbeat_at, lock.expires_at),
+            (1000, 2000, 32000)
+        );
         assert_eq!(lock.ttl, Duration::from_secs(30));
         assert_eq!(lock.body, "rollforward");
     }
@@ -138,7 +141,10 @@ mod tests {
             item.remove(attribute);
         }
         let lock = Lock::try_from(&item).unwrap();
-        assert_eq!((lock.owner, lock.metadata, lock.body.as_str()), (None, None, ""));
+        assert_eq!(
+            (lock.owner, lock.metadata, lock.body.as_str()),
+            (None, None, "")
+        );
     }
 
     #[test]
@@ -146,7 +152,10 @@ mod tests {
         let mut missing = item();
         missing.remove(FENCE);
         let err = Lock::try_from(&missing).unwrap_err().to_string();
-        assert!(err.contains("billing:nightly") && err.contains("fence is missing"), "{err}");
+        assert!(
+            err.contains("billing:nightly") && err.contains("fence is missing"),
+            "{err}"
+        );
 
         let mut wrong_type = item();
         wrong_type.insert(EXPIRES_AT.to_owned(), s("soon"));

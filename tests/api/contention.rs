@@ -27,7 +27,11 @@ async fn contending_clients_on_two_servers_never_hold_the_lock_together() {
 
     let mut clients = Vec::new();
     for client in 0..CLIENTS {
-        let server = if client % 2 == 0 { a.clone() } else { b.clone() };
+        let server = if client % 2 == 0 {
+            a.clone()
+        } else {
+            b.clone()
+        };
         let holdings = holdings.clone();
         clients.push(tokio::spawn(async move {
             let nonce = format!("client-{client}");
@@ -45,7 +49,11 @@ async fn contending_clients_on_two_servers_never_hold_the_lock_together() {
                 let end = Instant::now();
                 let released = server.release("hot", fence).await;
                 assert_eq!(released.json["released"], true, "{released:?}");
-                holdings.lock().unwrap().push(Holding { fence, granted: start, released: end });
+                holdings.lock().unwrap().push(Holding {
+                    fence,
+                    granted: start,
+                    released: end,
+                });
                 granted += 1;
             }
         }));
@@ -55,7 +63,11 @@ async fn contending_clients_on_two_servers_never_hold_the_lock_together() {
     }
 
     let mut holdings = holdings.lock().unwrap().clone();
-    assert_eq!(holdings.len(), CLIENTS * GRANTS_PER_CLIENT, "every client got its grants");
+    assert_eq!(
+        holdings.len(),
+        CLIENTS * GRANTS_PER_CLIENT,
+        "every client got its grants"
+    );
     holdings.sort_by_key(|h| h.granted);
     for pair in holdings.windows(2) {
         let (earlier, later) = (pair[0], pair[1]);

@@ -4,21 +4,21 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::TestApp;
+use crate::helpers::{SKEW, TestApp};
 
 #[tokio::test]
 async fn heartbeat_extends_the_lease_by_its_ttl() {
     let app = TestApp::spawn().await;
-    let fence = app.acquire("job", "a", "&ttl=2s").await.fence();
-    app.clock.advance(Duration::from_millis(1500));
+    let fence = app.acquire("job", "a", "&ttl=10s").await.fence();
+    app.clock.advance(Duration::from_secs(8));
     let beat = app.heartbeat("job", fence).await;
     assert_eq!(beat.status, StatusCode::OK, "{beat:?}");
     assert_eq!(beat.fence(), fence);
-    assert_eq!(beat.json["ttl"], "2s");
+    assert_eq!(beat.json["ttl"], "10s");
     // Past the first lease's end, the heartbeat keeps it held.
-    app.clock.advance(Duration::from_millis(1500));
+    app.clock.advance(Duration::from_secs(8));
     assert_eq!(app.check_fence("job", fence).await.status, StatusCode::OK);
-    app.clock.advance(Duration::from_millis(600));
+    app.clock.advance(Duration::from_secs(3));
     assert_eq!(app.check_fence("job", fence).await.code(), "lease_expired");
 }
 
@@ -26,7 +26,13 @@ async fn heartbeat_extends_the_lease_by_its_ttl() {
 async fn heartbeat_with_a_ttl_changes_the_lease_length() {
     let app = TestApp::spawn().await;
     let fence = app.acquire("job", "a", "&ttl=2s").await.fence();
-    let beat = app.call(Method::PUT, &format!("/locks/job/{fence}/heartbeat?ttl=90s"), None).await;
+    let beat = app
+        .call(
+            Method::PUT,
+            &format!("/locks/job/{fence}/heartbeat?ttl=90s"),
+            None,
+        )
+        .await;
     assert_eq!(beat.status, StatusCode::OK, "{beat:?}");
     assert_eq!(beat.json["ttl"], "90s");
     // Later heartbeats keep the new length.
@@ -44,7 +50,10 @@ async fn a_retried_heartbeat_and_update_have_the_effect_of_one() {
         assert_eq!(update.json["body"], "step-3");
     }
     let status = app.status("job").await;
-    assert_eq!((status.fence(), status.json["body"].as_str()), (fence, Some("step-3")));
+    assert_eq!(
+        (status.fence(), status.json["body"].as_str()),
+        (fence, Some("step-3"))
+    );
 }
 
 #[tokio::test]
@@ -56,7 +65,10 @@ async fn heartbeat_by_a_stale_fence_is_refused() {
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.code(), "fence_mismatch");
     let error = reply.json["error"].as_str().unwrap();
-    assert!(error.contains(&new.to_string()) && error.contains("\"job\""), "{error}");
+    assert!(
+        error.contains(&new.to_string()) && error.contains("\"job\""),
+        "{error}"
+    );
     let unknown = app.update("job", new + 1, "x").await;
     assert_eq!(unknown.code(), "fence_mismatch");
     assert_eq!(app.status("job").await.json["body"], "");
@@ -80,21 +92,27 @@ async fn heartbeat_after_the_lease_ran_out_is_refused() {
 #[tokio::test]
 async fn heartbeat_and_update_of_a_missing_lock_answer_404() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.heartbeat("ghost", 1).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.heartbeat("ghost", 1).await.status,
+        StatusCode::NOT_FOUND
+    );
     let update = app.update("ghost", 1, "x").await;
-    assert_eq!((update.status, update.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (update.status, update.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     assert_eq!(app.status("ghost").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn update_sets_the_body_and_extends_the_lease() {
     let app = TestApp::spawn().await;
-    let fence = app.acquire("job", "a", "&ttl=2s").await.fence();
-    app.clock.advance(Duration::from_millis(1500));
+    let fence = app.acquire("job", "a", "&ttl=10s").await.fence();
+    app.clock.advance(Duration::from_secs(8));
     let reply = app.update("job", fence, "rollback").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.json["body"], "rollback");
-    app.clock.advance(Duration::from_millis(1500));
+    app.clock.advance(Duration::from_secs(8));
     assert_eq!(app.check_fence("job", fence).await.status, StatusCode::OK);
 }
 
@@ -108,7 +126,10 @@ async fn the_two_phase_commit_flow_of_the_glock_readme() {
     let fence = lock.fence();
     for step in ["rollback", "rollforward", ""] {
         let reply = app.update("job.123", fence, step).await;
-        assert_eq!((reply.status, reply.json["body"].as_str()), (StatusCode::OK, Some(step)));
+        assert_eq!(
+            (reply.status, reply.json["body"].as_str()),
+            (StatusCode::OK, Some(step))
+        );
     }
     assert_eq!(app.release("job.123", fence).await.json["released"], true);
 }
@@ -119,7 +140,8 @@ async fn a_crashed_holders_body_is_read_by_the_next_holder() {
     let fence = app.acquire("job.123", "worker-1", "&ttl=1s").await.fence();
     app.update("job.123", fence, "rollforward").await;
     // worker-1 dies without releasing; its lease runs out.
-    app.clock.advance(Duration::from_secs(2));
+    app.clock
+        .advance(Duration::from_secs(1) + SKEW + Duration::from_millis(1));
     let next = app.acquire("job.123", "worker-2", "").await;
     assert_eq!(next.status, StatusCode::OK, "{next:?}");
     assert!(next.fence() > fence);
@@ -133,7 +155,10 @@ async fn the_body_survives_release_and_reacquire() {
     app.update("job", fence, "checkpoint 17 ✓").await;
     app.release("job", fence).await;
     let status = app.status("job").await;
-    assert_eq!((status.json["held"].as_bool(), status.json["body"].as_str()), (Some(false), Some("checkpoint 17 ✓")));
+    assert_eq!(
+        (status.json["held"].as_bool(), status.json["body"].as_str()),
+        (Some(false), Some("checkpoint 17 ✓"))
+    );
     let next = app.acquire("job", "b", "").await;
     assert_eq!(next.json["body"], "checkpoint 17 ✓");
 }

@@ -15,7 +15,10 @@ async fn an_expired_lease_is_taken_over_only_after_the_skew_margin() {
     // B's clock says the lease ended, but by less than the margin: still held.
     b.clock.advance(Duration::from_secs(2) + SKEW / 2);
     let early = b.acquire("job", "holder-b", "").await;
-    assert_eq!((early.status, early.code()), (StatusCode::CONFLICT, "lock_held"));
+    assert_eq!(
+        (early.status, early.code()),
+        (StatusCode::CONFLICT, "lock_held")
+    );
 
     // Past the margin, B takes it with a greater fence.
     b.clock.advance(SKEW);
@@ -26,10 +29,16 @@ async fn an_expired_lease_is_taken_over_only_after_the_skew_margin() {
     // The old holder, even on its own server whose clock says its lease is live,
     // can no longer heartbeat, write its body or release.
     assert_eq!(a.heartbeat("job", old).await.code(), "fence_mismatch");
-    assert_eq!(a.update("job", old, "stale write").await.code(), "fence_mismatch");
+    assert_eq!(
+        a.update("job", old, "stale write").await.code(),
+        "fence_mismatch"
+    );
     assert_eq!(a.release("job", old).await.json["released"], false);
     let status = a.status("job").await;
-    assert_eq!((status.fence(), status.json["body"].as_str()), (taken.fence(), Some("")));
+    assert_eq!(
+        (status.fence(), status.json["body"].as_str()),
+        (taken.fence(), Some(""))
+    );
 }
 
 #[tokio::test]
@@ -42,5 +51,8 @@ async fn a_live_lease_cannot_be_taken_through_another_server() {
     // The holder may use any server.
     assert_eq!(b.heartbeat("job", fence).await.status, StatusCode::OK);
     assert_eq!(b.release("job", fence).await.json["released"], true);
-    assert_eq!(a.acquire("job", "holder-b", "").await.status, StatusCode::OK);
+    assert_eq!(
+        a.acquire("job", "holder-b", "").await.status,
+        StatusCode::OK
+    );
 }

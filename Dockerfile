@@ -1,0 +1,17 @@
+# fencelock server image: a release build on Debian, run as an unprivileged user.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin fencelock
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 fencelock
+COPY --from=build /src/target/release/fencelock /usr/local/bin/fencelock
+USER fencelock
+EXPOSE 12345
+ENTRYPOINT ["fencelock"]
+CMD ["serve"]

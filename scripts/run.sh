@@ -13,7 +13,7 @@ fi
 mkdir -p .data
 scripts/dynamodb-local.sh "$ddb_port" "$here/.data/dynamodb" > .data/dynamodb.log 2>&1 &
 ddb=$!
-trap 'kill "$ddb" 2>/dev/null; wait "$ddb" 2>/dev/null' EXIT
+trap 'kill "$ddb" 2>/dev/null; wait "$ddb" 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$ddb_port") 2>/dev/null; then break; fi
   if ! kill -0 "$ddb" 2>/dev/null; then

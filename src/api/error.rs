@@ -24,7 +24,7 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     /// 409 `lock_held`: another holder's lease is live.
     #[error(
-        "lock {name:?} is held by another holder until {}; retry after that, or acquire with the holder's nonce",
+        "lock \"{name}\" is held by another holder until {}; retry after that, or acquire with the holder's nonce",
         rfc3339(*expires_at)
     )]
     LockHeld {
@@ -35,7 +35,7 @@ pub enum ApiError {
     },
     /// 409 `fence_mismatch`: the lock has moved on to another fence.
     #[error(
-        "fence {given} does not hold lock {name:?}: its current fence is {current}; acquire the lock again for a new fence"
+        "fence {given} does not hold lock \"{name}\": its current fence is {current}; acquire the lock again for a new fence"
     )]
     FenceMismatch {
         name: LockName,
@@ -43,7 +43,7 @@ pub enum ApiError {
         current: Fence,
     },
     /// 409 `lease_expired`: the fence is current but its lease is over.
-    #[error("the lease of fence {fence} on lock {name:?} {}; acquire the lock again for a new fence",
+    #[error("the lease of fence {fence} on lock \"{name}\" {}; acquire the lock again for a new fence",
         if *released { "was released" } else { "has expired" })]
     LeaseExpired {
         name: LockName,
@@ -51,7 +51,7 @@ pub enum ApiError {
         released: bool,
     },
     /// 404 `not_found`: the lock has no record.
-    #[error("lock {name:?} does not exist; acquire it first")]
+    #[error("lock \"{name}\" does not exist; acquire it first")]
     LockNotFound { name: LockName },
     /// 404 `not_found`: no such route.
     #[error("no route for {method} {path}; see the README for the API")]
@@ -60,7 +60,9 @@ pub enum ApiError {
     #[error("{method} is not allowed on {path}; see the README for the API")]
     MethodNotAllowed { method: String, path: String },
     /// 503 `unavailable`: DynamoDB failed; retry later.
-    #[error("the lock store is unavailable and could not {operation} lock {name:?}; retry shortly")]
+    #[error(
+        "the lock store is unavailable and could not {operation} lock \"{name}\"; retry shortly"
+    )]
     Unavailable {
         operation: &'static str,
         name: String,

@@ -51,7 +51,11 @@ async fn a_held_lock_answers_409_with_the_holders_expiry_and_retry_after() {
     assert_eq!(second.code(), "lock_held");
     assert_eq!(second.json["expireTime"], first.json["expireTime"]);
     assert_eq!(second.json["fence"], first.json["fence"]);
-    assert!(second.json["error"].as_str().unwrap().contains("\"job\""));
+    let error = second.json["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("lock \"job\" is held by another holder until "),
+        "{error}"
+    );
     let retry_after: u64 = second.headers[header::RETRY_AFTER]
         .to_str()
         .unwrap()

@@ -65,10 +65,10 @@ async fn heartbeat_by_a_stale_fence_is_refused() {
     assert_eq!(reply.status, StatusCode::CONFLICT);
     assert_eq!(reply.code(), "fence_mismatch");
     let error = reply.json["error"].as_str().unwrap();
-    assert!(
-        error.contains(&new.to_string()) && error.contains("\"job\""),
-        "{error}"
+    let expected = format!(
+        "fence {old} does not hold lock \"job\": its current fence is {new}; acquire the lock again for a new fence"
     );
+    assert_eq!(error, expected);
     let unknown = app.update("job", new + 1, "x").await;
     assert_eq!(unknown.code(), "fence_mismatch");
     assert_eq!(app.status("job").await.json["body"], "");

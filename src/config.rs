@@ -53,6 +53,10 @@ pub struct ServeConfig {
     #[arg(long, env = "FENCELOCK_CLOCK_SKEW", default_value = "500ms", value_parser = duration)]
     pub clock_skew: Duration,
 
+    /// Longest a waiting acquire may wait; a longer `wait` is cut to this.
+    #[arg(long, env = "FENCELOCK_MAX_WAIT", default_value = "60s", value_parser = duration)]
+    pub max_wait: Duration,
+
     /// Largest request body (a lock's body, or an acquire's JSON), e.g. 64KiB.
     #[arg(long, env = "FENCELOCK_MAX_BODY", default_value = "64KiB")]
     pub max_body: ByteSize,

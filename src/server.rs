@@ -34,6 +34,12 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let waiters = state.waiters.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Waiting requests are answered now rather than held until their wait ends.
+        waiters.close();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -52,16 +58,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     if config.create_table {
         ensure_table(&client, &config.table).await?;
     }
-    let state = AppState {
-        store: DynamoStore::new(
-            client,
-            &config.table,
-            Arc::new(SystemClock),
-            config.clock_skew,
-        ),
-        ttl,
-        max_body: config.max_body_bytes(),
-    };
+    let store = DynamoStore::new(
+        client,
+        &config.table,
+        Arc::new(SystemClock),
+        config.clock_skew,
+    );
+    let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {

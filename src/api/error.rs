@@ -67,6 +67,11 @@ pub enum ApiError {
         operation: &'static str,
         name: String,
     },
+    /// 503 `unavailable`: this server is shutting down; another one can answer.
+    #[error(
+        "this fencelock server is shutting down and stopped waiting for lock \"{name}\"; retry on another server"
+    )]
+    ShuttingDown { name: LockName },
     /// 500 `internal`: a fault of fencelock's own (for example an item it cannot read).
     #[error("{0}")]
     Internal(String),
@@ -99,7 +104,7 @@ impl ApiError {
             }
             Self::LockNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,7 +118,7 @@ impl ApiError {
             Self::LeaseExpired { .. } => "lease_expired",
             Self::LockNotFound { .. } | Self::RouteNotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::Unavailable { .. } => "unavailable",
+            Self::Unavailable { .. } | Self::ShuttingDown { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -147,7 +152,9 @@ impl IntoResponse for ApiError {
                 body["expireTime"] = json!(rfc3339(*expires_at));
                 Some(*retry_after_secs)
             }
-            Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unavailable { .. } | Self::ShuttingDown { .. } => {
+                Some(UNAVAILABLE_RETRY_AFTER_SECS)
+            }
             _ => None,
         };
         let mut response = (self.status(), Json(body)).into_response();

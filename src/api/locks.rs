@@ -9,8 +9,9 @@ use serde::{Deserialize, Deserializer};
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
 use super::view::{LockView, Released};
 use super::{ApiError, AppState};
-use crate::domain::{Nonce, check_holder, parse_duration};
+use crate::domain::{Lock, Nonce, check_holder, parse_duration};
 use crate::store::{AcquireOutcome, AcquireRequest, RenewOutcome};
+use crate::wait::WaitError;
 
 /// The longest owner accepted, in bytes.
 const MAX_OWNER_LEN: usize = 255;
@@ -23,6 +24,7 @@ type LockResult = Result<Json<LockView>, ApiError>;
 pub struct AcquireQuery {
     nonce: Option<String>,
     ttl: Option<String>,
+    wait: Option<String>,
 }
 
 /// JSON body of acquire; every field optional, `nonce` required here or in the query.
@@ -30,8 +32,10 @@ pub struct AcquireQuery {
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
     nonce: Option<String>,
-    #[serde(default, deserialize_with = "duration_value")]
+    #[serde(default, deserialize_with = "ttl_value")]
     ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "wait_value")]
+    wait: Option<Duration>,
     owner: Option<String>,
     metadata: Option<serde_json::Value>,
 }
@@ -48,22 +52,33 @@ pub struct RenewQuery {
 #[serde(deny_unknown_fields)]
 pub struct NoQuery {}
 
-/// A JSON duration: a string such as `"30s"`, or a whole number of seconds.
+/// A JSON `ttl`: a string such as `"30s"`, or a whole number of seconds.
+fn ttl_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration_value(deserializer, "ttl")
+}
+
+/// A JSON `wait`, read as `ttl` is.
+fn wait_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration_value(deserializer, "wait")
+}
+
 fn duration_value<'de, D: Deserializer<'de>>(
     deserializer: D,
+    field: &str,
 ) -> Result<Option<Duration>, D::Error> {
     use serde::de::Error;
+    let invalid = |detail: String| D::Error::custom(format!("{field}: {detail}"));
     match serde_json::Value::deserialize(deserializer)? {
         serde_json::Value::Null => Ok(None),
         serde_json::Value::Number(n) => n
             .as_u64()
             .map(|s| Some(Duration::from_secs(s)))
-            .ok_or_else(|| D::Error::custom(format!("ttl {n} is not a whole number of seconds"))),
+            .ok_or_else(|| invalid(format!("{n} is not a whole number of seconds"))),
         serde_json::Value::String(text) => {
-            parse_duration(&text).map(Some).map_err(D::Error::custom)
+            parse_duration(&text).map(Some).map_err(|e| invalid(e.0))
         }
-        other => Err(D::Error::custom(format!(
-            "ttl {other} is not a duration; expected for example \"30s\" or 30"
+        other => Err(invalid(format!(
+            "{other} is not a duration; expected for example \"30s\" or 30"
         ))),
     }
 }
@@ -82,10 +97,10 @@ fn either<T: PartialEq>(
     }
 }
 
-fn parse_ttl(raw: Option<&str>) -> Result<Option<Duration>, ApiError> {
+fn parse_duration_param(field: &str, raw: Option<&str>) -> Result<Option<Duration>, ApiError> {
     raw.map(parse_duration)
         .transpose()
-        .map_err(|e| ApiError::InvalidRequest(format!("ttl: {e}")))
+        .map_err(|e| ApiError::InvalidRequest(format!("{field}: {e}")))
 }
 
 /// `POST`/`PUT /locks/{name}?nonce=…&ttl=…`, or the same as a JSON body.
@@ -96,13 +111,22 @@ pub async fn acquire(
     OptionalJson(body): OptionalJson<AcquireBody>,
 ) -> LockResult {
     let body = body.unwrap_or_default();
+    let wait = either(
+        "wait",
+        parse_duration_param("wait", query.wait.as_deref())?,
+        body.wait,
+    )?;
     let nonce = either("nonce", query.nonce, body.nonce)?.ok_or_else(|| {
         ApiError::InvalidRequest(format!(
-            "acquiring lock {name:?} needs a nonce (?nonce=… or {{\"nonce\": …}}): a value unique to this holder"
+            "acquiring lock \"{name}\" needs a nonce (?nonce=… or {{\"nonce\": …}}): a value unique to this holder"
         ))
     })?;
     let nonce = Nonce::parse(&nonce).map_err(|e| ApiError::InvalidRequest(e.0))?;
-    let ttl = either("ttl", parse_ttl(query.ttl.as_deref())?, body.ttl)?;
+    let ttl = either(
+        "ttl",
+        parse_duration_param("ttl", query.ttl.as_deref())?,
+        body.ttl,
+    )?;
     let ttl = app
         .ttl
         .resolve(ttl)
@@ -122,13 +146,37 @@ pub async fn acquire(
         owner: body.owner,
         metadata: body.metadata,
     };
-    match app.store.acquire(&request).await? {
-        AcquireOutcome::Granted(lock) => Ok(Json(LockView::new(lock, now(&app)))),
+    let lock = take(&app, request, wait.unwrap_or_default()).await?;
+    Ok(Json(LockView::new(lock, now(&app))))
+}
+
+/// Acquires `request` at once, or waiting up to `wait` (cut to the server's maximum);
+/// a lock still held in the end is a 409 saying until when.
+pub(super) async fn take(
+    app: &AppState,
+    request: AcquireRequest,
+    wait: Duration,
+) -> Result<Lock, ApiError> {
+    let wait = wait.min(app.max_wait);
+    let name = request.name.clone();
+    let outcome = if wait.is_zero() {
+        app.store.acquire(&request).await?
+    } else {
+        app.waiters
+            .acquire(request, wait)
+            .await
+            .map_err(|err| match err {
+                WaitError::Store(err) => ApiError::from(err),
+                WaitError::ShuttingDown => ApiError::ShuttingDown { name: name.clone() },
+            })?
+    };
+    match outcome {
+        AcquireOutcome::Granted(lock) => Ok(lock),
         AcquireOutcome::Held(holder) => {
-            let wait_ms = app.store.free_at(&holder) - now(&app);
+            let wait_ms = app.store.free_at(&holder) - now(app);
             Err(ApiError::LockHeld {
                 retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
-                name: request.name,
+                name,
                 fence: holder.fence,
                 expires_at: holder.expires_at,
             })
@@ -160,7 +208,7 @@ pub async fn update(
 }
 
 fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Duration>, ApiError> {
-    parse_ttl(query.ttl.as_deref())?
+    parse_duration_param("ttl", query.ttl.as_deref())?
         .map(|ttl| app.ttl.resolve(Some(ttl)))
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(e.0))
@@ -180,6 +228,9 @@ pub async fn release(
     Params(NoQuery {}): Params<NoQuery>,
 ) -> Result<Json<Released>, ApiError> {
     let released = app.store.release(&name, fence).await?;
+    if released {
+        app.waiters.released(&name);
+    }
     Ok(Json(Released { released }))
 }
 

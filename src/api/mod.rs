@@ -15,16 +15,36 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use view::LockView;
 
+use std::time::Duration;
+
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
+use crate::wait::Waiters;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: DynamoStore,
+    /// The waiting acquires of this server.
+    pub waiters: Waiters,
     pub ttl: TtlBounds,
+    /// The longest a request may wait for a lock; longer waits are cut to this.
+    pub max_wait: Duration,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+}
+
+impl AppState {
+    /// The state of a server on `store`, with no one waiting yet.
+    pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
+        Self {
+            waiters: Waiters::new(store.clone()),
+            store,
+            ttl,
+            max_wait,
+            max_body,
+        }
+    }
 }
 
 /// The whole HTTP API.

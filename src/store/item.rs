@@ -30,7 +30,7 @@ pub const BODY: &str = "body";
 pub type Item = HashMap<String, AttributeValue>;
 
 /// An item that does not have the shape fencelock writes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("lock item {name:?} is malformed: {reason}")]
 pub struct MalformedItem {
     pub name: String,

@@ -39,7 +39,7 @@ pub enum AcquireOutcome {
 pub type RenewOutcome = Result<Lock, LockRejection>;
 
 /// A failure that is not an answer about the lock.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// DynamoDB could not be reached, throttled us, timed out or failed; the caller
     /// may retry later.

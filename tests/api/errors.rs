@@ -62,6 +62,7 @@ async fn bad_acquires_are_refused_and_create_nothing() {
             None,
             "unknown field",
         ),
+        ("/locks/job?nonce=a&wait=later".to_owned(), None, "wait: "),
         (
             "/locks/job".to_owned(),
             Some("{\"nonce\": \"a\""),
@@ -74,7 +75,7 @@ async fn bad_acquires_are_refused_and_create_nothing() {
         ),
         (
             "/locks/job".to_owned(),
-            Some("{\"nonce\": \"a\", \"wait\": \"5s\"}"),
+            Some("{\"nonce\": \"a\", \"lease\": \"5s\"}"),
             "unknown field",
         ),
         (

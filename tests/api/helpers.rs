@@ -16,10 +16,13 @@ use fencelock::domain::TtlBounds;
 use fencelock::store::{DynamoStore, ensure_table};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use tokio::sync::Notify;
 
 /// The clock-skew margin every test server runs with.
 /// It is wide so that real time passing during a test cannot decide its outcome.
 pub const SKEW: Duration = Duration::from_secs(2);
+/// The longest wait every test server allows.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
 /// The body limit every test server runs with.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -103,6 +106,7 @@ pub struct TestApp {
     pub clock: Arc<ShiftedClock>,
     pub table: String,
     pub dynamo: Client,
+    shutdown: Arc<Notify>,
 }
 
 /// One HTTP answer.
@@ -154,30 +158,34 @@ impl TestApp {
 
     async fn serve(dynamo: Client, table: String) -> Self {
         let clock = Arc::new(ShiftedClock::new());
-        let state = AppState {
-            store: DynamoStore::new(dynamo.clone(), &table, clock.clone(), SKEW),
-            ttl: TtlBounds::new(
-                Duration::from_secs(30),
-                Duration::from_secs(1),
-                Duration::from_secs(3600),
-            )
-            .unwrap(),
-            max_body: MAX_BODY,
-        };
+        let store = DynamoStore::new(dynamo.clone(), &table, clock.clone(), SKEW);
+        let ttl = TtlBounds::new(
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let state = AppState::new(store, ttl, MAX_WAIT, MAX_BODY);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(fencelock::server::run(
-            listener,
-            state,
-            std::future::pending(),
-        ));
+        let shutdown = Arc::new(Notify::new());
+        let signal = shutdown.clone();
+        tokio::spawn(fencelock::server::run(listener, state, async move {
+            signal.notified().await;
+        }));
         Self {
+            shutdown,
             base,
             http: reqwest::Client::new(),
             clock,
             table,
             dynamo,
         }
+    }
+
+    /// Starts this server's graceful shutdown, as SIGTERM does.
+    pub fn shut_down(&self) {
+        self.shutdown.notify_one();
     }
 
     /// Sends `method path` with an optional raw body.

@@ -8,3 +8,4 @@ mod lease;
 mod release;
 mod status;
 mod takeover;
+mod wait;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::domain::{Lock, LockName};
+use crate::domain::{Holder, Lock, LockName};
 use crate::store::{AcquireOutcome, AcquireRequest, DynamoStore, StoreError};
 
 /// The first retry delay while the lock is held elsewhere.
@@ -233,7 +233,7 @@ async fn hand_over(store: &DynamoStore, waiter: Waiter, lock: Lock) {
         .is_err()
     {
         tracing::info!(lock = %name, fence, "waiter left before its grant; releasing it");
-        if let Err(err) = store.release(&name, fence).await {
+        if let Err(err) = store.release(&name, &Holder::Fence(fence)).await {
             // The lease still ends on its own at its ttl.
             tracing::warn!(lock = %name, fence, %err, "could not release an unclaimed grant");
         }

@@ -50,6 +50,14 @@ pub enum ApiError {
         fence: Fence,
         released: bool,
     },
+    /// 404 `not_found`: the token is not a live holding of the lock.
+    #[error(
+        "the token holds nothing on lock \"{name}\": it is not the current holder's, or its lease ended; acquire the lock again"
+    )]
+    TokenHoldsNothing { name: LockName },
+    /// 409 `lease_longer`: an extend would end the lease sooner than it ends now.
+    #[error("the lease on lock \"{name}\" already runs until {}; a timeout that ends it sooner is refused", rfc3339(*expires_at))]
+    WouldShorten { name: LockName, expires_at: Millis },
     /// 404 `not_found`: the lock has no record.
     #[error("lock \"{name}\" does not exist; acquire it first")]
     LockNotFound { name: LockName },
@@ -92,6 +100,17 @@ impl ApiError {
                 fence,
                 released,
             },
+            LockRejection::TokenMismatch => Self::TokenHoldsNothing { name },
+            LockRejection::WouldShorten { expires_at } => Self::WouldShorten { name, expires_at },
+        }
+    }
+
+    /// The error for a token that does not hold `name`, as Gorilla answers it: 404
+    /// for any holding that is not live, 409 only for a refused shortening.
+    pub fn token_rejected(name: LockName, rejection: LockRejection) -> Self {
+        match rejection {
+            LockRejection::WouldShorten { expires_at } => Self::WouldShorten { name, expires_at },
+            _ => Self::TokenHoldsNothing { name },
         }
     }
 
@@ -99,10 +118,13 @@ impl ApiError {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::LockHeld { .. } | Self::FenceMismatch { .. } | Self::LeaseExpired { .. } => {
-                StatusCode::CONFLICT
-            }
-            Self::LockNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::LockHeld { .. }
+            | Self::FenceMismatch { .. }
+            | Self::LeaseExpired { .. }
+            | Self::WouldShorten { .. } => StatusCode::CONFLICT,
+            Self::LockNotFound { .. }
+            | Self::RouteNotFound { .. }
+            | Self::TokenHoldsNothing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable { .. } | Self::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,7 +138,10 @@ impl ApiError {
             Self::LockHeld { .. } => "lock_held",
             Self::FenceMismatch { .. } => "fence_mismatch",
             Self::LeaseExpired { .. } => "lease_expired",
-            Self::LockNotFound { .. } | Self::RouteNotFound { .. } => "not_found",
+            Self::WouldShorten { .. } => "lease_longer",
+            Self::LockNotFound { .. }
+            | Self::RouteNotFound { .. }
+            | Self::TokenHoldsNothing { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::Unavailable { .. } | Self::ShuttingDown { .. } => "unavailable",
             Self::Internal(_) => "internal",

@@ -8,13 +8,16 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
-use crate::domain::{Fence, LockName};
+use crate::domain::{Fence, LockName, Token};
 
 /// `{name}` of a lock route.
 pub struct LockPath(pub LockName);
 
 /// `{name}/{fence}` of a lock route.
 pub struct FencePath(pub LockName, pub Fence);
+
+/// `{resource}/{token}` of a Gorilla-compatible route.
+pub struct TokenPath(pub LockName, pub Token);
 
 /// Query parameters, with unknown or malformed ones answered by a 400.
 pub struct Params<T>(pub T);
@@ -58,6 +61,22 @@ impl<S: Send + Sync> FromRequestParts<S> for FencePath {
                 .map_err(|e| invalid(e.body_text()))?;
         let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
         Ok(Self(name, parse_fence(&raw_fence)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((raw_name, raw_token)) =
+            Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| invalid(e.body_text()))?;
+        let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
+        Ok(Self(
+            name,
+            Token::parse(&raw_token).map_err(|e| invalid(e.0))?,
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer};
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
 use super::view::{LockView, Released};
 use super::{ApiError, AppState};
-use crate::domain::{Lock, Nonce, check_holder, parse_duration};
+use crate::domain::{Holder, Lock, Nonce, check_holder, parse_duration};
 use crate::store::{AcquireOutcome, AcquireRequest, RenewOutcome};
 use crate::wait::WaitError;
 
@@ -62,7 +62,7 @@ fn wait_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Durat
     duration_value(deserializer, "wait")
 }
 
-fn duration_value<'de, D: Deserializer<'de>>(
+pub(super) fn duration_value<'de, D: Deserializer<'de>>(
     deserializer: D,
     field: &str,
 ) -> Result<Option<Duration>, D::Error> {
@@ -191,7 +191,10 @@ pub async fn heartbeat(
     Params(query): Params<RenewQuery>,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let outcome = app.store.heartbeat(&name, fence, ttl).await?;
+    let outcome = app
+        .store
+        .heartbeat(&name, &Holder::Fence(fence), ttl)
+        .await?;
     renewed(&app, name, outcome)
 }
 
@@ -227,7 +230,7 @@ pub async fn release(
     FencePath(name, fence): FencePath,
     Params(NoQuery {}): Params<NoQuery>,
 ) -> Result<Json<Released>, ApiError> {
-    let released = app.store.release(&name, fence).await?;
+    let released = app.store.release(&name, &Holder::Fence(fence)).await?;
     if released {
         app.waiters.released(&name);
     }
@@ -249,7 +252,7 @@ pub async fn check_fence(
 ) -> LockResult {
     let lock = app.store.get(&name).await?;
     let now = now(&app);
-    if let Err(rejection) = check_holder(lock.as_ref(), fence, now) {
+    if let Err(rejection) = check_holder(lock.as_ref(), &Holder::Fence(fence), now) {
         return Err(ApiError::rejected(name, rejection));
     }
     lock.map(|lock| Json(LockView::new(lock, now)))

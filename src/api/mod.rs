@@ -3,13 +3,14 @@
 
 mod error;
 mod extract;
+mod gorilla;
 mod locks;
 mod view;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{Method, Uri};
-use axum::routing::post;
+use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -65,6 +66,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/locks/{name}/{fence}/heartbeat",
             post(locks::heartbeat).put(locks::heartbeat),
+        )
+        .route("/api/v1/locks/{resource}", post(gorilla::acquire))
+        .route(
+            "/api/v1/locks/{resource}/{token}",
+            get(gorilla::status)
+                .put(gorilla::extend)
+                .delete(gorilla::release),
         )
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

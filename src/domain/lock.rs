@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{LockName, Nonce};
+use super::{LockName, Nonce, Token};
 
 /// A fence: the number handed out with each acquisition, strictly greater than every
 /// fence the same name handed out before.
@@ -19,6 +19,9 @@ pub struct Lock {
     pub fence: Fence,
     /// The current (or last) holder's nonce; a secret, never shown.
     pub nonce: Nonce,
+    /// The current (or last) holder's token; a secret, shown only to that holder.
+    /// Absent on records written before tokens existed.
+    pub token: Option<Token>,
     pub owner: Option<String>,
     pub metadata: Option<serde_json::Value>,
     pub acquired_at: Millis,
@@ -42,26 +45,50 @@ impl Lock {
     }
 }
 
-/// Why a fence does not (or no longer) hold a lock.
+/// How a request names the holding it acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// By the fence of its acquisition (the glock-style API).
+    Fence(Fence),
+    /// By the secret token of its acquisition (the Gorilla-compatible API).
+    Token(Token),
+}
+
+/// Why a holder does not (or no longer) hold a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockRejection {
     /// There is no record of this lock at all.
     NotFound,
     /// The lock has moved on to another fence (or this fence was never issued).
     FenceMismatch { given: Fence, current: Fence },
-    /// The fence is current, but its lease ended: it ran out, or was released.
+    /// The token is not the current holder's.
+    TokenMismatch,
+    /// The holding is current, but its lease ended: it ran out, or was released.
     LeaseExpired { fence: Fence, released: bool },
+    /// The holding is live, but the new lease would end before the current one.
+    WouldShorten { expires_at: Millis },
 }
 
-/// Decides whether `fence` holds a live lease on `lock` at `now`.
-pub fn check_holder(lock: Option<&Lock>, fence: Fence, now: Millis) -> Result<(), LockRejection> {
+/// Decides whether `holder` holds a live lease on `lock` at `now`.
+pub fn check_holder(
+    lock: Option<&Lock>,
+    holder: &Holder,
+    now: Millis,
+) -> Result<(), LockRejection> {
     let lock = lock.ok_or(LockRejection::NotFound)?;
-    if lock.fence != fence {
-        return Err(LockRejection::FenceMismatch {
-            given: fence,
-            current: lock.fence,
-        });
+    match holder {
+        Holder::Fence(fence) if *fence != lock.fence => {
+            return Err(LockRejection::FenceMismatch {
+                given: *fence,
+                current: lock.fence,
+            });
+        }
+        Holder::Token(token) if lock.token.as_ref() != Some(token) => {
+            return Err(LockRejection::TokenMismatch);
+        }
+        _ => {}
     }
+    let fence = lock.fence;
     if !lock.is_held(now) {
         return Err(LockRejection::LeaseExpired {
             fence,
@@ -75,11 +102,14 @@ pub fn check_holder(lock: Option<&Lock>, fence: Fence, now: Millis) -> Result<()
 mod tests {
     use super::*;
 
+    const F: fn(Fence) -> Holder = Holder::Fence;
+
     fn lock(fence: Fence, expires_at: Millis) -> Lock {
         Lock {
             name: LockName::parse("job").unwrap(),
             fence,
             nonce: Nonce::parse("n").unwrap(),
+            token: Some(Token::parse("t0k3n").unwrap()),
             owner: None,
             metadata: None,
             acquired_at: 1_000,
@@ -93,32 +123,37 @@ mod tests {
     #[test]
     fn the_current_fence_holds_until_the_lease_ends() {
         let l = lock(7, 31_000);
-        assert_eq!(check_holder(Some(&l), 7, 30_999), Ok(()));
-        assert_eq!(
-            check_holder(Some(&l), 7, 31_000),
-            Err(LockRejection::LeaseExpired {
-                fence: 7,
-                released: false
-            })
-        );
+        assert_eq!(check_holder(Some(&l), &F(7), 30_999), Ok(()));
+        let expired = LockRejection::LeaseExpired {
+            fence: 7,
+            released: false,
+        };
+        assert_eq!(check_holder(Some(&l), &F(7), 31_000), Err(expired));
     }
 
     #[test]
     fn another_fence_never_holds() {
         let l = lock(7, 31_000);
+        for given in [6, 8] {
+            let mismatch = LockRejection::FenceMismatch { given, current: 7 };
+            assert_eq!(check_holder(Some(&l), &F(given), 2_000), Err(mismatch));
+        }
+    }
+
+    #[test]
+    fn the_current_token_holds_and_another_does_not() {
+        let l = lock(7, 31_000);
+        let own = Holder::Token(Token::parse("t0k3n").unwrap());
+        let other = Holder::Token(Token::parse("guess").unwrap());
+        assert_eq!(check_holder(Some(&l), &own, 2_000), Ok(()));
         assert_eq!(
-            check_holder(Some(&l), 6, 2_000),
-            Err(LockRejection::FenceMismatch {
-                given: 6,
-                current: 7
-            })
+            check_holder(Some(&l), &other, 2_000),
+            Err(LockRejection::TokenMismatch)
         );
+        let tokenless = Lock { token: None, ..l };
         assert_eq!(
-            check_holder(Some(&l), 8, 2_000),
-            Err(LockRejection::FenceMismatch {
-                given: 8,
-                current: 7
-            })
+            check_holder(Some(&tokenless), &own, 2_000),
+            Err(LockRejection::TokenMismatch)
         );
     }
 
@@ -127,17 +162,15 @@ mod tests {
         let l = lock(7, 0);
         assert!(l.is_released());
         assert!(!l.is_held(0));
-        assert_eq!(
-            check_holder(Some(&l), 7, 2_000),
-            Err(LockRejection::LeaseExpired {
-                fence: 7,
-                released: true
-            })
-        );
+        let released = LockRejection::LeaseExpired {
+            fence: 7,
+            released: true,
+        };
+        assert_eq!(check_holder(Some(&l), &F(7), 2_000), Err(released));
     }
 
     #[test]
     fn a_missing_lock_is_not_found() {
-        assert_eq!(check_holder(None, 1, 0), Err(LockRejection::NotFound));
+        assert_eq!(check_holder(None, &F(1), 0), Err(LockRejection::NotFound));
     }
 }

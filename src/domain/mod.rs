@@ -6,11 +6,13 @@ mod duration;
 mod lock;
 mod name;
 mod nonce;
+mod token;
 
 pub use duration::{TtlBounds, format_duration, parse_duration};
-pub use lock::{Fence, Lock, LockRejection, Millis, check_holder};
+pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder};
 pub use name::LockName;
 pub use nonce::Nonce;
+pub use token::Token;
 
 /// A request value that failed to parse, with a sentence saying what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, RenewOutcome, StoreError};
 use crate::clock::Clock;
-use crate::domain::{Fence, Lock, LockName, LockRejection, Millis, check_holder};
+use crate::domain::{Fence, Holder, Lock, LockName, LockRejection, Millis, Token, check_holder};
 
 /// Where and how to reach DynamoDB.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +61,35 @@ pub struct DynamoStore {
     skew_ms: i64,
 }
 
+/// What a heartbeat, body update or extend changes besides the heartbeat time.
+struct Renewal<'a> {
+    /// A new lease length; `None` reuses the one granted.
+    ttl: Option<Duration>,
+    body: Option<&'a str>,
+    /// Refuse a lease that would end sooner than the current one.
+    keep_longer: bool,
+}
+
+/// The condition that `holder` is the lock's current holder (`:holder`).
+fn holder_condition(holder: &Holder) -> &'static str {
+    match holder {
+        Holder::Fence(_) => "#fence = :holder",
+        Holder::Token(_) => "#token = :holder",
+    }
+}
+
+/// Binds the names and value [`holder_condition`] uses.
+fn with_holder(op: UpdateItemFluentBuilder, holder: &Holder) -> UpdateItemFluentBuilder {
+    match holder {
+        Holder::Fence(fence) => op
+            .expression_attribute_names("#fence", item::FENCE)
+            .expression_attribute_values(":holder", n(fence)),
+        Holder::Token(token) => op
+            .expression_attribute_names("#token", item::TOKEN)
+            .expression_attribute_values(":holder", s(token.as_str())),
+    }
+}
+
 /// The answer to one conditional write.
 enum Write {
     Applied(Item),
@@ -103,6 +132,7 @@ impl DynamoStore {
             // it was deleted: fences are floored by the time in microseconds.
             "#fence = if_not_exists(#fence, :floor) + :one",
             "#nonce = :nonce",
+            "#token = :token",
             "#acquired_at = :now",
             "#heartbeat_at = :now",
             "#expires_at = :expires_at",
@@ -116,6 +146,7 @@ impl DynamoStore {
             )
             .expression_attribute_names("#fence", item::FENCE)
             .expression_attribute_names("#nonce", item::NONCE)
+            .expression_attribute_names("#token", item::TOKEN)
             .expression_attribute_names("#acquired_at", item::ACQUIRED_AT)
             .expression_attribute_names("#heartbeat_at", item::HEARTBEAT_AT)
             .expression_attribute_names("#expires_at", item::EXPIRES_AT)
@@ -125,6 +156,7 @@ impl DynamoStore {
             .expression_attribute_values(":floor", n(now_micros))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":nonce", s(request.nonce.as_str()))
+            .expression_attribute_values(":token", s(Token::generate().as_str()))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
             .expression_attribute_values(":ttl_ms", n(ttl_ms))
@@ -162,14 +194,24 @@ impl DynamoStore {
         }
     }
 
-    /// Extends the lease of `fence` by `ttl` (or by the lease length it was granted with).
+    /// Extends the lease of `holder` by `ttl` (or by the lease length it was granted with).
     pub async fn heartbeat(
         &self,
         name: &LockName,
-        fence: Fence,
+        holder: &Holder,
         ttl: Option<Duration>,
     ) -> Result<RenewOutcome, StoreError> {
-        self.renew("heartbeat", name, fence, ttl, None).await
+        self.renew(
+            "heartbeat",
+            name,
+            holder,
+            Renewal {
+                ttl,
+                body: None,
+                keep_longer: false,
+            },
+        )
+        .await
     }
 
     /// Sets the body and extends the lease of `fence`, as a heartbeat does.
@@ -180,80 +222,108 @@ impl DynamoStore {
         body: &str,
         ttl: Option<Duration>,
     ) -> Result<RenewOutcome, StoreError> {
-        self.renew("update", name, fence, ttl, Some(body)).await
+        let renewal = Renewal {
+            ttl,
+            body: Some(body),
+            keep_longer: false,
+        };
+        self.renew("update", name, &Holder::Fence(fence), renewal)
+            .await
+    }
+
+    /// Sets the lease of `holder` to end `ttl` from now, unless that is sooner than it
+    /// ends already ([`LockRejection::WouldShorten`]), as Gorilla's extend does.
+    pub async fn extend(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<RenewOutcome, StoreError> {
+        let renewal = Renewal {
+            ttl: Some(ttl),
+            body: None,
+            keep_longer: true,
+        };
+        self.renew("extend", name, holder, renewal).await
     }
 
     async fn renew(
         &self,
         operation: &'static str,
         name: &LockName,
-        fence: Fence,
-        ttl: Option<Duration>,
-        body: Option<&str>,
+        holder: &Holder,
+        renewal: Renewal<'_>,
     ) -> Result<RenewOutcome, StoreError> {
         let now = self.clock.now_millis();
         let mut set = vec!["#heartbeat_at = :now"];
-        let mut op = self
-            .update(name)
-            .condition_expression("#fence = :fence AND #expires_at > :now")
-            .expression_attribute_names("#fence", item::FENCE)
+        let mut condition = vec![holder_condition(holder), "#expires_at > :now"];
+        let mut op = with_holder(self.update(name), holder)
             .expression_attribute_names("#heartbeat_at", item::HEARTBEAT_AT)
             .expression_attribute_names("#expires_at", item::EXPIRES_AT)
             .expression_attribute_names("#ttl_ms", item::TTL_MS)
-            .expression_attribute_values(":fence", n(fence))
             .expression_attribute_values(":now", n(now));
-        match ttl {
+        match renewal.ttl {
             Some(ttl) => {
                 let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
                 set.extend(["#expires_at = :expires_at", "#ttl_ms = :ttl_ms"]);
+                if renewal.keep_longer {
+                    condition.push("#expires_at <= :expires_at");
+                }
                 op = op
                     .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
                     .expression_attribute_values(":ttl_ms", n(ttl_ms));
             }
             None => set.push("#expires_at = :now + #ttl_ms"),
         }
-        if let Some(body) = body {
+        if let Some(body) = renewal.body {
             set.push("#body = :body");
             op = op
                 .expression_attribute_names("#body", item::BODY)
                 .expression_attribute_values(":body", s(body));
         }
-        let op = op.update_expression(format!("SET {}", set.join(", ")));
+        let op = op
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(condition.join(" AND "));
         match self.write(operation, name, op).await? {
             Write::Applied(item) => Ok(Ok(Lock::try_from(&item)?)),
             Write::Rejected(old) => {
                 let old = old.as_ref().map(Lock::try_from).transpose()?;
                 // The item is the one the condition was evaluated on, at `now`, so the
-                // check finds the same reason; should it not, the lease is over anyway.
-                let rejection = check_holder(old.as_ref(), fence, now).err().unwrap_or(
-                    LockRejection::LeaseExpired {
-                        fence,
-                        released: false,
+                // check finds the same reason; when it finds none, the holder is live and
+                // only the no-shortening rule can have failed.
+                let rejection = match check_holder(old.as_ref(), holder, now) {
+                    Err(rejection) => rejection,
+                    Ok(()) => LockRejection::WouldShorten {
+                        expires_at: old.map_or(0, |lock| lock.expires_at),
                     },
-                );
+                };
                 Ok(Err(rejection))
             }
         }
     }
 
-    /// Ends the lease of `fence`. Returns whether `fence` is the lock's current fence,
-    /// now released (by this call or an earlier one: a retried release answers the
-    /// same); `false` means the lock has moved on and nothing changed.
-    pub async fn release(&self, name: &LockName, fence: Fence) -> Result<bool, StoreError> {
-        let op = self
-            .update(name)
+    /// Ends the lease of `holder`. Returns whether `holder` is the lock's current
+    /// holder, now released (by this call or an earlier one: a retried release
+    /// answers the same); `false` means the lock has moved on and nothing changed.
+    pub async fn release(&self, name: &LockName, holder: &Holder) -> Result<bool, StoreError> {
+        let op = with_holder(self.update(name), holder)
             .update_expression("SET #expires_at = :zero")
-            .condition_expression("#fence = :fence AND #expires_at <> :zero")
-            .expression_attribute_names("#fence", item::FENCE)
+            .condition_expression(format!(
+                "{} AND #expires_at <> :zero",
+                holder_condition(holder)
+            ))
             .expression_attribute_names("#expires_at", item::EXPIRES_AT)
-            .expression_attribute_values(":fence", n(fence))
             .expression_attribute_values(":zero", n(0));
         match self.write("release", name, op).await? {
             Write::Applied(_) => Ok(true),
             Write::Rejected(None) => Ok(false),
             Write::Rejected(Some(item)) => {
                 let old = Lock::try_from(&item)?;
-                Ok(old.fence == fence && old.is_released())
+                let same = match holder {
+                    Holder::Fence(fence) => old.fence == *fence,
+                    Holder::Token(token) => old.token.as_ref() == Some(token),
+                };
+                Ok(same && old.is_released())
             }
         }
     }

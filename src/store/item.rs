@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::domain::{Lock, LockName, Nonce};
+use crate::domain::{Lock, LockName, Nonce, Token};
 
 /// Partition key: the lock name (S).
 pub const NAME: &str = "name";
@@ -13,6 +13,8 @@ pub const NAME: &str = "name";
 pub const FENCE: &str = "fence";
 /// Current holder's nonce (S), a secret.
 pub const NONCE: &str = "nonce";
+/// Current holder's token (S), a secret; issued with each acquisition.
+pub const TOKEN: &str = "token";
 /// Optional owner from the acquire request (S).
 pub const OWNER: &str = "owner";
 /// Optional metadata from the acquire request, as JSON text (S).
@@ -56,11 +58,15 @@ impl TryFrom<&Item> for Lock {
             ),
             None => None,
         };
+        let token = string(item, TOKEN)
+            .map(|raw| Token::parse(&raw).map_err(|e| malformed(e.0)))
+            .transpose()?;
         let ttl_ms = number::<u64>(item, TTL_MS).map_err(&malformed)?;
         Ok(Lock {
             name,
             fence: number(item, FENCE).map_err(&malformed)?,
             nonce,
+            token,
             owner: string(item, OWNER),
             metadata,
             acquired_at: number(item, ACQUIRED_AT).map_err(&malformed)?,
@@ -108,6 +114,7 @@ mod tests {
             (NAME.to_owned(), s("billing:nightly")),
             (FENCE.to_owned(), n(1_700_000_000_000_001u64)),
             (NONCE.to_owned(), s("abc")),
+            (TOKEN.to_owned(), s("0123456789abcdef0123456789abcdef")),
             (OWNER.to_owned(), s("cron@host")),
             (METADATA.to_owned(), s(r#"["a","b"]"#)),
             (ACQUIRED_AT.to_owned(), n(1000)),
@@ -124,6 +131,10 @@ mod tests {
         assert_eq!(lock.name.as_str(), "billing:nightly");
         assert_eq!(lock.fence, 1_700_000_000_000_001);
         assert_eq!(lock.nonce.as_str(), "abc");
+        assert_eq!(
+            lock.token.unwrap().as_str(),
+            "0123456789abcdef0123456789abcdef"
+        );
         assert_eq!(lock.owner.as_deref(), Some("cron@host"));
         assert_eq!(lock.metadata, Some(serde_json::json!(["a", "b"])));
         assert_eq!(
@@ -137,7 +148,7 @@ mod tests {
     #[test]
     fn optional_attributes_may_be_absent() {
         let mut item = item();
-        for attribute in [OWNER, METADATA, BODY] {
+        for attribute in [TOKEN, OWNER, METADATA, BODY] {
             item.remove(attribute);
         }
         let lock = Lock::try_from(&item).unwrap();
@@ -145,6 +156,7 @@ mod tests {
             (lock.owner, lock.metadata, lock.body.as_str()),
             (None, None, "")
         );
+        assert!(lock.token.is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod acquire;
 mod contention;
 mod errors;
+mod gorilla;
 mod helpers;
 mod lease;
 mod release;

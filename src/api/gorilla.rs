@@ -1,0 +1,169 @@
+//! The Gorilla-compatible routes under `/api/v1/locks`, with the request and
+//! response shapes of Gorilla's README. `owner` plays the nonce's part, `id` is the
+//! fence and `token` the secret of each acquisition. Unlike Gorilla's, acquire is
+//! one conditional write and an abandoned lock expires on its own.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::extract::{LockPath, OptionalJson, TokenPath};
+use super::locks::{duration_value, take};
+use super::view::rfc3339;
+use super::{ApiError, AppState};
+use crate::domain::{Fence, Holder, Lock, Millis, Nonce, check_holder};
+use crate::store::AcquireRequest;
+
+/// Body of `POST /api/v1/locks/{resource}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    owner: Option<String>,
+    #[serde(default, deserialize_with = "timeout_value")]
+    timeout: Option<Duration>,
+    metadata: Option<serde_json::Value>,
+}
+
+/// Body of `PUT /api/v1/locks/{resource}/{token}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    #[serde(default, deserialize_with = "timeout_value")]
+    timeout: Option<Duration>,
+}
+
+/// A `timeout`: whole seconds, as a number or a string, or a duration such as `"90s"`.
+fn timeout_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration_value(deserializer, "timeout")
+}
+
+/// A lock as Gorilla shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GorillaLock {
+    /// The fence.
+    pub id: Fence,
+    pub owner: Option<String>,
+    pub resource: String,
+    /// The holder's secret, to address this holding.
+    pub token: String,
+    /// The lease length in seconds.
+    pub timeout: serde_json::Number,
+    pub metadata: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// When the lease ends; `null` once released.
+    pub expire_at: Option<String>,
+}
+
+impl From<Lock> for GorillaLock {
+    fn from(lock: Lock) -> Self {
+        let timeout = if lock.ttl.subsec_millis() == 0 {
+            lock.ttl.as_secs().into()
+        } else {
+            serde_json::Number::from_f64(lock.ttl.as_secs_f64()).unwrap_or_else(|| 0.into())
+        };
+        Self {
+            id: lock.fence,
+            resource: lock.name.to_string(),
+            token: lock
+                .token
+                .as_ref()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            timeout,
+            created_at: rfc3339(lock.acquired_at),
+            updated_at: rfc3339(lock.heartbeat_at),
+            expire_at: (!lock.is_released()).then(|| rfc3339(lock.expires_at)),
+            owner: lock.owner,
+            metadata: lock.metadata,
+        }
+    }
+}
+
+type GorillaResult = Result<Json<GorillaLock>, ApiError>;
+
+/// `POST /api/v1/locks/{resource}` `{owner, timeout, metadata}`.
+pub async fn acquire(
+    State(app): State<AppState>,
+    LockPath(name): LockPath,
+    OptionalJson(body): OptionalJson<AcquireBody>,
+) -> GorillaResult {
+    let body = body.ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "acquiring lock \"{name}\" needs a JSON body {{\"owner\": …, \"timeout\": seconds, \"metadata\": …}}"
+        ))
+    })?;
+    let owner = body.owner.ok_or_else(|| {
+        ApiError::InvalidRequest(format!("acquiring lock \"{name}\" needs an owner"))
+    })?;
+    let nonce = Nonce::parse(&owner).map_err(|e| {
+        ApiError::InvalidRequest(format!("owner: {} (the owner is the holder's nonce)", e.0))
+    })?;
+    let ttl = app
+        .ttl
+        .resolve(body.timeout)
+        .map_err(|e| ApiError::InvalidRequest(format!("timeout: {}", e.0)))?;
+    let request = AcquireRequest {
+        name,
+        nonce,
+        ttl,
+        owner: Some(owner),
+        metadata: body.metadata,
+    };
+    let lock = take(&app, request, Duration::ZERO).await?;
+    Ok(Json(lock.into()))
+}
+
+/// `GET /api/v1/locks/{resource}/{token}`: 404 unless the token holds a live lease.
+pub async fn status(
+    State(app): State<AppState>,
+    TokenPath(name, token): TokenPath,
+) -> GorillaResult {
+    let lock = app.store.get(&name).await?;
+    let now: Millis = app.store.clock().now_millis();
+    if let Err(rejection) = check_holder(lock.as_ref(), &Holder::Token(token), now) {
+        return Err(ApiError::token_rejected(name, rejection));
+    }
+    lock.map(|lock| Json(lock.into()))
+        .ok_or(ApiError::TokenHoldsNothing { name })
+}
+
+/// `PUT /api/v1/locks/{resource}/{token}` `{timeout}`: the lease ends `timeout` from
+/// now; 409 when that is sooner than it ends already.
+pub async fn extend(
+    State(app): State<AppState>,
+    TokenPath(name, token): TokenPath,
+    OptionalJson(body): OptionalJson<ExtendBody>,
+) -> GorillaResult {
+    let timeout = body.and_then(|b| b.timeout).ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "extending lock \"{name}\" needs a JSON body {{\"timeout\": seconds}}"
+        ))
+    })?;
+    let ttl = app
+        .ttl
+        .resolve(Some(timeout))
+        .map_err(|e| ApiError::InvalidRequest(format!("timeout: {}", e.0)))?;
+    match app.store.extend(&name, &Holder::Token(token), ttl).await? {
+        Ok(lock) => Ok(Json(lock.into())),
+        Err(rejection) => Err(ApiError::token_rejected(name, rejection)),
+    }
+}
+
+/// `DELETE /api/v1/locks/{resource}/{token}`: 204, or 404 for a token that holds
+/// nothing. A retried release of the same holding answers 204 again.
+pub async fn release(
+    State(app): State<AppState>,
+    TokenPath(name, token): TokenPath,
+) -> Result<StatusCode, ApiError> {
+    if app.store.release(&name, &Holder::Token(token)).await? {
+        app.waiters.released(&name);
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::TokenHoldsNothing { name })
+    }
+}

@@ -4,6 +4,7 @@
 mod error;
 mod extract;
 mod gorilla;
+mod list;
 mod locks;
 mod view;
 
@@ -52,6 +53,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
     Router::new()
+        .route("/locks", get(list::list))
         .route(
             "/locks/{name}",
             post(locks::acquire).put(locks::acquire).get(locks::status),

@@ -55,8 +55,8 @@ pub async fn connect(settings: &DynamoSettings) -> Result<Client, String> {
 /// Lock state in one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
-    client: Client,
-    table: Arc<str>,
+    pub(super) client: Client,
+    pub(super) table: Arc<str>,
     clock: Arc<dyn Clock>,
     skew_ms: i64,
 }

@@ -5,12 +5,14 @@
 
 mod dynamo;
 pub mod item;
+mod list;
 mod table;
 
 use std::time::Duration;
 
 pub use dynamo::{DynamoSettings, DynamoStore, connect};
 pub use item::MalformedItem;
+pub use list::{ListQuery, Page};
 pub use table::{TableError, ensure_table};
 
 use crate::domain::{Lock, LockName, LockRejection, Nonce};

@@ -6,6 +6,7 @@ mod errors;
 mod gorilla;
 mod helpers;
 mod lease;
+mod list;
 mod release;
 mod status;
 mod takeover;

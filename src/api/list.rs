@@ -1,0 +1,107 @@
+//! `GET /locks`: listing locks, a page at a time.
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::extract::Params;
+use super::view::LockView;
+use super::{ApiError, AppState};
+use crate::domain::LockName;
+use crate::store::ListQuery;
+
+/// Locks per page when the request does not say.
+const DEFAULT_LIMIT: usize = 100;
+/// The most locks per page.
+const MAX_LIMIT: usize = 1000;
+
+/// Query parameters of `GET /locks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    prefix: Option<String>,
+    held: Option<bool>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// One page of locks.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockPage {
+    pub locks: Vec<LockView>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /locks?prefix=&held=true&limit=&cursor=`: locks in the table's scan order
+/// (not name order), each as its status view.
+pub async fn list(
+    State(app): State<AppState>,
+    Params(params): Params<ListParams>,
+) -> Result<Json<LockPage>, ApiError> {
+    let query = list_query(params)?;
+    let page = app.store.list(&query).await?;
+    let now = app.store.clock().now_millis();
+    Ok(Json(LockPage {
+        locks: page
+            .locks
+            .into_iter()
+            .map(|lock| LockView::new(lock, now))
+            .collect(),
+        next_cursor: page.next.map(|name| URL_SAFE_NO_PAD.encode(name.as_str())),
+    }))
+}
+
+fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
+    let invalid = |message: String| ApiError::InvalidRequest(message);
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(invalid(format!(
+            "limit must be 1 to {MAX_LIMIT}, got {limit}"
+        )));
+    }
+    if let Some(prefix) = params.prefix.as_deref().filter(|p| !p.is_empty()) {
+        // A prefix is itself the start of a name.
+        LockName::parse(prefix).map_err(|e| invalid(format!("prefix: {}", e.0)))?;
+    }
+    let after = params
+        .cursor
+        .map(|cursor| decode_cursor(&cursor))
+        .transpose()?;
+    Ok(ListQuery {
+        prefix: params.prefix,
+        held_only: params.held.unwrap_or(false),
+        limit,
+        after,
+    })
+}
+
+fn decode_cursor(cursor: &str) -> Result<LockName, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|name| LockName::parse(&name).ok())
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "cursor {cursor:?} is not one this API returned; pass nextCursor from the previous page"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let cursor = URL_SAFE_NO_PAD.encode("billing:nightly");
+        assert_eq!(decode_cursor(&cursor).unwrap().as_str(), "billing:nightly");
+        for bad in ["!!", "", &URL_SAFE_NO_PAD.encode("has space")] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::view::rfc3339;
 use crate::domain::{Fence, LockName, LockRejection, Millis};
@@ -163,9 +164,34 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The JSON of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// A sentence naming the lock and saying what was expected.
+    #[schema(
+        example = "lock \"job1\" is held by another holder until 2026-11-23T10:40:30.123Z; retry after that, or acquire with the holder's nonce"
+    )]
+    pub error: String,
+    /// The machine-readable reason.
+    #[schema(example = "lock_held")]
+    pub code: String,
+    /// With `lock_held`: the holder's fence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+    /// With `lock_held`: when the holder's lease ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.to_string(), "code": self.code() });
+        let mut body = ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_owned(),
+            fence: None,
+            expire_time: None,
+        };
         let retry_after = match &self {
             Self::LockHeld {
                 fence,
@@ -173,8 +199,8 @@ impl IntoResponse for ApiError {
                 retry_after_secs,
                 ..
             } => {
-                body["fence"] = json!(fence);
-                body["expireTime"] = json!(rfc3339(*expires_at));
+                body.fence = Some(*fence);
+                body.expire_time = Some(rfc3339(*expires_at));
                 Some(*retry_after_secs)
             }
             Self::Unavailable { .. } | Self::ShuttingDown { .. } => {

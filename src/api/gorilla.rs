@@ -9,7 +9,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::extract::{LockPath, OptionalJson, TokenPath};
 use super::locks::{duration_value, take};
 use super::view::rfc3339;
@@ -18,20 +20,28 @@ use crate::domain::{Fence, Holder, Lock, Millis, Nonce, check_holder};
 use crate::store::AcquireRequest;
 
 /// Body of `POST /api/v1/locks/{resource}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = GorillaAcquire)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
+    /// Who acquires: the holder's nonce, 1–64 printable characters. Required.
     owner: Option<String>,
+    /// Lease length in seconds (a number or a string); default `FENCELOCK_DEFAULT_TTL`.
     #[serde(default, deserialize_with = "timeout_value")]
+    #[schema(value_type = Option<u64>, example = 60)]
     timeout: Option<Duration>,
+    /// Any JSON, shown with the lock.
     metadata: Option<serde_json::Value>,
 }
 
 /// Body of `PUT /api/v1/locks/{resource}/{token}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = GorillaExtend)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
+    /// The lease ends this many seconds from now. Required.
     #[serde(default, deserialize_with = "timeout_value")]
+    #[schema(value_type = Option<u64>, example = 120)]
     timeout: Option<Duration>,
 }
 
@@ -41,7 +51,7 @@ fn timeout_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Du
 }
 
 /// A lock as Gorilla shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GorillaLock {
     /// The fence.
@@ -51,6 +61,7 @@ pub struct GorillaLock {
     /// The holder's secret, to address this holding.
     pub token: String,
     /// The lease length in seconds.
+    #[schema(value_type = f64, example = 60)]
     pub timeout: serde_json::Number,
     pub metadata: Option<serde_json::Value>,
     pub created_at: String,
@@ -86,6 +97,17 @@ impl From<Lock> for GorillaLock {
 
 type GorillaResult = Result<Json<GorillaLock>, ApiError>;
 
+#[utoipa::path(post, path = "/api/v1/locks/{resource}", tag = "gorilla",
+    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]")),
+    request_body(content = AcquireBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Granted", body = GorillaLock),
+        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        (status = 409, description = "`lock_held`: held by another owner", body = ErrorBody,
+            headers(("Retry-After" = u64))),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `POST /api/v1/locks/{resource}` `{owner, timeout, metadata}`.
 pub async fn acquire(
     State(app): State<AppState>,
@@ -118,6 +140,14 @@ pub async fn acquire(
     Ok(Json(lock.into()))
 }
 
+#[utoipa::path(get, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
+    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("token" = String, Path, description = "The token returned by acquire")),
+    responses(
+        (status = 200, description = "The token holds a live lease", body = GorillaLock),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 404, description = "The token holds nothing", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `GET /api/v1/locks/{resource}/{token}`: 404 unless the token holds a live lease.
 pub async fn status(
     State(app): State<AppState>,
@@ -132,6 +162,17 @@ pub async fn status(
         .ok_or(ApiError::TokenHoldsNothing { name })
 }
 
+#[utoipa::path(put, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
+    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("token" = String, Path, description = "The token returned by acquire")),
+    request_body(content = ExtendBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Extended", body = GorillaLock),
+        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        (status = 404, description = "The token holds nothing", body = ErrorBody),
+        (status = 409, description = "`lease_longer`: the lease already ends later", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `PUT /api/v1/locks/{resource}/{token}` `{timeout}`: the lease ends `timeout` from
 /// now; 409 when that is sooner than it ends already.
 pub async fn extend(
@@ -154,6 +195,14 @@ pub async fn extend(
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
+    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("token" = String, Path, description = "The token returned by acquire")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 404, description = "The token holds nothing", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `DELETE /api/v1/locks/{resource}/{token}`: 204, or 404 for a token that holds
 /// nothing. A retried release of the same holding answers 204 again.
 pub async fn release(

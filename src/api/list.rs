@@ -5,7 +5,9 @@ use axum::extract::State;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::extract::Params;
 use super::view::LockView;
 use super::{ApiError, AppState};
@@ -18,17 +20,23 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 /// Query parameters of `GET /locks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Only names that start with this.
     prefix: Option<String>,
+    /// Only locks whose lease is live now.
     held: Option<bool>,
+    /// Locks per page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// One page of locks.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockPage {
     pub locks: Vec<LockView>,
@@ -36,6 +44,13 @@ pub struct LockPage {
     pub next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/locks", tag = "locks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of locks", body = LockPage),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `GET /locks?prefix=&held=true&limit=&cursor=`: locks in the table's scan order
 /// (not name order), each as its status view.
 pub async fn list(

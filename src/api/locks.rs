@@ -5,7 +5,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
 use super::view::{LockView, Released};
 use super::{ApiError, AppState};
@@ -19,31 +21,44 @@ const MAX_OWNER_LEN: usize = 255;
 type LockResult = Result<Json<LockView>, ApiError>;
 
 /// Query parameters of acquire.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireQuery {
+    /// A value unique to this holder, 1–64 printable characters; required here or in the body.
     nonce: Option<String>,
+    /// Lease length: `30s`, `1500ms`, `2m` or whole seconds.
     ttl: Option<String>,
+    /// How long to wait for the lock (default 0: answer 409 at once).
     wait: Option<String>,
 }
 
 /// JSON body of acquire; every field optional, `nonce` required here or in the query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
+    /// A value unique to this holder, 1–64 printable characters.
     nonce: Option<String>,
+    /// Lease length: `"30s"`, `"1500ms"`, `"2m"`, or a whole number of seconds.
     #[serde(default, deserialize_with = "ttl_value")]
+    #[schema(value_type = Option<String>, example = "30s")]
     ttl: Option<Duration>,
+    /// How long to wait for the lock, as `ttl` is written.
     #[serde(default, deserialize_with = "wait_value")]
+    #[schema(value_type = Option<String>, example = "10s")]
     wait: Option<Duration>,
+    /// Who holds the lock, shown by status; 1–255 bytes.
     owner: Option<String>,
+    /// Any JSON, shown by status.
     metadata: Option<serde_json::Value>,
 }
 
 /// Query parameters of heartbeat and update.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RenewQuery {
+    /// A new lease length, kept for later heartbeats; without it the last one is reused.
     ttl: Option<String>,
 }
 
@@ -103,6 +118,19 @@ fn parse_duration_param(field: &str, raw: Option<&str>) -> Result<Option<Duratio
         .map_err(|e| ApiError::InvalidRequest(format!("{field}: {e}")))
 }
 
+#[utoipa::path(method(post, put), path = "/locks/{name}", tag = "locks",
+    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), AcquireQuery),
+    request_body(content = Option<AcquireBody>, content_type = "application/json",
+        description = "The parameters may come as JSON instead of in the query"),
+    responses(
+        (status = 200, description = "Granted, with a new fence", body = LockView),
+        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        (status = 409, description = "`lock_held`: another holder's lease is live",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until it may be free"))),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: DynamoDB failed or the server is shutting down",
+            body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `POST`/`PUT /locks/{name}?nonce=…&ttl=…`, or the same as a JSON body.
 pub async fn acquire(
     State(app): State<AppState>,
@@ -184,6 +212,15 @@ pub(super) async fn take(
     }
 }
 
+#[utoipa::path(method(post, put), path = "/locks/{name}/{fence}/heartbeat", tag = "locks",
+    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire"), RenewQuery),
+    responses(
+        (status = 200, description = "The lease, extended", body = LockView),
+        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
+        (status = 409, description = "`fence_mismatch` or `lease_expired`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `POST`/`PUT /locks/{name}/{fence}/heartbeat[?ttl=…]`.
 pub async fn heartbeat(
     State(app): State<AppState>,
@@ -198,6 +235,17 @@ pub async fn heartbeat(
     renewed(&app, name, outcome)
 }
 
+#[utoipa::path(method(post, put), path = "/locks/{name}/{fence}", tag = "locks",
+    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire"), RenewQuery),
+    request_body(content = String, content_type = "text/plain", description = "The new body: UTF-8 text"),
+    responses(
+        (status = 200, description = "The lease, extended", body = LockView),
+        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
+        (status = 409, description = "`fence_mismatch` or `lease_expired`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+    ))]
 /// `POST`/`PUT /locks/{name}/{fence}[?ttl=…]` with the new body as the request body.
 pub async fn update(
     State(app): State<AppState>,
@@ -224,6 +272,13 @@ fn renewed(app: &AppState, name: crate::domain::LockName, outcome: RenewOutcome)
     }
 }
 
+#[utoipa::path(delete, path = "/locks/{name}/{fence}", tag = "locks",
+    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire")),
+    responses(
+        (status = 200, description = "Whether the fence is the current one, now released", body = Released),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `DELETE /locks/{name}/{fence}`: idempotent.
 pub async fn release(
     State(app): State<AppState>,
@@ -237,6 +292,14 @@ pub async fn release(
     Ok(Json(Released { released }))
 }
 
+#[utoipa::path(get, path = "/locks/{name}", tag = "locks",
+    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]")),
+    responses(
+        (status = 200, description = "The lock, never its nonce", body = LockView),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `GET /locks/{name}`: the lock's state, never its nonce.
 pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> LockResult {
     match app.store.get(&name).await? {
@@ -245,6 +308,15 @@ pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> Lo
     }
 }
 
+#[utoipa::path(get, path = "/locks/{name}/{fence}", tag = "locks",
+    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire")),
+    responses(
+        (status = 200, description = "The fence holds a live lease", body = LockView),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
+        (status = 409, description = "`fence_mismatch` or `lease_expired`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+    ))]
 /// `GET /locks/{name}/{fence}`: 200 while `fence` holds a live lease, 409 otherwise.
 pub async fn check_fence(
     State(app): State<AppState>,

@@ -8,11 +8,16 @@ mod list;
 mod locks;
 mod view;
 
+use std::sync::LazyLock;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{Method, Uri};
-use axum::routing::{get, post};
+use axum::http::{Method, Uri, header};
+use axum::response::IntoResponse;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use view::LockView;
@@ -52,35 +57,58 @@ impl AppState {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
-    Router::new()
-        .route("/locks", get(list::list))
-        .route(
-            "/locks/{name}",
-            post(locks::acquire).put(locks::acquire).get(locks::status),
-        )
-        .route(
-            "/locks/{name}/{fence}",
-            post(locks::update)
-                .put(locks::update)
-                .delete(locks::release)
-                .get(locks::check_fence),
-        )
-        .route(
-            "/locks/{name}/{fence}/heartbeat",
-            post(locks::heartbeat).put(locks::heartbeat),
-        )
-        .route("/api/v1/locks/{resource}", post(gorilla::acquire))
-        .route(
-            "/api/v1/locks/{resource}/{token}",
-            get(gorilla::status)
-                .put(gorilla::extend)
-                .delete(gorilla::release),
-        )
+    let (router, _) = documented_routes().split_for_parts();
+    router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`router`], served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "fencelock",
+        description = "Named locks with leases and fences, over HTTP, on DynamoDB."
+    ),
+    tags(
+        (name = "locks", description = "The glock-style API"),
+        (name = "gorilla", description = "The Gorilla-compatible API"),
+        (name = "operations", description = "The service itself"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route with its OpenAPI description: a route cannot be added without one.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list::list))
+        .routes(routes!(locks::acquire, locks::status))
+        .routes(routes!(locks::update, locks::release, locks::check_fence))
+        .routes(routes!(locks::heartbeat))
+        .routes(routes!(gorilla::acquire))
+        .routes(routes!(gorilla::status, gorilla::extend, gorilla::release))
+        .routes(routes!(openapi_json))
+}
+
+/// This document, as JSON.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API",
+        content_type = "application/json")))]
+async fn openapi_json() -> impl IntoResponse {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+        serde_json::to_string(&openapi()).unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
 }
 
 fn request_span(request: &Request) -> tracing::Span {

@@ -2,12 +2,13 @@
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::{Fence, Lock, Millis, format_duration};
 
 /// A lock as clients see it: glock's `acquireTime`, `expireTime`, `fence` and `body`,
 /// plus the rest of the record. Never the nonce.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockView {
     pub name: String,
@@ -44,7 +45,7 @@ impl LockView {
 }
 
 /// The answer to a release.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Released {
     pub released: bool,
 }

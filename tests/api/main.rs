@@ -7,6 +7,7 @@ mod gorilla;
 mod helpers;
 mod lease;
 mod list;
+mod openapi;
 mod release;
 mod status;
 mod takeover;

@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data
+.PHONY: run test tools check fmt clean-data bench-wait
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -17,6 +17,11 @@ run: tools
 # (or FENCELOCK_TEST_DYNAMODB_ENDPOINT when set).
 test: tools
 	cargo test --all-targets
+
+# Waiting-acquire benchmark (release build): handoff latency and DynamoDB requests
+# per second of 100 waiters; writes target/bench/waiting.json.
+bench-wait: tools
+	cargo bench --bench waiting
 
 check:
 	cargo fmt --check

@@ -1,15 +1,12 @@
 //! The harness: one DynamoDB Local for the whole test binary, and `TestApp`, a real
 //! fencelock server on a free port with a table of its own and a clock the test moves.
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use fencelock::api::AppState;
 use fencelock::clock::ShiftedClock;
 use fencelock::domain::TtlBounds;
@@ -17,6 +14,9 @@ use fencelock::store::{DynamoStore, ensure_table};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Notify;
+
+#[path = "../support/dynamodb_local.rs"]
+mod dynamodb_local;
 
 /// The clock-skew margin every test server runs with.
 /// It is wide so that real time passing during a test cannot decide its outcome.
@@ -30,63 +30,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub fn dynamodb_endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
-        std::env::var("FENCELOCK_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| start_dynamodb_local())
+        std::env::var("FENCELOCK_TEST_DYNAMODB_ENDPOINT")
+            .unwrap_or_else(|_| dynamodb_local::start("dynamodb-local-test.log"))
     })
-}
-
-fn start_dynamodb_local() -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let port = StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let log = File::create(format!("{root}/target/dynamodb-local-test.log")).expect("a log file");
-    // The shell stops DynamoDB Local when its stdin closes, that is when this test
-    // process exits, however it exits.
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "{root}/scripts/dynamodb-local.sh {port} & pid=$!; cat >/dev/null; kill $pid"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(log.try_clone().expect("log")))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("DynamoDB Local starts (are Java and `make tools` installed?)");
-    // Keep the stdin pipe open for the life of the process.
-    std::mem::forget(child);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "DynamoDB Local did not listen on {addr}; see target/dynamodb-local-test.log"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    format!("http://{addr}")
-}
-
-/// A DynamoDB client for `endpoint` with the fixed credentials DynamoDB Local accepts.
-pub fn dynamo_client(endpoint: &str) -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "fencelock-tests",
-        ))
-        .timeout_config(
-            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        .build();
-    Client::from_conf(config)
 }
 
 fn unique_table() -> String {
@@ -134,7 +80,7 @@ impl Reply {
 impl TestApp {
     /// A server on a fresh table.
     pub async fn spawn() -> Self {
-        let dynamo = dynamo_client(dynamodb_endpoint());
+        let dynamo = dynamodb_local::client(dynamodb_endpoint());
         let table = unique_table();
         ensure_table(&dynamo, &table)
             .await
@@ -144,7 +90,11 @@ impl TestApp {
 
     /// A second server on the same table, with a clock of its own.
     pub async fn another_instance(&self) -> Self {
-        Self::serve(dynamo_client(dynamodb_endpoint()), self.table.clone()).await
+        Self::serve(
+            dynamodb_local::client(dynamodb_endpoint()),
+            self.table.clone(),
+        )
+        .await
     }
 
     /// A server whose DynamoDB endpoint answers nothing.
@@ -153,7 +103,11 @@ impl TestApp {
             .unwrap()
             .local_addr()
             .unwrap();
-        Self::serve(dynamo_client(&format!("http://{closed}")), unique_table()).await
+        Self::serve(
+            dynamodb_local::client(&format!("http://{closed}")),
+            unique_table(),
+        )
+        .await
     }
 
     async fn serve(dynamo: Client, table: String) -> Self {

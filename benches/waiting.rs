@@ -1,0 +1,259 @@
+//! Benchmark of waiting acquire, run by `make bench-wait` (`cargo bench --bench
+//! waiting`): DynamoDB Local and two fencelock servers on one table, measuring
+//!
+//! - handoff: from sending a release through a server to its next local waiter
+//!   receiving the grant;
+//! - the DynamoDB requests per second that 100 waiters on one server spend on a lock
+//!   held through the other server.
+//!
+//! It prints a table and writes `target/bench/waiting.json`. `cargo test` builds it
+//! (so it cannot rot) but runs it only when given `--bench`, as `cargo bench` does.
+
+#[path = "../tests/support/dynamodb_local.rs"]
+mod dynamodb_local;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use fencelock::api::AppState;
+use fencelock::clock::SystemClock;
+use fencelock::domain::TtlBounds;
+use fencelock::store::{DynamoStore, ensure_table};
+use serde_json::{Value, json};
+
+const HANDOFFS: usize = 100;
+const WAITERS: usize = 100;
+const RAMP_UP: Duration = Duration::from_secs(2);
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts the HTTP requests a DynamoDB client sends, retries included.
+#[derive(Debug, Clone, Default)]
+struct CountRequests(Arc<AtomicU64>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _config: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Server {
+    base: String,
+    requests: CountRequests,
+}
+
+async fn spawn_server(endpoint: &str, table: &str) -> Server {
+    let requests = CountRequests::default();
+    let client = Client::from_conf(
+        dynamodb_local::config(endpoint)
+            .interceptor(requests.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(
+        client,
+        table,
+        Arc::new(SystemClock),
+        Duration::from_millis(500),
+    );
+    let ttl = TtlBounds::new(
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let state = AppState::new(store, ttl, Duration::from_secs(60), 64 * 1024);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(fencelock::server::run(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    Server { base, requests }
+}
+
+async fn post(http: &reqwest::Client, url: String) -> Value {
+    http.post(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Release-to-grant times of a local waiter, and the release round trips alone.
+async fn handoffs(http: &reqwest::Client, server: &Server) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut handoff, mut release) = (Vec::new(), Vec::new());
+    for i in 0..HANDOFFS {
+        let base = &server.base;
+        let fence = post(
+            http,
+            format!("{base}/locks/handoff?nonce=holder-{i}&ttl=60s"),
+        )
+        .await["fence"]
+            .clone();
+        let waiter = tokio::spawn({
+            let (http, url) = (
+                http.clone(),
+                format!("{base}/locks/handoff?nonce=waiter-{i}&wait=30s"),
+            );
+            async move {
+                let granted: Value = http.post(url).send().await.unwrap().json().await.unwrap();
+                (Instant::now(), granted)
+            }
+        });
+        // Let the waiter queue, try once, and settle into its back-off.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let sent = Instant::now();
+        http.delete(format!("{base}/locks/handoff/{fence}"))
+            .send()
+            .await
+            .unwrap();
+        release.push(sent.elapsed());
+        let (granted_at, granted) = waiter.await.unwrap();
+        assert!(
+            granted["fence"].is_u64(),
+            "the waiter was not granted: {granted}"
+        );
+        handoff.push(granted_at - sent);
+        http.delete(format!("{base}/locks/handoff/{}", granted["fence"]))
+            .send()
+            .await
+            .unwrap();
+    }
+    (handoff, release)
+}
+
+/// DynamoDB requests per second from `waiting_on`, where WAITERS wait for a lock
+/// held through `holding_on`: during the ramp-up, and in the steady state after.
+async fn waiting_cost(
+    http: &reqwest::Client,
+    holding_on: &Server,
+    waiting_on: &Server,
+) -> (f64, f64) {
+    let holder = post(
+        http,
+        format!("{}/locks/contended?nonce=holder&ttl=60s", holding_on.base),
+    )
+    .await;
+    let before = waiting_on.requests.0.load(Ordering::Relaxed);
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|i| {
+            let (http, url) = (
+                http.clone(),
+                format!(
+                    "{}/locks/contended?nonce=waiter-{i}&wait=30s",
+                    waiting_on.base
+                ),
+            );
+            tokio::spawn(async move { http.post(url).send().await })
+        })
+        .collect();
+    tokio::time::sleep(RAMP_UP).await;
+    let ramped = waiting_on.requests.0.load(Ordering::Relaxed);
+    tokio::time::sleep(WINDOW).await;
+    let after = waiting_on.requests.0.load(Ordering::Relaxed);
+    http.delete(format!(
+        "{}/locks/contended/{}",
+        holding_on.base, holder["fence"]
+    ))
+    .send()
+    .await
+    .unwrap();
+    for waiter in waiters {
+        waiter.abort();
+    }
+    (
+        (ramped - before) as f64 / RAMP_UP.as_secs_f64(),
+        (after - ramped) as f64 / WINDOW.as_secs_f64(),
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn summary(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    json!({
+        "samples": samples.len(),
+        "p50_ms": percentile(&samples, 0.50),
+        "p99_ms": percentile(&samples, 0.99),
+        "max_ms": percentile(&samples, 1.0),
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("waiting benchmark: built; run it with `make bench-wait`");
+        return;
+    }
+    let endpoint = std::env::var("FENCELOCK_TEST_DYNAMODB_ENDPOINT")
+        .unwrap_or_else(|_| dynamodb_local::start("dynamodb-local-bench.log"));
+    let table = format!("fencelock-bench-{}", std::process::id());
+    ensure_table(&dynamodb_local::client(&endpoint), &table)
+        .await
+        .unwrap();
+    let (a, b) = (
+        spawn_server(&endpoint, &table).await,
+        spawn_server(&endpoint, &table).await,
+    );
+    let http = reqwest::Client::new();
+
+    let (handoff, release) = handoffs(&http, &a).await;
+    let (handoff, release) = (summary(handoff), summary(release));
+    let (ramp_up, steady) = waiting_cost(&http, &a, &b).await;
+
+    println!(
+        "waiting acquire, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<44} {:>8} {:>8} {:>8}", "", "p50 ms", "p99 ms", "max ms");
+    for (label, s) in [
+        ("release round trip", &release),
+        ("release sent -> local waiter granted", &handoff),
+    ] {
+        println!(
+            "{label:<44} {:>8.2} {:>8.2} {:>8.2}",
+            s["p50_ms"].as_f64().unwrap(),
+            s["p99_ms"].as_f64().unwrap(),
+            s["max_ms"].as_f64().unwrap()
+        );
+    }
+    println!("{WAITERS} waiters, lock held through another server:");
+    println!(
+        "  DynamoDB requests/s, first {}s: {ramp_up:.1}",
+        RAMP_UP.as_secs()
+    );
+    println!(
+        "  DynamoDB requests/s, next {}s:  {steady:.1}",
+        WINDOW.as_secs()
+    );
+
+    let report = json!({
+        "handoff": handoff,
+        "release": release,
+        "waiters": WAITERS,
+        "requests_per_second_ramp_up": ramp_up,
+        "requests_per_second_steady": steady,
+    });
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        format!("{dir}/waiting.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    println!("written to target/bench/waiting.json");
+}

@@ -13,10 +13,12 @@ tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.jso
 run: tools
 	scripts/run.sh
 
-# Unit tests, then the API tests against a DynamoDB Local they start themselves
-# (or FENCELOCK_TEST_DYNAMODB_ENDPOINT when set).
+# Builds the benchmarks (so they cannot rot), then runs the unit tests and the API
+# tests against a DynamoDB Local they start themselves (or
+# FENCELOCK_TEST_DYNAMODB_ENDPOINT when set).
 test: tools
-	cargo test --all-targets
+	cargo build --benches
+	cargo test --lib --bins --tests
 
 # Waiting-acquire benchmark (release build): handoff latency and DynamoDB requests
 # per second of 100 waiters; writes target/bench/waiting.json.

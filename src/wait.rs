@@ -8,7 +8,8 @@
 //! - a release through this server wakes the task at once ([`Waiters::released`]);
 //! - a waiter whose client went away leaves the queue, and a grant it can no longer
 //!   receive is released again, so no lock is left held by nobody;
-//! - on shutdown ([`Waiters::close`]) every waiter is answered at once.
+//! - on shutdown ([`Waiters::close`]) every waiter is answered at once, or once the
+//!   one DynamoDB request in flight for its name returns.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -248,16 +249,19 @@ fn answer_expired(queue: &mut VecDeque<Waiter>, last: &LastSeen) {
         if waiter.reply.is_closed() {
             continue;
         }
-        if waiter.deadline > now {
-            kept.push_back(waiter);
-            continue;
-        }
         let answer = match last {
-            LastSeen::Holder(holder) => Ok(AcquireOutcome::Held(holder.clone())),
-            LastSeen::Failure(err) => Err(WaitError::Store(err.clone())),
-            LastSeen::Nothing => continue,
+            _ if waiter.deadline > now => None,
+            LastSeen::Holder(holder) => Some(Ok(AcquireOutcome::Held(holder.clone()))),
+            LastSeen::Failure(err) => Some(Err(WaitError::Store(err.clone()))),
+            // Nothing is known before the first attempt, which comes next.
+            LastSeen::Nothing => None,
         };
-        let _ = waiter.reply.send(answer);
+        match answer {
+            Some(answer) => {
+                let _ = waiter.reply.send(answer);
+            }
+            None => kept.push_back(waiter),
+        }
     }
     *queue = kept;
 }

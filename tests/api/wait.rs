@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, header};
 
+use fencelock::clock::SystemClock;
+use fencelock::domain::{LockName, Nonce};
+use fencelock::store::{AcquireOutcome, AcquireRequest, DynamoStore};
+use fencelock::wait::Waiters;
+
 use crate::helpers::{SKEW, TestApp};
 
 #[tokio::test]
@@ -159,4 +164,24 @@ async fn waiters_are_answered_503_when_the_server_shuts_down() {
             .unwrap()
             .contains("shutting down")
     );
+}
+
+/// A wait that ends before the first DynamoDB answer gets that answer, not a 503.
+#[tokio::test]
+async fn a_wait_that_ends_before_the_first_attempt_gets_its_answer() {
+    let app = TestApp::spawn().await;
+    let holder = app.acquire("job", "holder", "&ttl=60s").await.fence();
+    let store = DynamoStore::new(app.dynamo.clone(), &app.table, Arc::new(SystemClock), SKEW);
+    let waiters = Waiters::new(store);
+    let request = AcquireRequest {
+        name: LockName::parse("job").unwrap(),
+        nonce: Nonce::parse("waiter").unwrap(),
+        ttl: Duration::from_secs(30),
+        owner: None,
+        metadata: None,
+    };
+    match waiters.acquire(request, Duration::ZERO).await {
+        Ok(AcquireOutcome::Held(lock)) => assert_eq!(lock.fence, holder),
+        other => panic!("expected the holder, got {other:?}"),
+    }
 }

@@ -13,6 +13,19 @@ fn duration(raw: &str) -> Result<Duration, String> {
     parse_duration(raw).map_err(|e| e.0)
 }
 
+/// The reclaim delay, or none when reclaiming is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReclaimAfter(pub Option<Duration>);
+
+fn reclaim_after(raw: &str) -> Result<ReclaimAfter, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(ReclaimAfter(None));
+    }
+    duration(raw)
+        .map(|d| ReclaimAfter(Some(d)))
+        .map_err(|e| format!("{e}, or \"off\""))
+}
+
 /// Configuration of `fencelock serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -56,6 +69,16 @@ pub struct ServeConfig {
     /// Longest a waiting acquire may wait; a longer `wait` is cut to this.
     #[arg(long, env = "FENCELOCK_MAX_WAIT", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
+
+    /// After a lease ends without a release, nobody may take the lock for this long
+    /// on top of the skew margin, so that a holder that is merely slow can notice.
+    #[arg(long, env = "FENCELOCK_LOCK_DELAY", default_value = "0s", value_parser = duration)]
+    pub lock_delay: Duration,
+
+    /// Delete a record whose lease was released or ran out this long ago and whose
+    /// body is empty; `off` keeps every record.
+    #[arg(long, env = "FENCELOCK_RECLAIM_AFTER", default_value = "7d", value_parser = reclaim_after)]
+    pub reclaim_after: ReclaimAfter,
 
     /// Largest request body (a lock's body, or an acquire's JSON), e.g. 64KiB.
     #[arg(long, env = "FENCELOCK_MAX_BODY", default_value = "64KiB")]
@@ -108,6 +131,22 @@ mod tests {
         assert_eq!(cli.config.clock_skew, Duration::from_millis(250));
         assert_eq!(cli.config.max_body_bytes(), 1 << 20);
         assert!(!cli.config.create_table);
+    }
+
+    #[test]
+    fn reclaiming_takes_a_duration_or_off() {
+        let parse = |raw: &str| Cli::try_parse_from(["fencelock", "--reclaim-after", raw]);
+        let days = Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            parse("7d").unwrap().config.reclaim_after,
+            ReclaimAfter(Some(days))
+        );
+        assert_eq!(
+            parse("off").unwrap().config.reclaim_after,
+            ReclaimAfter(None)
+        );
+        let err = parse("never").err().unwrap().to_string();
+        assert!(err.contains("or \"off\""), "{err}");
     }
 
     #[test]

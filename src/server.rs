@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::api::{AppState, router};
 use crate::clock::SystemClock;
 use crate::config::ServeConfig;
+use crate::reclaim::spawn_sweeper;
 use crate::store::{DynamoSettings, DynamoStore, connect, ensure_table};
 
 /// Why the server could not start.
@@ -63,7 +64,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         &config.table,
         Arc::new(SystemClock),
         config.clock_skew,
-    );
+    )
+    .with_lock_delay(config.lock_delay);
+    let sweeper = config
+        .reclaim_after
+        .0
+        .map(|after| spawn_sweeper(store.clone(), after));
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes());
     let listener = TcpListener::bind(config.listen)
         .await
@@ -75,14 +81,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         listen = %config.listen,
         table = %config.table,
         endpoint = config.dynamodb_endpoint.as_deref().unwrap_or("AWS"),
+        reclaim_after = ?config.reclaim_after.0,
+        lock_delay = ?config.lock_delay,
         "fencelock is serving"
     );
-    run(listener, state, shutdown_signal())
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let served = run(listener, state, shutdown_signal()).await;
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
+    served.map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     tracing::info!("fencelock stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::view::rfc3339;
+use super::view::{rfc3339, with_fence};
 use crate::domain::{Fence, LockName, LockRejection, Millis};
 use crate::store::StoreError;
 
@@ -192,6 +192,11 @@ impl IntoResponse for ApiError {
             fence: None,
             expire_time: None,
         };
+        let fence = match &self {
+            Self::LockHeld { fence, .. } | Self::LeaseExpired { fence, .. } => Some(*fence),
+            Self::FenceMismatch { current, .. } => Some(*current),
+            _ => None,
+        };
         let retry_after = match &self {
             Self::LockHeld {
                 fence,
@@ -208,7 +213,7 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        let mut response = (self.status(), Json(body)).into_response();
+        let mut response = with_fence(fence, (self.status(), Json(body)));
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

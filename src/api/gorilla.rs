@@ -8,13 +8,14 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ErrorBody;
 use super::extract::{LockPath, OptionalJson, TokenPath};
 use super::locks::{duration_value, take};
-use super::view::rfc3339;
+use super::view::{rfc3339, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{Fence, Holder, Lock, Millis, Nonce, check_holder};
 use crate::store::AcquireRequest;
@@ -95,7 +96,13 @@ impl From<Lock> for GorillaLock {
     }
 }
 
-type GorillaResult = Result<Json<GorillaLock>, ApiError>;
+impl IntoResponse for GorillaLock {
+    fn into_response(self) -> Response {
+        with_fence(Some(self.id), Json(self))
+    }
+}
+
+type GorillaResult = Result<GorillaLock, ApiError>;
 
 #[utoipa::path(post, path = "/api/v1/locks/{resource}", tag = "gorilla",
     params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]")),
@@ -137,7 +144,7 @@ pub async fn acquire(
         metadata: body.metadata,
     };
     let lock = take(&app, request, Duration::ZERO).await?;
-    Ok(Json(lock.into()))
+    Ok(lock.into())
 }
 
 #[utoipa::path(get, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
@@ -158,7 +165,7 @@ pub async fn status(
     if let Err(rejection) = check_holder(lock.as_ref(), &Holder::Token(token), now) {
         return Err(ApiError::token_rejected(name, rejection));
     }
-    lock.map(|lock| Json(lock.into()))
+    lock.map(GorillaLock::from)
         .ok_or(ApiError::TokenHoldsNothing { name })
 }
 
@@ -190,7 +197,7 @@ pub async fn extend(
         .resolve(Some(timeout))
         .map_err(|e| ApiError::InvalidRequest(format!("timeout: {}", e.0)))?;
     match app.store.extend(&name, &Holder::Token(token), ttl).await? {
-        Ok(lock) => Ok(Json(lock.into())),
+        Ok(lock) => Ok(lock.into()),
         Err(rejection) => Err(ApiError::token_rejected(name, rejection)),
     }
 }
@@ -208,10 +215,11 @@ pub async fn extend(
 pub async fn release(
     State(app): State<AppState>,
     TokenPath(name, token): TokenPath,
-) -> Result<StatusCode, ApiError> {
-    if app.store.release(&name, &Holder::Token(token)).await? {
+) -> Result<Response, ApiError> {
+    let release = app.store.release(&name, &Holder::Token(token)).await?;
+    if release.released {
         app.waiters.released(&name);
-        Ok(StatusCode::NO_CONTENT)
+        Ok(with_fence(release.fence, StatusCode::NO_CONTENT))
     } else {
         Err(ApiError::TokenHoldsNothing { name })
     }

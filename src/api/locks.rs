@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
-use super::view::{LockView, Released};
+use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{Holder, Lock, Nonce, check_holder, parse_duration};
 use crate::store::{AcquireOutcome, AcquireRequest, RenewOutcome};
@@ -18,7 +19,7 @@ use crate::wait::WaitError;
 /// The longest owner accepted, in bytes.
 const MAX_OWNER_LEN: usize = 255;
 
-type LockResult = Result<Json<LockView>, ApiError>;
+type LockResult = Result<LockView, ApiError>;
 
 /// Query parameters of acquire.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -175,7 +176,7 @@ pub async fn acquire(
         metadata: body.metadata,
     };
     let lock = take(&app, request, wait.unwrap_or_default()).await?;
-    Ok(Json(LockView::new(lock, now(&app))))
+    Ok(LockView::new(lock, now(&app)))
 }
 
 /// Acquires `request` at once, or waiting up to `wait` (cut to the server's maximum);
@@ -267,7 +268,7 @@ fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Duration>, Api
 
 fn renewed(app: &AppState, name: crate::domain::LockName, outcome: RenewOutcome) -> LockResult {
     match outcome {
-        Ok(lock) => Ok(Json(LockView::new(lock, now(app)))),
+        Ok(lock) => Ok(LockView::new(lock, now(app))),
         Err(rejection) => Err(ApiError::rejected(name, rejection)),
     }
 }
@@ -284,12 +285,17 @@ pub async fn release(
     State(app): State<AppState>,
     FencePath(name, fence): FencePath,
     Params(NoQuery {}): Params<NoQuery>,
-) -> Result<Json<Released>, ApiError> {
-    let released = app.store.release(&name, &Holder::Fence(fence)).await?;
-    if released {
+) -> Result<Response, ApiError> {
+    let release = app.store.release(&name, &Holder::Fence(fence)).await?;
+    if release.released {
         app.waiters.released(&name);
     }
-    Ok(Json(Released { released }))
+    Ok(with_fence(
+        release.fence,
+        Json(Released {
+            released: release.released,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/locks/{name}", tag = "locks",
@@ -303,7 +309,7 @@ pub async fn release(
 /// `GET /locks/{name}`: the lock's state, never its nonce.
 pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> LockResult {
     match app.store.get(&name).await? {
-        Some(lock) => Ok(Json(LockView::new(lock, now(&app)))),
+        Some(lock) => Ok(LockView::new(lock, now(&app))),
         None => Err(ApiError::LockNotFound { name }),
     }
 }
@@ -327,7 +333,7 @@ pub async fn check_fence(
     if let Err(rejection) = check_holder(lock.as_ref(), &Holder::Fence(fence), now) {
         return Err(ApiError::rejected(name, rejection));
     }
-    lock.map(|lock| Json(LockView::new(lock, now)))
+    lock.map(|lock| LockView::new(lock, now))
         .ok_or(ApiError::LockNotFound { name })
 }
 

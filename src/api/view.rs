@@ -1,5 +1,8 @@
 //! The JSON shapes of responses about a lock.
 
+use axum::Json;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -42,6 +45,26 @@ impl LockView {
             body: lock.body,
         }
     }
+}
+
+impl IntoResponse for LockView {
+    fn into_response(self) -> Response {
+        with_fence(Some(self.fence), Json(self))
+    }
+}
+
+/// The header that carries the lock's current fence on every response about a lock.
+pub const FENCE_HEADER: HeaderName = HeaderName::from_static("fence");
+
+/// `response` with `fence`, where there is one, in the [`FENCE_HEADER`].
+pub fn with_fence(fence: Option<Fence>, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    if let Some(fence) = fence {
+        response
+            .headers_mut()
+            .insert(FENCE_HEADER, HeaderValue::from(fence));
+    }
+    response
 }
 
 /// The answer to a release.

@@ -59,6 +59,7 @@ pub struct DynamoStore {
     pub(super) table: Arc<str>,
     clock: Arc<dyn Clock>,
     skew_ms: i64,
+    lock_delay_ms: i64,
 }
 
 /// What a heartbeat, body update or extend changes besides the heartbeat time.
@@ -90,6 +91,20 @@ fn with_holder(op: UpdateItemFluentBuilder, holder: &Holder) -> UpdateItemFluent
     }
 }
 
+/// The answer to a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// Whether the holder is the lock's current one, now released (by this call or an
+    /// earlier one); `false` means the lock has moved on and nothing changed.
+    pub released: bool,
+    /// The lock's current fence; `None` when there is no record.
+    pub fence: Option<Fence>,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The answer to one conditional write.
 enum Write {
     Applied(Item),
@@ -106,14 +121,27 @@ impl DynamoStore {
             client,
             table: table.into(),
             clock,
-            skew_ms: i64::try_from(clock_skew.as_millis()).unwrap_or(i64::MAX),
+            skew_ms: millis(clock_skew),
+            lock_delay_ms: 0,
         }
     }
 
-    /// When another holder may take over from `holder`: the skew margin after its
-    /// lease ends.
+    /// Keeps a lease that ended without a release from being taken over for
+    /// `lock_delay` more, on top of the skew margin, so that a holder that is merely
+    /// slow has time to notice. A released lock stays free at once.
+    pub fn with_lock_delay(mut self, lock_delay: Duration) -> Self {
+        self.lock_delay_ms = millis(lock_delay);
+        self
+    }
+
+    /// How long after a lease ended without a release another holder may take over.
+    pub(super) fn takeover_grace_ms(&self) -> i64 {
+        self.skew_ms.saturating_add(self.lock_delay_ms)
+    }
+
+    /// When another holder may take over from `holder`.
     pub fn free_at(&self, holder: &Lock) -> Millis {
-        holder.expires_at.saturating_add(self.skew_ms)
+        holder.expires_at.saturating_add(self.takeover_grace_ms())
     }
 
     /// The clock this store decides by.
@@ -126,7 +154,7 @@ impl DynamoStore {
     pub async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, StoreError> {
         let now_micros = self.clock.now_micros();
         let now = now_micros.div_euclid(1000);
-        let ttl_ms = i64::try_from(request.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = millis(request.ttl);
         let mut set = vec![
             // A record created anew continues above every fence the name issued before
             // it was deleted: fences are floored by the time in microseconds.
@@ -138,7 +166,7 @@ impl DynamoStore {
             "#expires_at = :expires_at",
             "#ttl_ms = :ttl_ms",
         ];
-        let mut remove = Vec::new();
+        let mut remove = vec!["#released_at"];
         let mut op = self
             .update(&request.name)
             .condition_expression(
@@ -153,6 +181,7 @@ impl DynamoStore {
             .expression_attribute_names("#ttl_ms", item::TTL_MS)
             .expression_attribute_names("#owner", item::OWNER)
             .expression_attribute_names("#metadata", item::METADATA)
+            .expression_attribute_names("#released_at", item::RELEASED_AT)
             .expression_attribute_values(":floor", n(now_micros))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":nonce", s(request.nonce.as_str()))
@@ -160,7 +189,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
             .expression_attribute_values(":ttl_ms", n(ttl_ms))
-            .expression_attribute_values(":takeover", n(now - self.skew_ms));
+            .expression_attribute_values(":takeover", n(now - self.takeover_grace_ms()));
         // A new holder never inherits the previous holder's owner or metadata.
         match &request.owner {
             Some(owner) => {
@@ -264,7 +293,7 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now));
         match renewal.ttl {
             Some(ttl) => {
-                let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+                let ttl_ms = millis(ttl);
                 set.extend(["#expires_at = :expires_at", "#ttl_ms = :ttl_ms"]);
                 if renewal.keep_longer {
                     condition.push("#expires_at <= :expires_at");
@@ -305,27 +334,34 @@ impl DynamoStore {
     /// Ends the lease of `holder`. Returns whether `holder` is the lock's current
     /// holder, now released (by this call or an earlier one: a retried release
     /// answers the same); `false` means the lock has moved on and nothing changed.
-    pub async fn release(&self, name: &LockName, holder: &Holder) -> Result<bool, StoreError> {
+    pub async fn release(&self, name: &LockName, holder: &Holder) -> Result<Release, StoreError> {
         let op = with_holder(self.update(name), holder)
-            .update_expression("SET #expires_at = :zero")
+            .update_expression("SET #expires_at = :zero, #released_at = :now")
             .condition_expression(format!(
                 "{} AND #expires_at <> :zero",
                 holder_condition(holder)
             ))
             .expression_attribute_names("#expires_at", item::EXPIRES_AT)
-            .expression_attribute_values(":zero", n(0));
-        match self.write("release", name, op).await? {
-            Write::Applied(_) => Ok(true),
-            Write::Rejected(None) => Ok(false),
-            Write::Rejected(Some(item)) => {
-                let old = Lock::try_from(&item)?;
-                let same = match holder {
-                    Holder::Fence(fence) => old.fence == *fence,
-                    Holder::Token(token) => old.token.as_ref() == Some(token),
-                };
-                Ok(same && old.is_released())
+            .expression_attribute_names("#released_at", item::RELEASED_AT)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(self.clock.now_millis()));
+        let lock = match self.write("release", name, op).await? {
+            Write::Applied(item) | Write::Rejected(Some(item)) => Lock::try_from(&item)?,
+            Write::Rejected(None) => {
+                return Ok(Release {
+                    released: false,
+                    fence: None,
+                });
             }
-        }
+        };
+        let same = match holder {
+            Holder::Fence(fence) => lock.fence == *fence,
+            Holder::Token(token) => lock.token.as_ref() == Some(token),
+        };
+        Ok(Release {
+            released: same && lock.is_released(),
+            fence: Some(lock.fence),
+        })
     }
 
     /// The lock's record, read strongly consistently; `None` if there is none.

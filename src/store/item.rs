@@ -24,6 +24,8 @@ pub const METADATA: &str = "metadata";
 pub const ACQUIRED_AT: &str = "acquired_at";
 pub const HEARTBEAT_AT: &str = "heartbeat_at";
 pub const EXPIRES_AT: &str = "expires_at";
+/// When the last holder released the lock (N, ms since epoch); removed on acquire.
+pub const RELEASED_AT: &str = "released_at";
 /// Lease length to reuse on heartbeat (N, ms).
 pub const TTL_MS: &str = "ttl_ms";
 /// The recovery value, kept across holders (S).

@@ -6,13 +6,15 @@
 mod dynamo;
 pub mod item;
 mod list;
+mod reclaim;
 mod table;
 
 use std::time::Duration;
 
-pub use dynamo::{DynamoSettings, DynamoStore, connect};
+pub use dynamo::{DynamoSettings, DynamoStore, Release, connect};
 pub use item::MalformedItem;
 pub use list::{ListQuery, Page};
+pub use reclaim::Sweep;
 pub use table::{TableError, ensure_table};
 
 use crate::domain::{Lock, LockName, LockRejection, Nonce};

@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::Client;
 use fencelock::api::AppState;
 use fencelock::clock::ShiftedClock;
 use fencelock::domain::TtlBounds;
+use fencelock::reclaim::spawn_sweeper;
 use fencelock::store::{DynamoStore, ensure_table};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -52,6 +53,7 @@ pub struct TestApp {
     pub clock: Arc<ShiftedClock>,
     pub table: String,
     pub dynamo: Client,
+    options: Options,
     shutdown: Arc<Notify>,
 }
 
@@ -77,22 +79,37 @@ impl Reply {
     }
 }
 
+/// Server options beyond the fixed ones above.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub lock_delay: Duration,
+    /// Run the sweeper with this reclaim delay.
+    pub reclaim_after: Option<Duration>,
+}
+
 impl TestApp {
     /// A server on a fresh table.
     pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// A server on a fresh table, with `options`.
+    pub async fn spawn_with(options: Options) -> Self {
         let dynamo = dynamodb_local::client(dynamodb_endpoint());
         let table = unique_table();
         ensure_table(&dynamo, &table)
             .await
             .expect("the test table is created");
-        Self::serve(dynamo, table).await
+        Self::serve(dynamo, table, options).await
     }
 
-    /// A second server on the same table, with a clock of its own.
+    /// A second server on the same table and with the same options, with a clock of
+    /// its own.
     pub async fn another_instance(&self) -> Self {
         Self::serve(
             dynamodb_local::client(dynamodb_endpoint()),
             self.table.clone(),
+            self.options,
         )
         .await
     }
@@ -106,13 +123,19 @@ impl TestApp {
         Self::serve(
             dynamodb_local::client(&format!("http://{closed}")),
             unique_table(),
+            Options::default(),
         )
         .await
     }
 
-    async fn serve(dynamo: Client, table: String) -> Self {
+    async fn serve(dynamo: Client, table: String, options: Options) -> Self {
         let clock = Arc::new(ShiftedClock::new());
-        let store = DynamoStore::new(dynamo.clone(), &table, clock.clone(), SKEW);
+        let store = DynamoStore::new(dynamo.clone(), &table, clock.clone(), SKEW)
+            .with_lock_delay(options.lock_delay);
+        if let Some(after) = options.reclaim_after {
+            // Ends with the test's runtime.
+            spawn_sweeper(store.clone(), after);
+        }
         let ttl = TtlBounds::new(
             Duration::from_secs(30),
             Duration::from_secs(1),
@@ -128,6 +151,7 @@ impl TestApp {
             signal.notified().await;
         }));
         Self {
+            options,
             shutdown,
             base,
             http: reqwest::Client::new(),

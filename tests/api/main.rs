@@ -3,11 +3,13 @@
 mod acquire;
 mod contention;
 mod errors;
+mod fences;
 mod gorilla;
 mod helpers;
 mod lease;
 mod list;
 mod openapi;
+mod reclaim;
 mod release;
 mod status;
 mod takeover;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::helpers::{SKEW, TestApp};
+use crate::helpers::{Options, SKEW, TestApp};
 
 #[tokio::test]
 async fn an_expired_lease_is_taken_over_only_after_the_skew_margin() {
@@ -55,4 +55,53 @@ async fn a_live_lease_cannot_be_taken_through_another_server() {
         a.acquire("job", "holder-b", "").await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn lock_delay_holds_an_unreleased_lease_past_its_end() {
+    let delay = Duration::from_secs(10);
+    let a = TestApp::spawn_with(Options {
+        lock_delay: delay,
+        ..Options::default()
+    })
+    .await;
+    let crashed = a.acquire("job", "crashed", "&ttl=1s").await.fence();
+    a.clock
+        .advance(Duration::from_secs(1) + SKEW + Duration::from_millis(1));
+    let early = a.acquire("job", "next", "").await;
+    assert_eq!(
+        (early.status, early.code()),
+        (StatusCode::CONFLICT, "lock_held")
+    );
+    let retry_after: u64 = early.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=10).contains(&retry_after),
+        "Retry-After {retry_after} ignores the delay"
+    );
+    a.clock.advance(delay);
+    let taken = a.acquire("job", "next", "").await;
+    assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
+    assert!(taken.fence() > crashed);
+}
+
+#[tokio::test]
+async fn lock_delay_does_not_hold_a_released_lock() {
+    let a = TestApp::spawn_with(Options {
+        lock_delay: Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let fence = a.acquire("job", "done", "").await.fence();
+    a.release("job", fence).await;
+    assert_eq!(a.acquire("job", "next", "").await.status, StatusCode::OK);
+    // The holder itself may take its lock back during the delay.
+    let own = a.acquire("own", "me", "&ttl=1s").await.fence();
+    a.clock.advance(Duration::from_secs(5));
+    let again = a.acquire("own", "me", "").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(again.fence() > own);
 }

@@ -1,0 +1,154 @@
+//! Reclaiming stale records: a record whose lease was released, or ran out, at least
+//! the reclaim delay ago, and whose body is empty, is deleted. Each deletion is a
+//! `DeleteItem` conditioned on the record being unchanged since the scan found it
+//! (same fence) and still stale and empty, so a concurrent acquire, update or
+//! release always wins over it. A record with a body is never deleted.
+//!
+//! DynamoDB's own TTL deletion is not used: it is not documented to re-check the
+//! item before deleting it, so it could delete a record acquired a moment before.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::item::{self, n, s};
+use super::{DynamoStore, StoreError};
+
+/// Stale and empty, as a filter and a condition (`:cutoff_released`, `:cutoff_expired`).
+const STALE_AND_EMPTY: &str = "(attribute_not_exists(#body) OR #body = :empty) AND \
+     ((#expires_at = :zero AND (attribute_not_exists(#released_at) OR #released_at < :cutoff_released)) \
+      OR (#expires_at <> :zero AND #expires_at < :cutoff_expired))";
+
+/// What one sweep of the table did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Stale records the scan found.
+    pub found: usize,
+    /// Of those, the ones deleted (the rest changed in between, and were kept).
+    pub deleted: usize,
+}
+
+impl DynamoStore {
+    /// Scans the whole table once and deletes every record that is stale by
+    /// `reclaim_after` and has an empty body.
+    pub async fn reclaim_stale(&self, reclaim_after: Duration) -> Result<Sweep, StoreError> {
+        let now = self.clock().now_millis();
+        let after = i64::try_from(reclaim_after.as_millis()).unwrap_or(i64::MAX);
+        // An unreleased lease must also be over for every server (skew margin and
+        // lock-delay) before its record goes, or deleting it would free it early.
+        let cutoffs = [
+            now.saturating_sub(after),
+            now.saturating_sub(after)
+                .saturating_sub(self.takeover_grace_ms()),
+        ];
+        let mut sweep = Sweep::default();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(self.table.as_ref())
+                .filter_expression(STALE_AND_EMPTY)
+                .projection_expression("#name, #fence")
+                .set_expression_attribute_names(Some(stale_names()))
+                .expression_attribute_names("#name", item::NAME)
+                .expression_attribute_names("#fence", item::FENCE)
+                .set_expression_attribute_values(Some(stale_values(cutoffs)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| {
+                    unavailable(
+                        "scan for stale locks",
+                        "",
+                        DisplayErrorContext(err).to_string(),
+                    )
+                })?;
+            for found in page.items() {
+                sweep.found += 1;
+                if self.delete_if_stale(found, cutoffs).await? {
+                    sweep.deleted += 1;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(sweep),
+            }
+        }
+    }
+
+    /// Deletes `found` if it is still the record the scan saw, stale and empty.
+    async fn delete_if_stale(
+        &self,
+        found: &HashMap<String, AttributeValue>,
+        cutoffs: [i64; 2],
+    ) -> Result<bool, StoreError> {
+        let (Some(name), Some(fence)) = (found.get(item::NAME), found.get(item::FENCE)) else {
+            return Ok(false);
+        };
+        let result = self
+            .client
+            .delete_item()
+            .table_name(self.table.as_ref())
+            .key(item::NAME, name.clone())
+            .condition_expression(format!("#fence = :fence AND {STALE_AND_EMPTY}"))
+            .set_expression_attribute_names(Some(stale_names()))
+            .expression_attribute_names("#fence", item::FENCE)
+            .set_expression_attribute_values(Some(stale_values(cutoffs)))
+            .expression_attribute_values(":fence", fence.clone())
+            .send()
+            .await;
+        let name = name.as_s().map_or("", String::as_str);
+        match result {
+            Ok(_) => {
+                tracing::info!(lock = name, "reclaimed a stale lock record");
+                Ok(true)
+            }
+            Err(SdkError::ServiceError(context))
+                if matches!(
+                    context.err(),
+                    DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(unavailable(
+                "reclaim",
+                name,
+                DisplayErrorContext(err).to_string(),
+            )),
+        }
+    }
+}
+
+fn stale_names() -> HashMap<String, String> {
+    [
+        ("#body", item::BODY),
+        ("#expires_at", item::EXPIRES_AT),
+        ("#released_at", item::RELEASED_AT),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn stale_values([released, expired]: [i64; 2]) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (":empty".to_owned(), s("")),
+        (":zero".to_owned(), n(0)),
+        (":cutoff_released".to_owned(), n(released)),
+        (":cutoff_expired".to_owned(), n(expired)),
+    ])
+}
+
+fn unavailable(operation: &'static str, name: &str, detail: String) -> StoreError {
+    tracing::warn!(lock = name, operation, %detail, "DynamoDB request failed");
+    StoreError::Unavailable {
+        operation,
+        name: name.to_owned(),
+        detail,
+    }
+}

@@ -6,6 +6,10 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 use super::{ApiError, AppState};
 use crate::domain::{Fence, LockName, Token};
@@ -15,6 +19,9 @@ pub struct LockPath(pub LockName);
 
 /// `{name}/{fence}` of a lock route.
 pub struct FencePath(pub LockName, pub Fence);
+
+/// `{resource}` of a Gorilla-compatible route.
+pub struct ResourcePath(pub LockName);
 
 /// `{resource}/{token}` of a Gorilla-compatible route.
 pub struct TokenPath(pub LockName, pub Token);
@@ -48,6 +55,15 @@ impl<S: Send + Sync> FromRequestParts<S> for LockPath {
             .await
             .map_err(|e| invalid(e.body_text()))?;
         Ok(Self(LockName::parse(&raw).map_err(|e| invalid(e.0))?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ResourcePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let LockPath(name) = LockPath::from_request_parts(parts, state).await?;
+        Ok(Self(name))
     }
 }
 
@@ -135,6 +151,63 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
         serde_json::from_slice(&bytes)
             .map(|value| Self(Some(value)))
             .map_err(|e| invalid(format!("the body is not the JSON expected: {e}")))
+    }
+}
+
+// How the path extractors appear in the OpenAPI document.
+
+fn path_parameter(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema.build()))
+        .build()
+}
+
+fn name_parameter(name: &str) -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9._:-]{1,255}$"));
+    path_parameter(name, "Lock name: 1–255 bytes of [A-Za-z0-9._:-]", schema)
+}
+
+impl IntoParams for LockPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![name_parameter("name")]
+    }
+}
+
+impl IntoParams for ResourcePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![name_parameter("resource")]
+    }
+}
+
+impl IntoParams for FencePath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let fence = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0));
+        vec![
+            name_parameter("name"),
+            path_parameter("fence", "The fence returned by acquire", fence),
+        ]
+    }
+}
+
+impl IntoParams for TokenPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let token = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(64));
+        vec![
+            name_parameter("resource"),
+            path_parameter("token", "The token returned by acquire", token),
+        ]
     }
 }
 

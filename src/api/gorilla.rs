@@ -13,11 +13,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ErrorBody;
-use super::extract::{LockPath, OptionalJson, TokenPath};
+use super::extract::{OptionalJson, ResourcePath, TokenPath};
 use super::locks::{duration_value, take};
 use super::view::{rfc3339, with_fence};
 use super::{ApiError, AppState};
-use crate::domain::{Fence, Holder, Lock, Millis, Nonce, check_holder};
+use crate::domain::{Fence, Holder, Lock, Nonce};
 use crate::store::AcquireRequest;
 
 /// Body of `POST /api/v1/locks/{resource}`.
@@ -105,7 +105,7 @@ impl IntoResponse for GorillaLock {
 type GorillaResult = Result<GorillaLock, ApiError>;
 
 #[utoipa::path(post, path = "/api/v1/locks/{resource}", tag = "gorilla",
-    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]")),
+    params(ResourcePath),
     request_body(content = AcquireBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Granted", body = GorillaLock),
@@ -118,7 +118,7 @@ type GorillaResult = Result<GorillaLock, ApiError>;
 /// `POST /api/v1/locks/{resource}` `{owner, timeout, metadata}`.
 pub async fn acquire(
     State(app): State<AppState>,
-    LockPath(name): LockPath,
+    ResourcePath(name): ResourcePath,
     OptionalJson(body): OptionalJson<AcquireBody>,
 ) -> GorillaResult {
     let body = body.ok_or_else(|| {
@@ -148,7 +148,7 @@ pub async fn acquire(
 }
 
 #[utoipa::path(get, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
-    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("token" = String, Path, description = "The token returned by acquire")),
+    params(TokenPath),
     responses(
         (status = 200, description = "The token holds a live lease", body = GorillaLock),
         (status = 400, description = "Bad input", body = ErrorBody),
@@ -160,17 +160,14 @@ pub async fn status(
     State(app): State<AppState>,
     TokenPath(name, token): TokenPath,
 ) -> GorillaResult {
-    let lock = app.store.get(&name).await?;
-    let now: Millis = app.store.clock().now_millis();
-    if let Err(rejection) = check_holder(lock.as_ref(), &Holder::Token(token), now) {
-        return Err(ApiError::token_rejected(name, rejection));
+    match app.store.get_held(&name, &Holder::Token(token)).await? {
+        Ok(lock) => Ok(lock.into()),
+        Err(rejection) => Err(ApiError::token_rejected(name, rejection)),
     }
-    lock.map(GorillaLock::from)
-        .ok_or(ApiError::TokenHoldsNothing { name })
 }
 
 #[utoipa::path(put, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
-    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("token" = String, Path, description = "The token returned by acquire")),
+    params(TokenPath),
     request_body(content = ExtendBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Extended", body = GorillaLock),
@@ -203,7 +200,7 @@ pub async fn extend(
 }
 
 #[utoipa::path(delete, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",
-    params(("resource" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("token" = String, Path, description = "The token returned by acquire")),
+    params(TokenPath),
     responses(
         (status = 204, description = "Released"),
         (status = 400, description = "Bad input", body = ErrorBody),

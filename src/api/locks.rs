@@ -12,8 +12,8 @@ use super::error::ErrorBody;
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
 use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
-use crate::domain::{Holder, Lock, Nonce, check_holder, parse_duration};
-use crate::store::{AcquireOutcome, AcquireRequest, RenewOutcome};
+use crate::domain::{Holder, Lock, Nonce, parse_duration};
+use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
 use crate::wait::WaitError;
 
 /// The longest owner accepted, in bytes.
@@ -120,7 +120,7 @@ fn parse_duration_param(field: &str, raw: Option<&str>) -> Result<Option<Duratio
 }
 
 #[utoipa::path(method(post, put), path = "/locks/{name}", tag = "locks",
-    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), AcquireQuery),
+    params(LockPath, AcquireQuery),
     request_body(content = Option<AcquireBody>, content_type = "application/json",
         description = "The parameters may come as JSON instead of in the query"),
     responses(
@@ -214,7 +214,7 @@ pub(super) async fn take(
 }
 
 #[utoipa::path(method(post, put), path = "/locks/{name}/{fence}/heartbeat", tag = "locks",
-    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire"), RenewQuery),
+    params(FencePath, RenewQuery),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
         (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
@@ -237,7 +237,7 @@ pub async fn heartbeat(
 }
 
 #[utoipa::path(method(post, put), path = "/locks/{name}/{fence}", tag = "locks",
-    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire"), RenewQuery),
+    params(FencePath, RenewQuery),
     request_body(content = String, content_type = "text/plain", description = "The new body: UTF-8 text"),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
@@ -266,7 +266,7 @@ fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Duration>, Api
         .map_err(|e| ApiError::InvalidRequest(e.0))
 }
 
-fn renewed(app: &AppState, name: crate::domain::LockName, outcome: RenewOutcome) -> LockResult {
+fn renewed(app: &AppState, name: crate::domain::LockName, outcome: HolderOutcome) -> LockResult {
     match outcome {
         Ok(lock) => Ok(LockView::new(lock, now(app))),
         Err(rejection) => Err(ApiError::rejected(name, rejection)),
@@ -274,7 +274,7 @@ fn renewed(app: &AppState, name: crate::domain::LockName, outcome: RenewOutcome)
 }
 
 #[utoipa::path(delete, path = "/locks/{name}/{fence}", tag = "locks",
-    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire")),
+    params(FencePath),
     responses(
         (status = 200, description = "Whether the fence is the current one, now released", body = Released),
         (status = 400, description = "Bad input", body = ErrorBody),
@@ -299,7 +299,7 @@ pub async fn release(
 }
 
 #[utoipa::path(get, path = "/locks/{name}", tag = "locks",
-    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]")),
+    params(LockPath),
     responses(
         (status = 200, description = "The lock, never its nonce", body = LockView),
         (status = 400, description = "Bad input", body = ErrorBody),
@@ -315,7 +315,7 @@ pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> Lo
 }
 
 #[utoipa::path(get, path = "/locks/{name}/{fence}", tag = "locks",
-    params(("name" = String, Path, description = "Lock name: 1–255 bytes of [A-Za-z0-9._:-]"), ("fence" = u64, Path, description = "The fence returned by acquire")),
+    params(FencePath),
     responses(
         (status = 200, description = "The fence holds a live lease", body = LockView),
         (status = 400, description = "Bad input", body = ErrorBody),
@@ -328,13 +328,10 @@ pub async fn check_fence(
     State(app): State<AppState>,
     FencePath(name, fence): FencePath,
 ) -> LockResult {
-    let lock = app.store.get(&name).await?;
-    let now = now(&app);
-    if let Err(rejection) = check_holder(lock.as_ref(), &Holder::Fence(fence), now) {
-        return Err(ApiError::rejected(name, rejection));
+    match app.store.get_held(&name, &Holder::Fence(fence)).await? {
+        Ok(lock) => Ok(LockView::new(lock, now(&app))),
+        Err(rejection) => Err(ApiError::rejected(name, rejection)),
     }
-    lock.map(|lock| LockView::new(lock, now))
-        .ok_or(ApiError::LockNotFound { name })
 }
 
 fn now(app: &AppState) -> crate::domain::Millis {

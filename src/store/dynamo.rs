@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::item::{self, Item, n, s};
-use super::{AcquireOutcome, AcquireRequest, RenewOutcome, StoreError};
+use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
 use crate::domain::{Fence, Holder, Lock, LockName, LockRejection, Millis, Token, check_holder};
 
@@ -229,7 +229,7 @@ impl DynamoStore {
         name: &LockName,
         holder: &Holder,
         ttl: Option<Duration>,
-    ) -> Result<RenewOutcome, StoreError> {
+    ) -> Result<HolderOutcome, StoreError> {
         self.renew(
             "heartbeat",
             name,
@@ -250,7 +250,7 @@ impl DynamoStore {
         fence: Fence,
         body: &str,
         ttl: Option<Duration>,
-    ) -> Result<RenewOutcome, StoreError> {
+    ) -> Result<HolderOutcome, StoreError> {
         let renewal = Renewal {
             ttl,
             body: Some(body),
@@ -267,7 +267,7 @@ impl DynamoStore {
         name: &LockName,
         holder: &Holder,
         ttl: Duration,
-    ) -> Result<RenewOutcome, StoreError> {
+    ) -> Result<HolderOutcome, StoreError> {
         let renewal = Renewal {
             ttl: Some(ttl),
             body: None,
@@ -282,7 +282,7 @@ impl DynamoStore {
         name: &LockName,
         holder: &Holder,
         renewal: Renewal<'_>,
-    ) -> Result<RenewOutcome, StoreError> {
+    ) -> Result<HolderOutcome, StoreError> {
         let now = self.clock.now_millis();
         let mut set = vec!["#heartbeat_at = :now"];
         let mut condition = vec![holder_condition(holder), "#expires_at > :now"];
@@ -362,6 +362,18 @@ impl DynamoStore {
             released: same && lock.is_released(),
             fence: Some(lock.fence),
         })
+    }
+
+    /// The lock's record if `holder` holds a live lease on it now, read strongly
+    /// consistently; otherwise why not.
+    pub async fn get_held(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+    ) -> Result<HolderOutcome, StoreError> {
+        let lock = self.get(name).await?;
+        Ok(check_holder(lock.as_ref(), holder, self.clock.now_millis())
+            .and(lock.ok_or(LockRejection::NotFound)))
     }
 
     /// The lock's record, read strongly consistently; `None` if there is none.

@@ -38,9 +38,9 @@ pub enum AcquireOutcome {
     Held(Lock),
 }
 
-/// How a heartbeat or body update ended: the renewed lock, or why the fence does not
-/// hold it.
-pub type RenewOutcome = Result<Lock, LockRejection>;
+/// A holder's answer: the lock it holds (after a heartbeat, update or extend, the
+/// renewed lock), or why it does not hold it.
+pub type HolderOutcome = Result<Lock, LockRejection>;
 
 /// A failure that is not an answer about the lock.
 #[derive(Debug, Clone, thiserror::Error)]

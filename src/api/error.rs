@@ -81,6 +81,9 @@ pub enum ApiError {
         "this fencelock server is shutting down and stopped waiting for lock \"{name}\"; retry on another server"
     )]
     ShuttingDown { name: LockName },
+    /// 503 `unavailable`: `/readyz` found the store not ready.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// 500 `internal`: a fault of fencelock's own (for example an item it cannot read).
     #[error("{0}")]
     Internal(String),
@@ -127,7 +130,9 @@ impl ApiError {
             | Self::RouteNotFound { .. }
             | Self::TokenHoldsNothing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable { .. } | Self::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::ShuttingDown { .. } | Self::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -144,7 +149,9 @@ impl ApiError {
             | Self::RouteNotFound { .. }
             | Self::TokenHoldsNothing { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::Unavailable { .. } | Self::ShuttingDown { .. } => "unavailable",
+            Self::Unavailable { .. } | Self::ShuttingDown { .. } | Self::NotReady(_) => {
+                "unavailable"
+            }
             Self::Internal(_) => "internal",
         }
     }
@@ -208,7 +215,7 @@ impl IntoResponse for ApiError {
                 body.expire_time = Some(rfc3339(*expires_at));
                 Some(*retry_after_secs)
             }
-            Self::Unavailable { .. } | Self::ShuttingDown { .. } => {
+            Self::Unavailable { .. } | Self::ShuttingDown { .. } | Self::NotReady(_) => {
                 Some(UNAVAILABLE_RETRY_AFTER_SECS)
             }
             _ => None,

@@ -6,6 +6,7 @@ mod extract;
 mod gorilla;
 mod list;
 mod locks;
+mod ops;
 mod view;
 
 use std::sync::LazyLock;
@@ -95,6 +96,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(gorilla::acquire))
         .routes(routes!(gorilla::status, gorilla::extend, gorilla::release))
         .routes(routes!(openapi_json))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
 }
 
 /// This document, as JSON.

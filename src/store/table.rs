@@ -85,3 +85,29 @@ async fn wait_until_active(client: &Client, table: &str) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+impl super::DynamoStore {
+    /// Whether DynamoDB answers and the lock table exists and is active; the reason
+    /// when not.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(self.table.as_ref())
+            .send()
+            .await
+            .map_err(|err| match err.code() {
+                Some("ResourceNotFoundException") => {
+                    format!("table {:?} does not exist", self.table)
+                }
+                _ => format!("DynamoDB does not answer: {}", DisplayErrorContext(err)),
+            })?;
+        match described.table.and_then(|t| t.table_status) {
+            Some(TableStatus::Active) => Ok(()),
+            status => Err(format!(
+                "table {:?} is not active (status {status:?})",
+                self.table
+            )),
+        }
+    }
+}

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 #[path = "../support/dynamodb_local.rs"]
-mod dynamodb_local;
+pub mod dynamodb_local;
 
 /// The clock-skew margin every test server runs with.
 /// It is wide so that real time passing during a test cannot decide its outcome.
@@ -112,6 +112,23 @@ impl TestApp {
             self.options,
         )
         .await
+    }
+
+    /// A server on `endpoint`, whose table does not exist (yet).
+    pub async fn spawn_on(endpoint: &str) -> Self {
+        Self::serve(
+            dynamodb_local::client(endpoint),
+            unique_table(),
+            Options::default(),
+        )
+        .await
+    }
+
+    /// Creates this server's table, as `FENCELOCK_CREATE_TABLE` does at start-up.
+    pub async fn create_table(&self) {
+        ensure_table(&self.dynamo, &self.table)
+            .await
+            .expect("the table is created");
     }
 
     /// A server whose DynamoDB endpoint answers nothing.

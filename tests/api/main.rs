@@ -9,6 +9,7 @@ mod helpers;
 mod lease;
 mod list;
 mod openapi;
+mod ops;
 mod reclaim;
 mod release;
 mod status;

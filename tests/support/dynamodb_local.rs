@@ -13,17 +13,25 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
 /// Starts an in-memory DynamoDB Local, logging to `target/{log_name}`, and returns
 /// its endpoint once it listens.
 pub fn start(log_name: &str) -> String {
+    start_with_pid(log_name).0
+}
+
+/// As [`start`], with the process id of DynamoDB Local, to pause it with SIGSTOP.
+#[allow(dead_code)] // Not every includer pauses DynamoDB Local.
+pub fn start_with_pid(log_name: &str) -> (String, u32) {
     let root = env!("CARGO_MANIFEST_DIR");
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let log = File::create(format!("{root}/target/{log_name}")).expect("a log file");
+    let pid_file = format!("{root}/target/{log_name}.pid");
     // The shell stops DynamoDB Local when its stdin closes: when this process exits.
     let child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "{root}/scripts/dynamodb-local.sh {port} & pid=$!; cat >/dev/null; kill $pid"
+            "{root}/scripts/dynamodb-local.sh {port} & pid=$!; echo $pid > {pid_file}; \
+             cat >/dev/null; kill $pid"
         ))
         .stdin(Stdio::piped())
         .stdout(Stdio::from(log.try_clone().expect("log")))
@@ -41,7 +49,11 @@ pub fn start(log_name: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    format!("http://{addr}")
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .expect("the pid of DynamoDB Local");
+    (format!("http://{addr}"), pid)
 }
 
 /// A DynamoDB client configuration for `endpoint`, with the fixed credentials

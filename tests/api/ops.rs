@@ -1,0 +1,100 @@
+//! Liveness and readiness.
+
+use reqwest::{Method, StatusCode, header};
+
+use crate::helpers::{TestApp, dynamodb_local};
+
+#[tokio::test]
+async fn healthz_answers_whatever_dynamodb_does() {
+    for app in [TestApp::spawn().await, TestApp::spawn_unreachable().await] {
+        let reply = app.call(Method::GET, "/healthz", None).await;
+        assert_eq!(
+            (reply.status, reply.json["status"].as_str()),
+            (StatusCode::OK, Some("ok"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn readyz_says_why_it_is_not_ready() {
+    let ready = TestApp::spawn()
+        .await
+        .call(Method::GET, "/readyz", None)
+        .await;
+    assert_eq!(
+        (ready.status, ready.json["status"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
+
+    let unreachable = TestApp::spawn_unreachable()
+        .await
+        .call(Method::GET, "/readyz", None)
+        .await;
+    assert_eq!(
+        (unreachable.status, unreachable.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert!(unreachable.headers.contains_key(header::RETRY_AFTER));
+    assert!(
+        unreachable.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{unreachable:?}"
+    );
+
+    let tableless = TestApp::spawn_on(crate::helpers::dynamodb_endpoint()).await;
+    let missing = tableless.call(Method::GET, "/readyz", None).await;
+    assert_eq!(missing.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        missing.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{missing:?}"
+    );
+    tableless.create_table().await;
+    assert_eq!(
+        tableless.call(Method::GET, "/readyz", None).await.status,
+        StatusCode::OK
+    );
+}
+
+/// A DynamoDB Local of this test's own is paused (SIGSTOP) and resumed.
+#[tokio::test]
+async fn readyz_follows_dynamodb_going_away_and_coming_back() {
+    let (endpoint, pid) = dynamodb_local::start_with_pid("dynamodb-local-readyz.log");
+    let app = TestApp::spawn_on(&endpoint).await;
+    app.create_table().await;
+    assert_eq!(
+        app.call(Method::GET, "/readyz", None).await.status,
+        StatusCode::OK
+    );
+
+    signal(pid, "STOP");
+    let stalled = app.call(Method::GET, "/readyz", None).await;
+    signal(pid, "CONT");
+    assert_eq!(
+        (stalled.status, stalled.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+
+    let mut back = app.call(Method::GET, "/readyz", None).await;
+    for _ in 0..50 {
+        if back.status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        back = app.call(Method::GET, "/readyz", None).await;
+    }
+    assert_eq!(back.status, StatusCode::OK, "{back:?}");
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}

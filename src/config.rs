@@ -8,6 +8,7 @@ use bytesize::ByteSize;
 use clap::{ArgAction, Args};
 
 use crate::domain::{InvalidInput, TtlBounds, parse_duration};
+use crate::telemetry::LogFormat;
 
 fn duration(raw: &str) -> Result<Duration, String> {
     parse_duration(raw).map_err(|e| e.0)
@@ -83,6 +84,10 @@ pub struct ServeConfig {
     /// Largest request body (a lock's body, or an acquire's JSON), e.g. 64KiB.
     #[arg(long, env = "FENCELOCK_MAX_BODY", default_value = "64KiB")]
     pub max_body: ByteSize,
+
+    /// Log lines as text or as JSON objects.
+    #[arg(long, env = "FENCELOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Longest one DynamoDB operation may take, retries included, before the request
     /// answers 503.

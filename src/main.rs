@@ -9,9 +9,11 @@ use fencelock::cli::{Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    fencelock::telemetry::init();
     match cli.command {
-        Command::Serve(config) => match fencelock::server::serve(config).await {
+        Command::Serve(config) => match {
+            fencelock::telemetry::init(config.log_format);
+            fencelock::server::serve(config).await
+        } {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!(%err, "fencelock could not start");

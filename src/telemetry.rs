@@ -1,12 +1,32 @@
-//! Logging set-up: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging set-up: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as
+//! text or as one JSON object a line.
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object a line, with the fields of the request it belongs to.
+    Json,
+}
+
 /// Installs the global subscriber; call once, at start-up.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .init(),
+    }
 }

@@ -54,7 +54,9 @@ impl<S: Send + Sync> FromRequestParts<S> for LockPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| invalid(e.body_text()))?;
-        Ok(Self(LockName::parse(&raw).map_err(|e| invalid(e.0))?))
+        let name = LockName::parse(&raw).map_err(|e| invalid(e.0))?;
+        super::record_lock(&name);
+        Ok(Self(name))
     }
 }
 
@@ -76,6 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for FencePath {
                 .await
                 .map_err(|e| invalid(e.body_text()))?;
         let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
+        super::record_lock(&name);
         Ok(Self(name, parse_fence(&raw_fence)?))
     }
 }
@@ -89,6 +92,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TokenPath {
                 .await
                 .map_err(|e| invalid(e.body_text()))?;
         let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
+        super::record_lock(&name);
         Ok(Self(
             name,
             Token::parse(&raw_token).map_err(|e| invalid(e.0))?,

@@ -13,9 +13,13 @@ use std::sync::LazyLock;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderName;
 use axum::http::{Method, Uri, header};
 use axum::response::IntoResponse;
-use tower_http::trace::TraceLayer;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -28,6 +32,9 @@ use std::time::Duration;
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
 use crate::wait::Waiters;
+
+/// The header that carries a request's id: taken from the request, or generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -63,7 +70,20 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // Outermost last: an id is set (or kept) first, then the span reads it, and
+        // the response echoes it.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Micros),
+                )
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
 
@@ -114,13 +134,31 @@ async fn openapi_json() -> impl IntoResponse {
     )
 }
 
+/// The span of one request: every log line of the request carries its fields. The
+/// lock and fence are recorded once known (see [`record_lock`]).
 fn request_span(request: &Request) -> tracing::Span {
-    // Spans are named by route template, never by lock name, so they stay few.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!("request", method = %request.method(), route)
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        lock = tracing::field::Empty,
+        fence = tracing::field::Empty,
+    )
+}
+
+/// Records the lock a request is about on its span.
+pub(crate) fn record_lock(name: &crate::domain::LockName) {
+    tracing::Span::current().record("lock", name.as_str());
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {

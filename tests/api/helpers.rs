@@ -36,7 +36,7 @@ pub fn dynamodb_endpoint() -> &'static str {
     })
 }
 
-fn unique_table() -> String {
+pub fn unique_table() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     format!(
         "fencelock-test-{}-{}",

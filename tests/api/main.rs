@@ -8,6 +8,7 @@ mod gorilla;
 mod helpers;
 mod lease;
 mod list;
+mod logs;
 mod openapi;
 mod ops;
 mod reclaim;

@@ -1,0 +1,98 @@
+//! Request ids and structured logs, from the real binary.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, dynamodb_endpoint, unique_table};
+
+#[tokio::test]
+async fn a_request_id_is_echoed_or_generated() {
+    let app = TestApp::spawn().await;
+    let given = app
+        .http
+        .get(format!("{}/locks/job", app.base))
+        .header("x-request-id", "from-the-client-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "from-the-client-7");
+    let made = app.call(Method::GET, "/healthz", None).await;
+    let id = made.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+}
+
+#[tokio::test]
+async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let table = unique_table();
+    let server = Command::new(env!("CARGO_BIN_EXE_fencelock"))
+        .arg("serve")
+        .env_clear()
+        .env("FENCELOCK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FENCELOCK_DYNAMODB_ENDPOINT", dynamodb_endpoint())
+        .env("FENCELOCK_TABLE", &table)
+        .env("FENCELOCK_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the fencelock binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..300 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server did not come up");
+    let acquired = http
+        .post(format!("{base}/locks/job?nonce=a"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    let fence: u64 = acquired.headers()["fence"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let stopped = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = tokio::task::spawn_blocking(move || server.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|line| line["span"]["request_id"] == "req-42" && line.get("status").is_some())
+        .unwrap_or_else(|| panic!("no line for request req-42 in {stderr}"));
+    assert_eq!(request["status"], 200);
+    assert_eq!(request["span"]["method"], "POST");
+    assert_eq!(request["span"]["route"], "/locks/{name}");
+    assert_eq!(request["span"]["lock"], "job");
+    assert_eq!(request["span"]["fence"], fence);
+    assert!(request.get("latency").is_some(), "{request}");
+}

@@ -10,15 +10,13 @@ use fencelock::cli::{Cli, Command};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => match {
+        Command::Serve(config) => {
             fencelock::telemetry::init(config.log_format);
-            fencelock::server::serve(config).await
-        } {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
+            if let Err(err) = fencelock::server::serve(config).await {
                 tracing::error!(%err, "fencelock could not start");
-                ExitCode::FAILURE
+                return ExitCode::FAILURE;
             }
-        },
+            ExitCode::SUCCESS
+        }
     }
 }

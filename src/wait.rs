@@ -94,6 +94,12 @@ impl Waiters {
             reply,
         };
         self.enqueue(waiter);
+        let waiting = &self.inner.store.metrics().waiters;
+        waiting.inc();
+        // Counted down however this ends, a client that leaves included.
+        let _counted = scopeguard::guard((), |()| {
+            waiting.dec();
+        });
         // The task always answers; a dropped sender means it was stopped with the runtime.
         answer.await.unwrap_or(Err(WaitError::ShuttingDown))
     }

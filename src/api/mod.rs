@@ -12,10 +12,13 @@ mod view;
 use std::sync::LazyLock;
 
 use axum::Router;
+use axum::extract::State;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::http::{Method, Uri, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         // Outermost last: an id is set (or kept) first, then the span reads it, and
         // the response echoes it.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -118,6 +122,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
 }
 
 /// This document, as JSON.
@@ -154,6 +159,22 @@ fn request_span(request: &Request) -> tracing::Span {
         lock = tracing::field::Empty,
         fence = tracing::field::Empty,
     )
+}
+
+/// Counts every request in the metrics, by method, route template and status.
+async fn count_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    app.store
+        .metrics()
+        .http(method.as_str(), &route, status, started.elapsed());
+    response
 }
 
 /// Records the lock a request is about on its span.

@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -35,4 +37,18 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
         .await
         .map(|()| Json(Health { status: "ready" }))
         .map_err(ApiError::NotReady)
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric, in the Prometheus text format",
+        content_type = "text/plain; version=0.0.4")))]
+/// `GET /metrics`: counters, gauges and latency histograms for Prometheus.
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.store.metrics().render(),
+    )
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Region, timeout::TimeoutConfig};
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use std::time::Instant;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -16,6 +18,7 @@ use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
 use crate::domain::{Fence, Holder, Lock, LockName, LockRejection, Millis, Token, check_holder};
+use crate::metrics::Metrics;
 
 /// Where and how to reach DynamoDB.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +63,7 @@ pub struct DynamoStore {
     clock: Arc<dyn Clock>,
     skew_ms: i64,
     lock_delay_ms: i64,
+    metrics: Arc<Metrics>,
 }
 
 /// What a heartbeat, body update or extend changes besides the heartbeat time.
@@ -101,6 +105,24 @@ pub struct Release {
     pub fence: Option<Fence>,
 }
 
+/// The outcome label of a DynamoDB request.
+pub(super) fn outcome_of<T, E: ProvideErrorMetadata>(
+    result: &Result<T, SdkError<E>>,
+) -> &'static str {
+    match result {
+        Ok(_) => "granted",
+        Err(err) => match err.code() {
+            Some("ConditionalCheckFailedException") => "conflict",
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded",
+            ) => "throttled",
+            _ => "error",
+        },
+    }
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -123,7 +145,13 @@ impl DynamoStore {
             clock,
             skew_ms: millis(clock_skew),
             lock_delay_ms: 0,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The metrics of this store and of the server around it.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Keeps a lease that ended without a release from being taken over for
@@ -155,6 +183,7 @@ impl DynamoStore {
         let now_micros = self.clock.now_micros();
         let now = now_micros.div_euclid(1000);
         let ttl_ms = millis(request.ttl);
+        let token = Token::generate();
         let mut set = vec![
             // A record created anew continues above every fence the name issued before
             // it was deleted: fences are floored by the time in microseconds.
@@ -185,7 +214,7 @@ impl DynamoStore {
             .expression_attribute_values(":floor", n(now_micros))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":nonce", s(request.nonce.as_str()))
-            .expression_attribute_values(":token", s(Token::generate().as_str()))
+            .expression_attribute_values(":token", s(token.as_str()))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
             .expression_attribute_values(":ttl_ms", n(ttl_ms))
@@ -209,12 +238,43 @@ impl DynamoStore {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        match self
-            .write("acquire", &request.name, op.update_expression(expression))
-            .await?
-        {
-            Write::Applied(item) => Ok(AcquireOutcome::Granted(Lock::try_from(&item)?)),
-            Write::Rejected(Some(item)) => Ok(AcquireOutcome::Held(Lock::try_from(&item)?)),
+        // The record as it was, so the grant can tell a takeover; the new record is
+        // exactly what the update expression above writes over it.
+        let op = op
+            .update_expression(expression)
+            .return_values(ReturnValue::AllOld);
+        match self.write("acquire", &request.name, op).await? {
+            Write::Applied(old) => {
+                let old = (!old.is_empty())
+                    .then(|| Lock::try_from(&old))
+                    .transpose()?;
+                if old
+                    .as_ref()
+                    .is_some_and(|o| !o.is_released() && o.nonce != request.nonce)
+                {
+                    self.metrics.expired_takeovers.inc();
+                }
+                self.metrics.locks_granted.inc();
+                let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
+                let body = old.map(|o| o.body).unwrap_or_default();
+                Ok(AcquireOutcome::Granted(Lock {
+                    name: request.name.clone(),
+                    fence,
+                    nonce: request.nonce.clone(),
+                    token: Some(token),
+                    owner: request.owner.clone(),
+                    metadata: request.metadata.clone(),
+                    acquired_at: now,
+                    heartbeat_at: now,
+                    expires_at: now.saturating_add(ttl_ms),
+                    ttl: request.ttl,
+                    body,
+                }))
+            }
+            Write::Rejected(Some(item)) => {
+                self.metrics.lock_conflicts.inc();
+                Ok(AcquireOutcome::Held(Lock::try_from(&item)?))
+            }
             Write::Rejected(None) => Err(self.unavailable(
                 "acquire",
                 &request.name,
@@ -314,7 +374,12 @@ impl DynamoStore {
             .update_expression(format!("SET {}", set.join(", ")))
             .condition_expression(condition.join(" AND "));
         match self.write(operation, name, op).await? {
-            Write::Applied(item) => Ok(Ok(Lock::try_from(&item)?)),
+            Write::Applied(item) => {
+                if operation == "heartbeat" {
+                    self.metrics.heartbeats.inc();
+                }
+                Ok(Ok(Lock::try_from(&item)?))
+            }
             Write::Rejected(old) => {
                 let old = old.as_ref().map(Lock::try_from).transpose()?;
                 // The item is the one the condition was evaluated on, at `now`, so the
@@ -346,7 +411,11 @@ impl DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":now", n(self.clock.now_millis()));
         let lock = match self.write("release", name, op).await? {
-            Write::Applied(item) | Write::Rejected(Some(item)) => Lock::try_from(&item)?,
+            Write::Applied(item) => {
+                self.metrics.releases.inc();
+                Lock::try_from(&item)?
+            }
+            Write::Rejected(Some(item)) => Lock::try_from(&item)?,
             Write::Rejected(None) => {
                 return Ok(Release {
                     released: false,
@@ -378,14 +447,18 @@ impl DynamoStore {
 
     /// The lock's record, read strongly consistently; `None` if there is none.
     pub async fn get(&self, name: &LockName) -> Result<Option<Lock>, StoreError> {
-        let output = self
+        let started = Instant::now();
+        let result = self
             .client
             .get_item()
             .table_name(self.table.as_ref())
             .key(item::NAME, s(name.as_str()))
             .consistent_read(true)
             .send()
-            .await
+            .await;
+        self.metrics
+            .dynamodb("read", outcome_of(&result), started.elapsed());
+        let output = result
             .map_err(|err| self.unavailable("read", name, DisplayErrorContext(err).to_string()))?;
         Ok(output.item.as_ref().map(Lock::try_from).transpose()?)
     }
@@ -405,7 +478,11 @@ impl DynamoStore {
         name: &LockName,
         op: UpdateItemFluentBuilder,
     ) -> Result<Write, StoreError> {
-        match op.send().await {
+        let started = Instant::now();
+        let result = op.send().await;
+        let outcome = outcome_of(&result);
+        self.metrics.dynamodb(operation, outcome, started.elapsed());
+        match result {
             Ok(output) => Ok(Write::Applied(output.attributes.unwrap_or_default())),
             Err(SdkError::ServiceError(context)) => match context.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {

@@ -39,15 +39,18 @@ impl DynamoStore {
         let mut after = query.after.clone();
         for _ in 0..MAX_SCANS_PER_PAGE {
             let remaining = query.limit.saturating_sub(locks.len()).max(1);
-            let output = self
-                .scan(query, after.as_ref(), remaining)
-                .send()
-                .await
-                .map_err(|err| StoreError::Unavailable {
-                    operation: "list",
-                    name: query.prefix.clone().unwrap_or_default(),
-                    detail: DisplayErrorContext(err).to_string(),
-                })?;
+            let started = std::time::Instant::now();
+            let result = self.scan(query, after.as_ref(), remaining).send().await;
+            self.metrics().dynamodb(
+                "list",
+                super::dynamo::outcome_of(&result),
+                started.elapsed(),
+            );
+            let output = result.map_err(|err| StoreError::Unavailable {
+                operation: "list",
+                name: query.prefix.clone().unwrap_or_default(),
+                detail: DisplayErrorContext(err).to_string(),
+            })?;
             for raw in output.items() {
                 locks.push(Lock::try_from(raw)?);
             }

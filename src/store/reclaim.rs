@@ -8,12 +8,13 @@
 //! item before deleting it, so it could delete a record acquired a moment before.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::dynamo::outcome_of;
 use super::item::{self, n, s};
 use super::{DynamoStore, StoreError};
 
@@ -47,6 +48,7 @@ impl DynamoStore {
         let mut sweep = Sweep::default();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
+            let started = Instant::now();
             let page = self
                 .client
                 .scan()
@@ -59,14 +61,16 @@ impl DynamoStore {
                 .set_expression_attribute_values(Some(stale_values(cutoffs)))
                 .set_exclusive_start_key(start.take())
                 .send()
-                .await
-                .map_err(|err| {
-                    unavailable(
-                        "scan for stale locks",
-                        "",
-                        DisplayErrorContext(err).to_string(),
-                    )
-                })?;
+                .await;
+            self.metrics()
+                .dynamodb("reclaim_scan", outcome_of(&page), started.elapsed());
+            let page = page.map_err(|err| {
+                unavailable(
+                    "scan for stale locks",
+                    "",
+                    DisplayErrorContext(err).to_string(),
+                )
+            })?;
             for found in page.items() {
                 sweep.found += 1;
                 if self.delete_if_stale(found, cutoffs).await? {
@@ -89,6 +93,7 @@ impl DynamoStore {
         let (Some(name), Some(fence)) = (found.get(item::NAME), found.get(item::FENCE)) else {
             return Ok(false);
         };
+        let started = Instant::now();
         let result = self
             .client
             .delete_item()
@@ -101,6 +106,8 @@ impl DynamoStore {
             .expression_attribute_values(":fence", fence.clone())
             .send()
             .await;
+        self.metrics()
+            .dynamodb("reclaim", outcome_of(&result), started.elapsed());
         let name = name.as_s().map_or("", String::as_str);
         match result {
             Ok(_) => {

@@ -90,18 +90,24 @@ impl super::DynamoStore {
     /// Whether DynamoDB answers and the lock table exists and is active; the reason
     /// when not.
     pub async fn check_ready(&self) -> Result<(), String> {
-        let described = self
+        let started = std::time::Instant::now();
+        let result = self
             .client
             .describe_table()
             .table_name(self.table.as_ref())
             .send()
-            .await
-            .map_err(|err| match err.code() {
-                Some("ResourceNotFoundException") => {
-                    format!("table {:?} does not exist", self.table)
-                }
-                _ => format!("DynamoDB does not answer: {}", DisplayErrorContext(err)),
-            })?;
+            .await;
+        self.metrics().dynamodb(
+            "ready",
+            super::dynamo::outcome_of(&result),
+            started.elapsed(),
+        );
+        let described = result.map_err(|err| match err.code() {
+            Some("ResourceNotFoundException") => {
+                format!("table {:?} does not exist", self.table)
+            }
+            _ => format!("DynamoDB does not answer: {}", DisplayErrorContext(err)),
+        })?;
         match described.table.and_then(|t| t.table_status) {
             Some(TableStatus::Active) => Ok(()),
             status => Err(format!(

@@ -9,6 +9,7 @@ mod helpers;
 mod lease;
 mod list;
 mod logs;
+mod metrics;
 mod openapi;
 mod ops;
 mod reclaim;

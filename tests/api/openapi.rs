@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
 ];
 
 #[tokio::test]
@@ -59,7 +60,7 @@ async fn the_document_parses_and_describes_exactly_the_routes_served() {
             !responses.is_empty(),
             "{method} {path} documents no responses"
         );
-        if !["/openapi.json", "/healthz"].contains(&path.as_str()) {
+        if !["/openapi.json", "/healthz", "/metrics"].contains(&path.as_str()) {
             assert!(
                 responses
                     .keys()

@@ -1,0 +1,148 @@
+//! The Prometheus metrics of one server, in a registry of its own (so servers in one
+//! test process do not mix their counts), exposed in the Prometheus text format.
+//! Label values are bounded: route templates, operation names and outcomes, never
+//! lock names.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder, exponential_buckets,
+};
+
+/// Every metric fencelock keeps.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by method, route template and status.
+    http_requests: IntCounterVec,
+    http_latency: HistogramVec,
+    /// DynamoDB requests by operation (acquire, heartbeat, update, extend, release,
+    /// read, list, reclaim_scan, reclaim, ready) and outcome (granted: done;
+    /// conflict: a condition failed; throttled; error).
+    dynamodb_requests: IntCounterVec,
+    dynamodb_latency: HistogramVec,
+    pub locks_granted: IntCounter,
+    pub lock_conflicts: IntCounter,
+    pub expired_takeovers: IntCounter,
+    pub heartbeats: IntCounter,
+    pub releases: IntCounter,
+    pub waiters: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // The names and labels below are constants; the unit test builds them.
+        Self::build().expect("the metric definitions are valid")
+    }
+}
+
+impl Metrics {
+    fn build() -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("fencelock".into()), None)?;
+        // 0.5 ms to about 16 s.
+        let buckets = exponential_buckets(0.0005, 2.0, 16)?;
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let metric = IntCounter::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "HTTP requests answered"),
+                &["method", "route", "status"],
+            )?,
+            http_latency: HistogramVec::new(
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                    .buckets(buckets.clone()),
+                &["method", "route"],
+            )?,
+            dynamodb_requests: IntCounterVec::new(
+                Opts::new(
+                    "dynamodb_requests_total",
+                    "DynamoDB requests by operation and outcome",
+                ),
+                &["operation", "outcome"],
+            )?,
+            dynamodb_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "dynamodb_request_duration_seconds",
+                    "DynamoDB request latency, retries included",
+                )
+                .buckets(buckets),
+                &["operation"],
+            )?,
+            locks_granted: counter("locks_granted_total", "Acquisitions granted")?,
+            lock_conflicts: counter(
+                "lock_conflicts_total",
+                "Acquisitions refused because the lock was held",
+            )?,
+            expired_takeovers: counter(
+                "expired_takeovers_total",
+                "Acquisitions that took over a lease that ended without a release",
+            )?,
+            heartbeats: counter("heartbeats_total", "Leases extended by heartbeat")?,
+            releases: counter("releases_total", "Leases released")?,
+            waiters: IntGauge::new("waiters", "Acquire requests waiting on this server")?,
+            registry: registry.clone(),
+        };
+        registry.register(Box::new(metrics.http_requests.clone()))?;
+        registry.register(Box::new(metrics.http_latency.clone()))?;
+        registry.register(Box::new(metrics.dynamodb_requests.clone()))?;
+        registry.register(Box::new(metrics.dynamodb_latency.clone()))?;
+        registry.register(Box::new(metrics.waiters.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Counts one DynamoDB request.
+    pub fn dynamodb(&self, operation: &str, outcome: &str, took: Duration) {
+        self.dynamodb_requests
+            .with_label_values(&[operation, outcome])
+            .inc();
+        self.dynamodb_latency
+            .with_label_values(&[operation])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one HTTP request.
+    pub fn http(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.http_requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.http_latency
+            .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = Vec::new();
+        // Encoding gathered metrics into memory does not fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_defined_and_rendered() {
+        let metrics = Metrics::build().unwrap();
+        metrics.dynamodb("acquire", "granted", Duration::from_millis(3));
+        metrics.http("POST", "/locks/{name}", 200, Duration::from_millis(4));
+        metrics.locks_granted.inc();
+        let text = metrics.render();
+        for name in [
+            "fencelock_http_requests_total",
+            "fencelock_http_request_duration_seconds_bucket",
+            "fencelock_dynamodb_requests_total",
+            "fencelock_dynamodb_request_duration_seconds_count",
+            "fencelock_locks_granted_total 1",
+            "fencelock_waiters 0",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

@@ -82,6 +82,7 @@ async fn spawn_server(endpoint: &str, table: &str) -> Server {
         listener,
         state,
         std::future::pending(),
+        Duration::from_secs(10),
     ));
     Server { base, requests }
 }

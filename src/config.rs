@@ -85,6 +85,23 @@ pub struct ServeConfig {
     #[arg(long, env = "FENCELOCK_MAX_BODY", default_value = "64KiB")]
     pub max_body: ByteSize,
 
+    /// The longest a request may take before it is answered 503; longer than
+    /// FENCELOCK_MAX_WAIT.
+    #[arg(long, env = "FENCELOCK_REQUEST_TIMEOUT", default_value = "90s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// Requests served at once, waiting acquires included; more are answered 503.
+    #[arg(
+        long,
+        env = "FENCELOCK_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 10_000
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// On SIGINT or SIGTERM, how long requests in flight may still take.
+    #[arg(long, env = "FENCELOCK_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
     /// Log lines as text or as JSON objects.
     #[arg(long, env = "FENCELOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -1,12 +1,13 @@
 //! Running the HTTP server: [`serve`] builds everything from the configuration;
 //! [`run`] serves a router on a listener until a shutdown signal.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, Limits, router};
 use crate::clock::SystemClock;
 use crate::config::ServeConfig;
 use crate::reclaim::spawn_sweeper;
@@ -28,22 +29,39 @@ pub enum StartError {
     },
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then lets requests in
-/// flight finish.
+/// Serves `state` on `listener` until `shutdown` completes, then stops accepting
+/// connections and lets requests in flight finish for at most `grace`.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> std::io::Result<()> {
     let waiters = state.waiters.clone();
+    let (stopping, stopped) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         shutdown.await;
         // Waiting requests are answered now rather than held until their wait ends.
         waiters.close();
+        let _ = stopping.send(());
     };
-    axum::serve(listener, router(state))
+    let serving = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .into_future();
+    let grace_over = async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving => served,
+        () = grace_over => {
+            tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; stopping anyway");
+            Ok(())
+        }
+    }
 }
 
 /// Starts the server described by `config` and serves until SIGINT or SIGTERM.
@@ -70,7 +88,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         .reclaim_after
         .0
         .map(|after| spawn_sweeper(store.clone(), after));
-    let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes());
+    if config.request_timeout <= config.max_wait {
+        return Err(StartError::Config(format!(
+            "FENCELOCK_REQUEST_TIMEOUT ({}) must be longer than FENCELOCK_MAX_WAIT ({})",
+            crate::domain::format_duration(config.request_timeout),
+            crate::domain::format_duration(config.max_wait)
+        )));
+    }
+    let limits = Limits {
+        request_timeout: config.request_timeout,
+        max_concurrent: config.max_concurrent_requests,
+    };
+    let state =
+        AppState::new(store, ttl, config.max_wait, config.max_body_bytes()).with_limits(limits);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -85,7 +115,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         lock_delay = ?config.lock_delay,
         "fencelock is serving"
     );
-    let served = run(listener, state, shutdown_signal()).await;
+    let served = run(listener, state, shutdown_signal(), config.shutdown_grace).await;
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }

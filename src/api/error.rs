@@ -81,6 +81,9 @@ pub enum ApiError {
         "this fencelock server is shutting down and stopped waiting for lock \"{name}\"; retry on another server"
     )]
     ShuttingDown { name: LockName },
+    /// 503 `unavailable`: a server limit (requests at once, request time) was reached.
+    #[error("{0}")]
+    OverLimit(String),
     /// 503 `unavailable`: `/readyz` found the store not ready.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -130,9 +133,10 @@ impl ApiError {
             | Self::RouteNotFound { .. }
             | Self::TokenHoldsNothing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable { .. } | Self::ShuttingDown { .. } | Self::NotReady(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable { .. }
+            | Self::ShuttingDown { .. }
+            | Self::NotReady(_)
+            | Self::OverLimit(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,9 +153,10 @@ impl ApiError {
             | Self::RouteNotFound { .. }
             | Self::TokenHoldsNothing { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::Unavailable { .. } | Self::ShuttingDown { .. } | Self::NotReady(_) => {
-                "unavailable"
-            }
+            Self::Unavailable { .. }
+            | Self::ShuttingDown { .. }
+            | Self::NotReady(_)
+            | Self::OverLimit(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -215,9 +220,10 @@ impl IntoResponse for ApiError {
                 body.expire_time = Some(rfc3339(*expires_at));
                 Some(*retry_after_secs)
             }
-            Self::Unavailable { .. } | Self::ShuttingDown { .. } | Self::NotReady(_) => {
-                Some(UNAVAILABLE_RETRY_AFTER_SECS)
-            }
+            Self::Unavailable { .. }
+            | Self::ShuttingDown { .. }
+            | Self::NotReady(_)
+            | Self::OverLimit(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         };
         let mut response = with_fence(fence, (self.status(), Json(body)));

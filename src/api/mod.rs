@@ -11,7 +11,9 @@ mod view;
 
 use std::sync::LazyLock;
 
+use axum::BoxError;
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
@@ -19,6 +21,8 @@ use axum::http::{Method, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -50,6 +54,25 @@ pub struct AppState {
     pub max_wait: Duration,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    pub limits: Limits,
+}
+
+/// Limits on the server as a whole.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The longest a request may take; longer than the longest wait.
+    pub request_timeout: Duration,
+    /// Requests served at once (waiting acquires included); more are answered 503.
+    pub max_concurrent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(90),
+            max_concurrent: 10_000,
+        }
+    }
 }
 
 impl AppState {
@@ -61,18 +84,36 @@ impl AppState {
             ttl,
             max_wait,
             max_body,
+            limits: Limits::default(),
         }
+    }
+
+    /// The same state with other server limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.max_body;
+    let (max_body, limits) = (state.max_body, state.limits);
     let (router, _) = documented_routes().split_for_parts();
     router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |err: BoxError| async move {
+                    over_limit(err, limits)
+                }))
+                .load_shed()
+                // One limit for the whole server: a plain concurrency limit would be
+                // cloned for each route.
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))
+                .timeout(limits.request_timeout),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         // Outermost last: an id is set (or kept) first, then the span reads it, and
         // the response echoes it.
@@ -159,6 +200,23 @@ fn request_span(request: &Request) -> tracing::Span {
         lock = tracing::field::Empty,
         fence = tracing::field::Empty,
     )
+}
+
+/// The answer to a request the server limits stopped.
+fn over_limit(err: BoxError, limits: Limits) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::OverLimit(format!(
+            "the request took longer than the server's limit of {}",
+            crate::domain::format_duration(limits.request_timeout)
+        ))
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::OverLimit(format!(
+            "the server is answering its limit of {} requests at once; retry shortly",
+            limits.max_concurrent
+        ))
+    } else {
+        ApiError::Internal(format!("the request failed: {err}"))
+    }
 }
 
 /// Counts every request in the metrics, by method, route template and status.

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use fencelock::api::AppState;
+use fencelock::api::{AppState, Limits};
 use fencelock::clock::ShiftedClock;
 use fencelock::domain::TtlBounds;
 use fencelock::reclaim::spawn_sweeper;
@@ -85,6 +85,7 @@ pub struct Options {
     pub lock_delay: Duration,
     /// Run the sweeper with this reclaim delay.
     pub reclaim_after: Option<Duration>,
+    pub limits: Limits,
 }
 
 impl TestApp {
@@ -116,12 +117,12 @@ impl TestApp {
 
     /// A server on `endpoint`, whose table does not exist (yet).
     pub async fn spawn_on(endpoint: &str) -> Self {
-        Self::serve(
-            dynamodb_local::client(endpoint),
-            unique_table(),
-            Options::default(),
-        )
-        .await
+        Self::spawn_on_with(endpoint, Options::default()).await
+    }
+
+    /// As [`TestApp::spawn_on`], with `options`.
+    pub async fn spawn_on_with(endpoint: &str, options: Options) -> Self {
+        Self::serve(dynamodb_local::client(endpoint), unique_table(), options).await
     }
 
     /// Creates this server's table, as `FENCELOCK_CREATE_TABLE` does at start-up.
@@ -159,14 +160,17 @@ impl TestApp {
             Duration::from_secs(3600),
         )
         .unwrap();
-        let state = AppState::new(store, ttl, MAX_WAIT, MAX_BODY);
+        let state = AppState::new(store, ttl, MAX_WAIT, MAX_BODY).with_limits(options.limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Arc::new(Notify::new());
         let signal = shutdown.clone();
-        tokio::spawn(fencelock::server::run(listener, state, async move {
-            signal.notified().await;
-        }));
+        tokio::spawn(fencelock::server::run(
+            listener,
+            state,
+            async move { signal.notified().await },
+            Duration::from_secs(10),
+        ));
         Self {
             options,
             shutdown,
@@ -240,4 +244,50 @@ impl TestApp {
         self.call(Method::GET, &format!("/locks/{name}/{fence}"), None)
             .await
     }
+}
+
+/// The real `fencelock serve` binary on a free port, on a table of its own at
+/// `endpoint`, with `envs` on top of what it needs; answers once it serves.
+pub async fn spawn_binary(endpoint: &str, envs: &[(&str, &str)]) -> (std::process::Child, String) {
+    let port = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fencelock"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("FENCELOCK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FENCELOCK_DYNAMODB_ENDPOINT", endpoint)
+        .env("FENCELOCK_TABLE", unique_table())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("the fencelock binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            return (child, base);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the fencelock binary did not serve on {base}");
+}
+
+/// Sends `signal` (e.g. `TERM`, `STOP`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
 }

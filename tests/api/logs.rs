@@ -1,13 +1,9 @@
 //! Request ids and structured logs, from the real binary.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, dynamodb_endpoint, unique_table};
+use crate::helpers::{TestApp, dynamodb_endpoint, signal, spawn_binary};
 
 #[tokio::test]
 async fn a_request_id_is_echoed_or_generated() {
@@ -27,37 +23,12 @@ async fn a_request_id_is_echoed_or_generated() {
 
 #[tokio::test]
 async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let table = unique_table();
-    let server = Command::new(env!("CARGO_BIN_EXE_fencelock"))
-        .arg("serve")
-        .env_clear()
-        .env("FENCELOCK_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FENCELOCK_DYNAMODB_ENDPOINT", dynamodb_endpoint())
-        .env("FENCELOCK_TABLE", &table)
-        .env("FENCELOCK_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the fencelock binary starts");
-    let base = format!("http://127.0.0.1:{port}");
+    let (server, base) = spawn_binary(
+        dynamodb_endpoint(),
+        &[("FENCELOCK_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    )
+    .await;
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "the server did not come up");
     let acquired = http
         .post(format!("{base}/locks/job?nonce=a"))
         .header("x-request-id", "req-42")
@@ -70,12 +41,7 @@ async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
         .parse()
         .unwrap();
 
-    let stopped = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.id().to_string())
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    signal(server.id(), "TERM");
     let output = tokio::task::spawn_blocking(move || server.wait_with_output())
         .await
         .unwrap()

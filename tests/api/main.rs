@@ -7,6 +7,7 @@ mod fences;
 mod gorilla;
 mod helpers;
 mod lease;
+mod limits;
 mod list;
 mod logs;
 mod metrics;

@@ -2,7 +2,7 @@
 
 use reqwest::{Method, StatusCode, header};
 
-use crate::helpers::{TestApp, dynamodb_local};
+use crate::helpers::{TestApp, dynamodb_local, signal};
 
 #[tokio::test]
 async fn healthz_answers_whatever_dynamodb_does() {
@@ -88,13 +88,4 @@ async fn readyz_follows_dynamodb_going_away_and_coming_back() {
         back = app.call(Method::GET, "/readyz", None).await;
     }
     assert_eq!(back.status, StatusCode::OK, "{back:?}");
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name} {pid}");
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use super::view::{rfc3339, with_fence};
 use crate::domain::{Fence, LockName, LockRejection, Millis};
@@ -194,6 +194,43 @@ pub struct ErrorBody {
     /// With `lock_held`: when the holder's lease ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<String>,
+}
+
+// Error answers shared by several routes, for the OpenAPI document only: the
+// handlers answer `ApiError`, so these are never built.
+
+/// Errors every lock route may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum CommonErrors {
+    /// `invalid_request`: bad input; nothing changed.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `unavailable`: DynamoDB failed or throttled, a server limit was reached, or the
+    /// server is shutting down. Retrying is safe.
+    #[response(status = 503, headers(("Retry-After" = u64)))]
+    Unavailable(ErrorBody),
+}
+
+/// Errors of the routes that name a holding by its fence.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum FenceErrors {
+    /// `not_found`: the lock has no record.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// `fence_mismatch` (the lock has moved on) or `lease_expired`.
+    #[response(status = 409)]
+    NotHolder(ErrorBody),
+}
+
+/// Errors of the Gorilla routes that name a holding by its token.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum TokenErrors {
+    /// `not_found`: the token holds nothing.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }
 
 impl IntoResponse for ApiError {

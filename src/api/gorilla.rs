@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::error::ErrorBody;
+use super::error::{CommonErrors, ErrorBody, TokenErrors};
 use super::extract::{OptionalJson, ResourcePath, TokenPath};
 use super::locks::{duration_value, take};
 use super::view::{rfc3339, with_fence};
@@ -109,11 +109,10 @@ type GorillaResult = Result<GorillaLock, ApiError>;
     request_body(content = AcquireBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Granted", body = GorillaLock),
-        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        CommonErrors,
         (status = 409, description = "`lock_held`: held by another owner", body = ErrorBody,
             headers(("Retry-After" = u64))),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
     ))]
 /// `POST /api/v1/locks/{resource}` `{owner, timeout, metadata}`.
 pub async fn acquire(
@@ -151,9 +150,8 @@ pub async fn acquire(
     params(TokenPath),
     responses(
         (status = 200, description = "The token holds a live lease", body = GorillaLock),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 404, description = "The token holds nothing", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
+        TokenErrors,
     ))]
 /// `GET /api/v1/locks/{resource}/{token}`: 404 unless the token holds a live lease.
 pub async fn status(
@@ -171,11 +169,10 @@ pub async fn status(
     request_body(content = ExtendBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Extended", body = GorillaLock),
-        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
-        (status = 404, description = "The token holds nothing", body = ErrorBody),
+        CommonErrors,
+        TokenErrors,
         (status = 409, description = "`lease_longer`: the lease already ends later", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
     ))]
 /// `PUT /api/v1/locks/{resource}/{token}` `{timeout}`: the lease ends `timeout` from
 /// now; 409 when that is sooner than it ends already.
@@ -203,9 +200,8 @@ pub async fn extend(
     params(TokenPath),
     responses(
         (status = 204, description = "Released"),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 404, description = "The token holds nothing", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
+        TokenErrors,
     ))]
 /// `DELETE /api/v1/locks/{resource}/{token}`: 204, or 404 for a token that holds
 /// nothing. A retried release of the same holding answers 204 again.

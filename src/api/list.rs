@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::ErrorBody;
+use super::error::CommonErrors;
 use super::extract::Params;
 use super::view::LockView;
 use super::{ApiError, AppState};
@@ -48,8 +48,7 @@ pub struct LockPage {
     params(ListParams),
     responses(
         (status = 200, description = "A page of locks", body = LockPage),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
     ))]
 /// `GET /locks?prefix=&held=true&limit=&cursor=`: locks in the table's scan order
 /// (not name order), each as its status view.

@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::ErrorBody;
+use super::error::{CommonErrors, ErrorBody, FenceErrors};
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
 use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
@@ -125,12 +125,10 @@ fn parse_duration_param(field: &str, raw: Option<&str>) -> Result<Option<Duratio
         description = "The parameters may come as JSON instead of in the query"),
     responses(
         (status = 200, description = "Granted, with a new fence", body = LockView),
-        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
+        CommonErrors,
         (status = 409, description = "`lock_held`: another holder's lease is live",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until it may be free"))),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 503, description = "`unavailable`: DynamoDB failed or the server is shutting down",
-            body = ErrorBody, headers(("Retry-After" = u64))),
     ))]
 /// `POST`/`PUT /locks/{name}?nonce=…&ttl=…`, or the same as a JSON body.
 pub async fn acquire(
@@ -217,10 +215,8 @@ pub(super) async fn take(
     params(FencePath, RenewQuery),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
-        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
-        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
-        (status = 409, description = "`fence_mismatch` or `lease_expired`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
+        FenceErrors,
     ))]
 /// `POST`/`PUT /locks/{name}/{fence}/heartbeat[?ttl=…]`.
 pub async fn heartbeat(
@@ -241,10 +237,8 @@ pub async fn heartbeat(
     request_body(content = String, content_type = "text/plain", description = "The new body: UTF-8 text"),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
-        (status = 400, description = "Bad input; nothing changed", body = ErrorBody),
-        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
-        (status = 409, description = "`fence_mismatch` or `lease_expired`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
+        FenceErrors,
         (status = 413, description = "`body_too_large`", body = ErrorBody),
     ))]
 /// `POST`/`PUT /locks/{name}/{fence}[?ttl=…]` with the new body as the request body.
@@ -277,8 +271,7 @@ fn renewed(app: &AppState, name: crate::domain::LockName, outcome: HolderOutcome
     params(FencePath),
     responses(
         (status = 200, description = "Whether the fence is the current one, now released", body = Released),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
     ))]
 /// `DELETE /locks/{name}/{fence}`: idempotent.
 pub async fn release(
@@ -302,9 +295,8 @@ pub async fn release(
     params(LockPath),
     responses(
         (status = 200, description = "The lock, never its nonce", body = LockView),
-        (status = 400, description = "Bad input", body = ErrorBody),
+        CommonErrors,
         (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
     ))]
 /// `GET /locks/{name}`: the lock's state, never its nonce.
 pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> LockResult {
@@ -318,10 +310,8 @@ pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> Lo
     params(FencePath),
     responses(
         (status = 200, description = "The fence holds a live lease", body = LockView),
-        (status = 400, description = "Bad input", body = ErrorBody),
-        (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
-        (status = 409, description = "`fence_mismatch` or `lease_expired`", body = ErrorBody),
-        (status = 503, description = "`unavailable`", body = ErrorBody, headers(("Retry-After" = u64))),
+        CommonErrors,
+        FenceErrors,
     ))]
 /// `GET /locks/{name}/{fence}`: 200 while `fence` holds a live lease, 409 otherwise.
 pub async fn check_fence(

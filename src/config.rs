@@ -10,7 +10,7 @@ use clap::{ArgAction, Args};
 use crate::domain::{InvalidInput, TtlBounds, parse_duration};
 use crate::telemetry::LogFormat;
 
-fn duration(raw: &str) -> Result<Duration, String> {
+pub(crate) fn duration(raw: &str) -> Result<Duration, String> {
     parse_duration(raw).map_err(|e| e.0)
 }
 

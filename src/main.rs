@@ -1,4 +1,5 @@
-//! The `fencelock` binary: parse the command line, start logging, run the command.
+//! The `fencelock` binary: parse the command line, then serve (with logging) or run a
+//! client command.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -18,5 +19,6 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Client(command) => fencelock::cli::execute(command).await,
     }
 }

@@ -36,7 +36,7 @@ pub struct ListParams {
 }
 
 /// One page of locks.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockPage {
     pub locks: Vec<LockView>,

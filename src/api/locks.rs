@@ -12,12 +12,9 @@ use super::error::{CommonErrors, ErrorBody, FenceErrors};
 use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
 use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
-use crate::domain::{Holder, Lock, Nonce, parse_duration};
+use crate::domain::{Holder, Lock, MAX_OWNER_LEN, Nonce, parse_duration};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
 use crate::wait::WaitError;
-
-/// The longest owner accepted, in bytes.
-const MAX_OWNER_LEN: usize = 255;
 
 type LockResult = Result<LockView, ApiError>;
 

@@ -31,8 +31,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::ApiError;
-pub use view::LockView;
+pub use error::{ApiError, ErrorBody};
+pub use list::LockPage;
+pub use view::{FENCE_HEADER, LockView, Released};
 
 use std::time::Duration;
 

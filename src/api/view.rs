@@ -4,14 +4,14 @@ use axum::Json;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{Fence, Lock, Millis, format_duration};
 
 /// A lock as clients see it: glock's `acquireTime`, `expireTime`, `fence` and `body`,
 /// plus the rest of the record. Never the nonce.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockView {
     pub name: String,
@@ -69,7 +69,7 @@ pub fn with_fence(fence: Option<Fence>, response: impl IntoResponse) -> Response
 }
 
 /// The answer to a release.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Released {
     pub released: bool,
 }

@@ -11,8 +11,11 @@ mod token;
 pub use duration::{TtlBounds, format_duration, parse_duration};
 pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder};
 pub use name::LockName;
-pub use nonce::Nonce;
+pub use nonce::{MAX_NONCE_LEN, Nonce};
 pub use token::Token;
+
+/// The longest owner a lock may carry, in bytes.
+pub const MAX_OWNER_LEN: usize = 255;
 
 /// A request value that failed to parse, with a sentence saying what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -291,3 +291,74 @@ pub fn signal(pid: u32, signal: &str) {
         .expect("kill runs");
     assert!(status.success(), "kill -{signal} {pid}");
 }
+
+/// A client of `app` from fencelock's own client library.
+pub fn client(app: &TestApp) -> fencelock::client::Client {
+    fencelock::client::Client::new(&app.base).expect("the test server's URL is valid")
+}
+
+/// The `fencelock` binary as a client of `base`, with nothing of the test's own
+/// environment but `PATH`; killed if the test drops it.
+pub fn fencelock(base: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fencelock"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FENCELOCK_URL", base)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// What a finished `fencelock` command printed, and its exit status.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Standard output as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// Waits for `child` to end; a child that runs past a minute fails the test.
+pub async fn finished(child: tokio::process::Child) -> Finished {
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the fencelock command ends within a minute")
+        .expect("its output is read");
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs `fencelock ARGS` against `base` to its end.
+pub async fn fencelock_cli(base: &str, args: &[&str]) -> Finished {
+    finished(
+        fencelock(base)
+            .args(args)
+            .spawn()
+            .expect("fencelock starts"),
+    )
+    .await
+}
+
+/// Waits until `path` holds `text`; a minute without it fails the test.
+pub async fn wait_for_text(path: &std::path::Path, text: &str) {
+    for _ in 0..600 {
+        if std::fs::read_to_string(path).is_ok_and(|found| found.contains(text)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never held {text:?}", path.display());
+}

@@ -1,6 +1,8 @@
-//! API tests: real fencelock servers over HTTP against a real DynamoDB Local.
+//! API and command-line tests: real fencelock servers over HTTP against a real
+//! DynamoDB Local, driven by HTTP requests and by the built `fencelock` binary.
 
 mod acquire;
+mod cli;
 mod contention;
 mod errors;
 mod fences;
@@ -15,6 +17,7 @@ mod openapi;
 mod ops;
 mod reclaim;
 mod release;
+mod run;
 mod status;
 mod takeover;
 mod wait;

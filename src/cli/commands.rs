@@ -1,0 +1,268 @@
+//! The one-request client commands (`acquire`, `heartbeat`, `update`, `release`,
+//! `status`, `list`), and [`take`], the waiting acquire that `run` shares.
+
+use std::io::{IsTerminal, Read};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::output::{holding, lock_details, lock_table, print, warn, when};
+use super::{
+    AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
+    UpdateArgs, exit_code, holder,
+};
+use crate::client::{Acquire, Client, ClientError, ListRequest, LockView, Released};
+use crate::domain::{Fence, LockName};
+
+/// How long to wait before asking again after the server could not answer.
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(1);
+
+pub async fn acquire(args: AcquireArgs) -> u8 {
+    let AcquireArgs {
+        name,
+        nonce,
+        ttl,
+        wait,
+        owner,
+        client: options,
+    } = args;
+    let request = Acquire {
+        nonce: nonce.unwrap_or_else(holder::fresh_nonce),
+        ttl,
+        owner,
+        ..Acquire::default()
+    };
+    with_client(&options, &name, async |client| {
+        let (lock, _) = take(client, &name, request, wait.unwrap_or_default()).await?;
+        print(options.json, &lock, || {
+            format!(
+                "acquired \"{name}\": fence {}, lease {} until {}",
+                lock.fence,
+                lock.ttl,
+                until(&lock)
+            )
+        });
+        Ok(0)
+    })
+    .await
+}
+
+pub async fn heartbeat(args: HeartbeatArgs) -> u8 {
+    let HeartbeatArgs { lock, ttl } = args;
+    let FenceArgs {
+        name,
+        fence,
+        client: options,
+    } = lock;
+    with_client(&options, &name, async |client| {
+        let lock = client.heartbeat(&name, fence, ttl).await?;
+        print(options.json, &lock, || {
+            format!("extended \"{name}\" (fence {fence}) until {}", until(&lock))
+        });
+        Ok(0)
+    })
+    .await
+}
+
+pub async fn update(args: UpdateArgs) -> u8 {
+    let UpdateArgs { lock, value, ttl } = args;
+    let FenceArgs {
+        name,
+        fence,
+        client: options,
+    } = lock;
+    let body = match value.filter(|value| value != "-") {
+        Some(value) => value,
+        None => {
+            let mut body = String::new();
+            if let Err(err) = std::io::stdin().read_to_string(&mut body) {
+                warn(format_args!(
+                    "cannot read the new body of \"{name}\" from standard input: {err}; expected UTF-8 text"
+                ));
+                return EXIT_FAILED;
+            }
+            body
+        }
+    };
+    with_client(&options, &name, async |client| {
+        let bytes = body.len();
+        let lock = client.update(&name, fence, body, ttl).await?;
+        print(options.json, &lock, || {
+            format!(
+                "updated \"{name}\" (fence {fence}): body of {bytes} bytes, lease until {}",
+                until(&lock)
+            )
+        });
+        Ok(0)
+    })
+    .await
+}
+
+pub async fn release(args: FenceArgs) -> u8 {
+    let FenceArgs {
+        name,
+        fence,
+        client: options,
+    } = args;
+    with_client(&options, &name, async |client| {
+        let release = client.release(&name, fence).await?;
+        let answer = Released {
+            released: release.released,
+        };
+        if release.released {
+            print(options.json, &answer, || {
+                format!("released \"{name}\" (fence {fence})")
+            });
+            return Ok(0);
+        }
+        if options.json {
+            print(true, &answer, String::new);
+        }
+        warn(match release.current_fence {
+            Some(current) => format!(
+                "fence {fence} no longer holds \"{name}\": its current fence is {current}; nothing was released"
+            ),
+            None => format!("lock \"{name}\" has no record; nothing was released"),
+        });
+        Ok(EXIT_LOST)
+    })
+    .await
+}
+
+pub async fn status(args: NameArgs) -> u8 {
+    let NameArgs {
+        name,
+        client: options,
+    } = args;
+    with_client(&options, &name, async |client| {
+        let lock = client.status(&name).await?;
+        print(options.json, &lock, || lock_details(&lock));
+        Ok(0)
+    })
+    .await
+}
+
+pub async fn list(args: ListArgs) -> u8 {
+    let ListArgs {
+        prefix,
+        held,
+        limit,
+        client: options,
+    } = args;
+    let Ok(client) = options.client().inspect_err(|err| warn(err)) else {
+        return EXIT_FAILED;
+    };
+    let mut locks: Vec<LockView> = Vec::new();
+    let mut request = ListRequest {
+        prefix,
+        held,
+        ..ListRequest::default()
+    };
+    loop {
+        request.limit = limit.map(|limit| limit - locks.len());
+        match client.list(&request).await {
+            Ok(page) => {
+                locks.extend(page.locks);
+                request.cursor = page.next_cursor;
+            }
+            Err(err) => {
+                warn(&err);
+                return exit_code(&err);
+            }
+        }
+        if request.cursor.is_none() || limit.is_some_and(|limit| locks.len() >= limit) {
+            break;
+        }
+    }
+    print(options.json, &locks, || lock_table(&locks));
+    0
+}
+
+/// Acquires `name`, waiting up to `wait` if it is held: in slices as long as the server
+/// allows, and through moments when the server cannot be reached. Waiting on a
+/// terminal, says who holds the lock, and again each time the holder changes.
+/// Answers the lock and when its grant arrived.
+pub(super) async fn take(
+    client: &Client,
+    name: &LockName,
+    mut request: Acquire,
+    wait: Duration,
+) -> Result<(LockView, Instant), ClientError> {
+    let deadline = Instant::now() + wait;
+    let progress = !wait.is_zero() && std::io::stderr().is_terminal();
+    // On a terminal the first try does not wait, to say at once who holds the lock.
+    let mut tried = !progress;
+    let mut shown: Option<Fence> = None;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        request.wait = (tried && !remaining.is_zero()).then_some(remaining);
+        tried = true;
+        match client.acquire(name, &request).await {
+            Ok(lock) => return Ok((lock, Instant::now())),
+            Err(err) if remaining.is_zero() => return Err(err),
+            Err(ClientError::Held { fence, .. }) => {
+                if progress && shown != fence {
+                    shown = fence;
+                    let holder = describe_holder(client, name).await;
+                    warn(format_args!(
+                        "waiting up to {} for \"{name}\": {holder}",
+                        humantime::format_duration(whole_seconds(remaining))
+                    ));
+                }
+            }
+            Err(err) if err.is_transient() => {
+                warn(format_args!("{err}; trying again"));
+                tokio::time::sleep(RETRY_UNAVAILABLE.min(remaining)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Runs `command` with a client for `options`, and reports what went wrong on standard
+/// error: for a held lock, who holds it. Answers the exit status.
+async fn with_client(
+    options: &ClientArgs,
+    name: &LockName,
+    command: impl AsyncFnOnce(&Client) -> Result<u8, ClientError>,
+) -> u8 {
+    let client = match options.client() {
+        Ok(client) => client,
+        Err(err) => {
+            warn(&err);
+            return EXIT_FAILED;
+        }
+    };
+    match command(&client).await {
+        Ok(code) => code,
+        Err(err) => report(&client, name, &err).await,
+    }
+}
+
+/// Reports `err` about `name` on standard error; answers its exit status.
+pub(super) async fn report(client: &Client, name: &LockName, err: &ClientError) -> u8 {
+    match err {
+        ClientError::Held { .. } => {
+            let holder = describe_holder(client, name).await;
+            warn(format_args!("lock \"{name}\" is {holder}"));
+        }
+        other => warn(other),
+    }
+    exit_code(err)
+}
+
+/// Who holds `name` now, as far as a status request can tell.
+async fn describe_holder(client: &Client, name: &LockName) -> String {
+    match client.status(name).await {
+        Ok(lock) => holding(&lock),
+        Err(err) => format!("held by another holder (who, is unknown: {err})"),
+    }
+}
+
+fn until(lock: &LockView) -> String {
+    lock.expire_time.as_deref().map(when).unwrap_or_default()
+}
+
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_millis().div_ceil(1000) as u64)
+}

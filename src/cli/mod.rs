@@ -1,0 +1,224 @@
+//! The `fencelock` command line: `serve`, and the client commands that take, hold and
+//! inspect locks on a running server (`acquire`, `heartbeat`, `update`, `release`,
+//! `status`, `list`), and `run`, which holds a lock while a command runs.
+
+mod commands;
+mod holder;
+mod output;
+mod run;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, ClientError, DEFAULT_URL};
+use crate::config::{ServeConfig, duration};
+use crate::domain::{Fence, LockName};
+
+/// Exit status: the lock is held by another holder (and any `--wait` ran out).
+pub const EXIT_HELD: u8 = 75;
+/// Exit status: the lock was lost: its fence no longer holds it.
+pub const EXIT_LOST: u8 = 76;
+/// Exit status: the server could not be reached, or answered that it is unavailable.
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit status: any other failure (the server refused the request, a lock has no record, …).
+pub const EXIT_FAILED: u8 = 1;
+
+const EXIT_CODES: &str = "\
+Exit status of the client commands:
+  0    success (`run`: the command's own exit status)
+  1    failure: the server refused the request, or the lock has no record
+  2    usage error: the command line is not valid
+  69   the server could not be reached, or answered that it is unavailable
+  75   the lock is held by another holder (and any --wait ran out)
+  76   the lock was lost: its fence no longer holds it
+  126  `run`: the command could not be started
+  127  `run`: the command was not found";
+
+/// fencelock: named locks with leases and fences, over HTTP, on DynamoDB.
+#[derive(Debug, Parser)]
+#[command(name = "fencelock", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the lock API over HTTP (configured by flags or FENCELOCK_* variables).
+    Serve(ServeConfig),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The commands that talk to a running server.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Take a lock and print its fence.
+    Acquire(AcquireArgs),
+    /// Extend the lease of a fence.
+    Heartbeat(HeartbeatArgs),
+    /// Replace the body (recovery value) of a lock its fence holds, extending the lease.
+    Update(UpdateArgs),
+    /// Release a lock its fence holds.
+    Release(FenceArgs),
+    /// Show a lock: who holds it, until when, and its body.
+    Status(NameArgs),
+    /// List locks.
+    List(ListArgs),
+    /// Hold a lock while a command runs: acquire, run, heartbeat, release.
+    #[command(after_help = run::ABOUT_RUN)]
+    Run(RunArgs),
+}
+
+/// How to reach the server and how to print, shared by the client commands.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The fencelock server.
+    #[arg(long, env = "FENCELOCK_URL", default_value = DEFAULT_URL)]
+    pub server: String,
+    /// Print JSON (the API's own shapes) instead of sentences.
+    #[arg(long)]
+    pub json: bool,
+    /// How long one request may take, beyond any waiting it asks for.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
+}
+
+impl ClientArgs {
+    fn client(&self) -> Result<Client, ClientError> {
+        Ok(Client::new(&self.server)?.with_timeout(self.timeout))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The lock's name: 1–255 of [A-Za-z0-9._:-].
+    #[arg(value_parser = lock_name)]
+    pub name: LockName,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FenceArgs {
+    #[arg(value_parser = lock_name)]
+    pub name: LockName,
+    /// The fence the lock was acquired with.
+    pub fence: Fence,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    #[arg(value_parser = lock_name)]
+    pub name: LockName,
+    /// This holder's nonce (acquiring again with it renews the same holding);
+    /// a fresh one from host, pid and randomness when not given.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Lease length, e.g. 30s (the server's default when not given).
+    #[arg(long, value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// How long to wait for a held lock, e.g. 5m (default: do not wait).
+    #[arg(long, value_parser = duration)]
+    pub wait: Option<Duration>,
+    /// Who holds the lock, shown by `status` and to waiters.
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HeartbeatArgs {
+    #[command(flatten)]
+    pub lock: FenceArgs,
+    /// A new lease length, kept for later heartbeats.
+    #[arg(long, value_parser = duration)]
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub lock: FenceArgs,
+    /// The new body; `-` or nothing reads it from standard input.
+    pub value: Option<String>,
+    /// A new lease length, kept for later heartbeats.
+    #[arg(long, value_parser = duration)]
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only names that start with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only locks whose lease is live.
+    #[arg(long)]
+    pub held: bool,
+    /// At most this many locks (default: all).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(value_parser = lock_name)]
+    pub name: LockName,
+    /// Lease length, e.g. 30s (the server's default when not given); heartbeats are
+    /// sent every third of it.
+    #[arg(long, value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// How long to wait for a held lock, e.g. 5m (default: do not wait).
+    #[arg(long, value_parser = duration)]
+    pub wait: Option<Duration>,
+    /// After the lock is lost, how long the command has between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub kill_grace: Duration,
+    /// Who holds the lock, shown by `status` and to waiters
+    /// (default: host, pid and the command).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn lock_name(raw: &str) -> Result<LockName, String> {
+    LockName::parse(raw).map_err(|e| e.0)
+}
+
+/// Runs a client command, reporting on standard error what went wrong.
+pub async fn execute(command: ClientCommand) -> ExitCode {
+    let code = match command {
+        ClientCommand::Acquire(args) => commands::acquire(args).await,
+        ClientCommand::Heartbeat(args) => commands::heartbeat(args).await,
+        ClientCommand::Update(args) => commands::update(args).await,
+        ClientCommand::Release(args) => commands::release(args).await,
+        ClientCommand::Status(args) => commands::status(args).await,
+        ClientCommand::List(args) => commands::list(args).await,
+        ClientCommand::Run(args) => run::run(args).await,
+    };
+    ExitCode::from(code)
+}
+
+/// The exit status for a failed request.
+pub fn exit_code(err: &ClientError) -> u8 {
+    match err {
+        ClientError::Held { .. } => EXIT_HELD,
+        ClientError::Lost { .. } => EXIT_LOST,
+        ClientError::Unavailable { .. } | ClientError::Unreachable { .. } => EXIT_UNAVAILABLE,
+        ClientError::NotFound { .. }
+        | ClientError::Refused { .. }
+        | ClientError::Unexpected { .. } => EXIT_FAILED,
+    }
+}

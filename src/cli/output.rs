@@ -1,0 +1,125 @@
+//! How the client commands print: the API's JSON with `--json`, sentences otherwise.
+//! Results go to standard output; what went wrong, and progress, to standard error.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::client::LockView;
+
+/// Prints `value` as JSON, or `sentence()` for people.
+pub fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) {
+    if json {
+        match serde_json::to_string_pretty(value) {
+            Ok(text) => println!("{text}"),
+            Err(err) => eprintln!("fencelock: the answer cannot be printed as JSON: {err}"),
+        }
+    } else {
+        println!("{}", sentence());
+    }
+}
+
+/// Reports a problem on standard error.
+pub fn warn(message: impl std::fmt::Display) {
+    eprintln!("fencelock: {message}");
+}
+
+/// `"<time> (in 25s)"` or `"<time> (3s ago)"`.
+pub fn when(time: &str) -> String {
+    let Ok(at) = DateTime::parse_from_rfc3339(time) else {
+        return time.to_owned();
+    };
+    let delta = at.with_timezone(&Utc) - Utc::now();
+    let seconds = delta.num_milliseconds().unsigned_abs().div_ceil(1000);
+    let span = humantime::format_duration(Duration::from_secs(seconds));
+    if delta.num_milliseconds() >= 0 {
+        format!("{time} (in {span})")
+    } else {
+        format!("{time} ({span} ago)")
+    }
+}
+
+/// Who holds the lock and until when, or how its last lease ended.
+pub fn holding(lock: &LockView) -> String {
+    let fence = lock.fence;
+    match (&lock.expire_time, lock.held) {
+        (Some(until), true) => {
+            let who = lock
+                .owner
+                .as_deref()
+                .unwrap_or("a holder with no owner set");
+            format!("held by {who} (fence {fence}) until {}", when(until))
+        }
+        (Some(ended), false) => format!("free: the lease of fence {fence} ended {}", when(ended)),
+        (None, _) => format!("free: fence {fence} was released"),
+    }
+}
+
+/// The whole of a lock, for `status`.
+pub fn lock_details(lock: &LockView) -> String {
+    let mut text = format!(
+        "lock \"{}\": {}\n  acquired {}, last heartbeat {}, lease {}",
+        lock.name,
+        holding(lock),
+        lock.acquire_time,
+        lock.heartbeat_time,
+        lock.ttl
+    );
+    if let Some(metadata) = &lock.metadata {
+        text.push_str(&format!("\n  metadata: {metadata}"));
+    }
+    text.push_str(&format!("\n  body: {:?}", lock.body));
+    text
+}
+
+/// One line per lock, for `list`.
+pub fn lock_table(locks: &[LockView]) -> String {
+    let width = locks.iter().map(|l| l.name.len()).max().unwrap_or(0).max(4);
+    let mut text = format!("{:width$}  STATE", "NAME");
+    for lock in locks {
+        text.push_str(&format!("\n{:width$}  {}", lock.name, holding(lock)));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(held: bool, expire_time: Option<String>) -> LockView {
+        LockView {
+            name: "job".into(),
+            fence: 7,
+            held,
+            acquire_time: "2026-11-23T10:00:00.000Z".into(),
+            heartbeat_time: "2026-11-23T10:00:00.000Z".into(),
+            expire_time,
+            ttl: "30s".into(),
+            owner: Some("backup on db1".into()),
+            metadata: None,
+            body: "step 3".into(),
+        }
+    }
+
+    #[test]
+    fn times_say_how_far_they_are() {
+        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc3339();
+        assert!(when(&later).ends_with("(in 1m 30s)"), "{}", when(&later));
+        assert!(when("2000-01-01T00:00:00Z").ends_with("ago)"));
+        assert_eq!(when("not a time"), "not a time");
+    }
+
+    #[test]
+    fn a_holding_names_its_owner_and_fence() {
+        let until = (Utc::now() + chrono::Duration::seconds(30)).to_rfc3339();
+        let text = holding(&view(true, Some(until)));
+        assert!(
+            text.starts_with("held by backup on db1 (fence 7) until "),
+            "{text}"
+        );
+        assert_eq!(holding(&view(false, None)), "free: fence 7 was released");
+        let details = lock_details(&view(false, None));
+        assert!(details.contains("body: \"step 3\""), "{details}");
+    }
+}

@@ -1,0 +1,270 @@
+//! `fencelock run NAME -- CMD…`: hold a lock for exactly as long as a command runs.
+//!
+//! Acquire (waiting if asked), start CMD in a process group of its own with the lock in
+//! its environment, heartbeat every third of the lease, and release when CMD ends. When
+//! the lock is lost, CMD's whole group gets SIGTERM and, after the grace, SIGKILL.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+
+use super::commands::{report, take};
+use super::output::warn;
+use super::{EXIT_FAILED, EXIT_LOST, RunArgs, holder};
+use crate::client::{Acquire, Client, ClientError};
+use crate::domain::{Fence, LockName, parse_duration};
+
+/// The most time between two tries of a heartbeat that failed.
+const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
+/// How long a release may take once CMD has ended.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const ABOUT_RUN: &str = "\
+CMD runs with FENCELOCK_NAME, FENCELOCK_FENCE (pass it to the systems CMD writes to),
+FENCELOCK_BODY (the lock's recovery value, saved with `fencelock update`) and
+FENCELOCK_URL in its environment. It runs in a process group of its own, so that
+stopping it stops everything it started; it cannot read from the terminal.
+
+SIGINT, SIGTERM and SIGHUP are passed on to CMD. When CMD ends, the lock is released
+and `run` exits with CMD's status (128+N if signal N ended it). If the lock is lost
+(the server answers that the fence no longer holds it, or no heartbeat succeeds before
+the lease would end), CMD gets SIGTERM, then SIGKILL after --kill-grace, and `run`
+exits with 76.";
+
+/// Why `run` stopped holding the lock before CMD ended.
+enum Loss {
+    /// The server answered that the fence no longer holds the lock.
+    Taken(String),
+    /// No heartbeat succeeded before the lease would end; the last failure, if any.
+    Silent(Option<String>),
+}
+
+pub async fn run(args: RunArgs) -> u8 {
+    let RunArgs {
+        name,
+        ttl,
+        wait,
+        kill_grace,
+        owner,
+        client: options,
+        command,
+    } = args;
+    let client = match options.client() {
+        Ok(client) => client,
+        Err(err) => {
+            warn(&err);
+            return EXIT_FAILED;
+        }
+    };
+    let request = Acquire {
+        nonce: holder::fresh_nonce(),
+        ttl,
+        owner: Some(owner.unwrap_or_else(|| holder::default_owner(&command))),
+        ..Acquire::default()
+    };
+    let (lock, granted) = match take(&client, &name, request, wait.unwrap_or_default()).await {
+        Ok(taken) => taken,
+        Err(err) => return report(&client, &name, &err).await,
+    };
+    let fence = lock.fence;
+    let Ok(ttl) = parse_duration(&lock.ttl) else {
+        warn(format_args!(
+            "the server answered a lease of {:?}, which is not a duration",
+            lock.ttl
+        ));
+        release(&client, &name, fence).await;
+        return EXIT_FAILED;
+    };
+    // Listen before CMD starts, so that no signal finds `run` with its default action.
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn("cannot listen for signals; CMD was not started");
+        release(&client, &name, fence).await;
+        return EXIT_FAILED;
+    };
+    let mut child = match Command::new(&command[0])
+        .args(&command[1..])
+        .env("FENCELOCK_NAME", name.as_str())
+        .env("FENCELOCK_FENCE", fence.to_string())
+        .env("FENCELOCK_BODY", &lock.body)
+        .env("FENCELOCK_URL", client.base().as_str())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            warn(format_args!("cannot start {:?}: {err}", command[0]));
+            release(&client, &name, fence).await;
+            return if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+        warn("CMD ended before it could be watched");
+        release(&client, &name, fence).await;
+        return EXIT_FAILED;
+    };
+    let group = Pid::from_raw(group);
+    let keeper = keep(&client, &name, fence, ttl, granted);
+    tokio::pin!(keeper);
+    let loss = loop {
+        tokio::select! {
+            status = child.wait() => {
+                let code = status.map_or(EXIT_FAILED, exit_status);
+                return finish(&client, &name, fence, code).await;
+            }
+            loss = &mut keeper => break loss,
+            Some(()) = interrupt.recv() => pass_on(group, Signal::SIGINT),
+            Some(()) = terminate.recv() => pass_on(group, Signal::SIGTERM),
+            Some(()) = hangup.recv() => pass_on(group, Signal::SIGHUP),
+        }
+    };
+    match &loss {
+        Loss::Taken(reason) => warn(format_args!("lost lock \"{name}\": {reason}")),
+        Loss::Silent(last) => warn(format_args!(
+            "lost lock \"{name}\": no heartbeat succeeded before the lease of fence {fence} would end{}",
+            last.as_deref()
+                .map(|e| format!(" (last failure: {e})"))
+                .unwrap_or_default()
+        )),
+    }
+    warn(format_args!(
+        "stopping {:?}: SIGTERM now, SIGKILL in {}",
+        command[0],
+        humantime::format_duration(kill_grace)
+    ));
+    stop(&mut child, group, kill_grace).await;
+    if let Loss::Silent(_) = loss {
+        // The lease may still be this fence's if only the answers were lost.
+        release(&client, &name, fence).await;
+    }
+    EXIT_LOST
+}
+
+/// Heartbeats every third of `ttl` until the lock is lost. The lease is counted from
+/// when each heartbeat was sent (and from `granted` for the first), so `run` gives up
+/// no later than the server lets the lease end.
+async fn keep(
+    client: &Client,
+    name: &LockName,
+    fence: Fence,
+    ttl: Duration,
+    granted: Instant,
+) -> Loss {
+    let interval = ttl / 3;
+    let retry = (ttl / 10).min(MAX_HEARTBEAT_RETRY);
+    let mut lease_end = granted + ttl;
+    let mut next = granted + interval;
+    let mut last_failure = None;
+    loop {
+        sleep_until(next.min(lease_end)).await;
+        let sent = Instant::now();
+        match timeout_at(lease_end, client.heartbeat(name, fence, Some(ttl))).await {
+            Err(_) => return Loss::Silent(last_failure),
+            Ok(Ok(_)) => {
+                lease_end = sent + ttl;
+                next = sent + interval;
+                last_failure = None;
+            }
+            Ok(Err(ClientError::Lost { message, .. })) => return Loss::Taken(message),
+            Ok(Err(err)) => {
+                let left = lease_end.saturating_duration_since(Instant::now());
+                warn(format_args!(
+                    "heartbeat of \"{name}\" failed: {err}; trying again (the lease ends in {})",
+                    humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
+                ));
+                last_failure = Some(err.to_string());
+                next = Instant::now() + retry;
+            }
+        }
+    }
+}
+
+/// Releases the lock once CMD ended with `code`; answers `run`'s exit status.
+async fn finish(client: &Client, name: &LockName, fence: Fence, code: u8) -> u8 {
+    match timeout(RELEASE_TIMEOUT, client.release(name, fence)).await {
+        Ok(Ok(release)) if release.released => code,
+        Ok(Ok(release)) => {
+            warn(format_args!(
+                "the command ended with status {code}, but fence {fence} had lost lock \"{name}\" before (its current fence is {}): the command may have overlapped with another holder",
+                release
+                    .current_fence
+                    .map_or("unknown".to_owned(), |f| f.to_string())
+            ));
+            EXIT_LOST
+        }
+        Ok(Err(err)) => {
+            warn(format_args!(
+                "cannot release \"{name}\": {err}; its lease ends by itself"
+            ));
+            code
+        }
+        Err(_) => {
+            warn(format_args!(
+                "no answer to the release of \"{name}\" in time; its lease ends by itself"
+            ));
+            code
+        }
+    }
+}
+
+/// Releases the lock without CMD having run to its end; failures are only reported.
+async fn release(client: &Client, name: &LockName, fence: Fence) {
+    match timeout(RELEASE_TIMEOUT, client.release(name, fence)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => warn(format_args!("cannot release \"{name}\": {err}")),
+        Err(_) => warn(format_args!(
+            "no answer to the release of \"{name}\" in time"
+        )),
+    }
+}
+
+/// SIGTERM to CMD's group, then SIGKILL to whatever of it is left after `grace`.
+async fn stop(child: &mut Child, group: Pid, grace: Duration) {
+    pass_on(group, Signal::SIGTERM);
+    let _ = timeout(grace, child.wait()).await;
+    // Also reaches what CMD started and left behind; no group left is no error.
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+fn pass_on(group: Pid, signal: Signal) {
+    if let Err(err) = killpg(group, signal) {
+        warn(format_args!(
+            "cannot pass {signal} on to the command: {err}"
+        ));
+    }
+}
+
+/// A shell's view of how a process ended: its code, or 128 + the signal that ended it.
+fn exit_status(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(EXIT_FAILED),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(EXIT_FAILED),
+        (None, None) => EXIT_FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_as_a_shell_reads_them() {
+        assert_eq!(exit_status(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_status(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_status(ExitStatus::from_raw(15)), 143);
+    }
+}

@@ -1,0 +1,408 @@
+//! [`Client`]: the fencelock HTTP API as typed calls, used by the `fencelock` command
+//! line and the tests. One `reqwest` client, a timeout on every request, and every
+//! answer that is not a success turned into a [`ClientError`] that says what it means
+//! for the holder (held, lost, unavailable, …) rather than which status it had.
+
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::FENCE_HEADER;
+pub use crate::api::{ErrorBody, LockPage, LockView, Released};
+use crate::domain::{Fence, LockName, format_duration};
+
+/// Where the command line looks for a server when not told otherwise.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:12345";
+
+/// How long a request may take, beyond any waiting it asks the server to do.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one fencelock server (or a load balancer in front of several).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    timeout: Duration,
+}
+
+/// What an acquire asks for. Only `nonce` is required; the server fills in the rest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Acquire {
+    /// A value unique to this holder: acquiring again with it renews the same holding.
+    pub nonce: String,
+    /// The lease length; the server's default when `None`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "some_duration"
+    )]
+    pub ttl: Option<Duration>,
+    /// How long the server should wait for the lock (it cuts this to its own maximum).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "some_duration"
+    )]
+    pub wait: Option<Duration>,
+    /// Who holds the lock, shown by status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Any JSON, shown by status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Which locks a [`Client::list`] asks for.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ListRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Only locks whose lease is live.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// Whether the fence was the lock's current one; it is released now either way.
+    pub released: bool,
+    /// The lock's current fence, when it has a record.
+    pub current_fence: Option<Fence>,
+}
+
+/// Why a request did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Another holder's lease is live (`lock_held`).
+    #[error("{message}")]
+    Held {
+        message: String,
+        /// The holder's fence.
+        fence: Option<Fence>,
+        /// When the holder's lease ends, as RFC 3339.
+        expire_time: Option<String>,
+    },
+    /// The fence no longer holds the lock: it moved on, the lease ended, or its record
+    /// is gone (`fence_mismatch`, `lease_expired`, or `not_found` for a fence).
+    #[error("{message}")]
+    Lost { code: String, message: String },
+    /// The lock has no record (`not_found`).
+    #[error("{message}")]
+    NotFound { message: String },
+    /// The server cannot answer now (503 or 429); the same request may succeed later.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The server refused the request (400, 413, …) or failed (500).
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// No answer: the server could not be reached, or did not answer in time.
+    #[error("cannot reach the fencelock server at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// An answer that is not what the API promises.
+    #[error("the fencelock server at {url} answered {status} with {detail}")]
+    Unexpected {
+        url: String,
+        status: StatusCode,
+        detail: String,
+    },
+}
+
+impl ClientError {
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Unreachable { .. })
+    }
+
+    /// A `not_found` about a fence means the holding is gone.
+    fn lost_if_gone(self) -> Self {
+        match self {
+            Self::NotFound { message } => Self::Lost {
+                code: "not_found".to_owned(),
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+impl Client {
+    /// A client of the server at `base` (for example `http://127.0.0.1:12345`).
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let unusable = |detail: String| ClientError::Refused {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_url".to_owned(),
+            message: format!(
+                "{base:?} is not a fencelock server URL ({detail}); expected for example {DEFAULT_URL}"
+            ),
+        };
+        let base = Url::parse(base).map_err(|e| unusable(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(unusable("not an http or https URL".to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("fencelock/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| unusable(error_chain(&e)))?;
+        Ok(Self {
+            http,
+            base,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The same client with `timeout` on each request (plus any wait it asks for).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server's URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// `POST /locks/{name}`: takes the lock, waiting up to `request.wait` on the server.
+    pub async fn acquire(
+        &self,
+        name: &LockName,
+        request: &Acquire,
+    ) -> Result<LockView, ClientError> {
+        let timeout = self.timeout + request.wait.unwrap_or_default();
+        let call = self
+            .request(Method::POST, &[name.as_str()])
+            .json(request)
+            .timeout(timeout);
+        self.json(call).await
+    }
+
+    /// `POST /locks/{name}/{fence}/heartbeat`: extends the lease by `ttl`, or by the
+    /// last lease length.
+    pub async fn heartbeat(
+        &self,
+        name: &LockName,
+        fence: Fence,
+        ttl: Option<Duration>,
+    ) -> Result<LockView, ClientError> {
+        let fence = fence.to_string();
+        let call = self
+            .request(Method::POST, &[name.as_str(), &fence, "heartbeat"])
+            .query(&ttl_query(ttl));
+        self.json(call).await.map_err(ClientError::lost_if_gone)
+    }
+
+    /// `POST /locks/{name}/{fence}`: replaces the lock's body and extends the lease.
+    pub async fn update(
+        &self,
+        name: &LockName,
+        fence: Fence,
+        body: String,
+        ttl: Option<Duration>,
+    ) -> Result<LockView, ClientError> {
+        let fence = fence.to_string();
+        let call = self
+            .request(Method::POST, &[name.as_str(), &fence])
+            .query(&ttl_query(ttl))
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(body);
+        self.json(call).await.map_err(ClientError::lost_if_gone)
+    }
+
+    /// `DELETE /locks/{name}/{fence}`: idempotent.
+    pub async fn release(&self, name: &LockName, fence: Fence) -> Result<Release, ClientError> {
+        let fence = fence.to_string();
+        let response = self
+            .send(self.request(Method::DELETE, &[name.as_str(), &fence]))
+            .await?;
+        let current_fence = response
+            .headers()
+            .get(FENCE_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse().ok());
+        let Released { released } = self.decode(response).await?;
+        Ok(Release {
+            released,
+            current_fence,
+        })
+    }
+
+    /// `GET /locks/{name}`: the lock's state; [`ClientError::NotFound`] without a record.
+    pub async fn status(&self, name: &LockName) -> Result<LockView, ClientError> {
+        self.json(self.request(Method::GET, &[name.as_str()])).await
+    }
+
+    /// `GET /locks/{name}/{fence}`: the lock, while `fence` holds a live lease.
+    pub async fn check(&self, name: &LockName, fence: Fence) -> Result<LockView, ClientError> {
+        let fence = fence.to_string();
+        self.json(self.request(Method::GET, &[name.as_str(), &fence]))
+            .await
+            .map_err(ClientError::lost_if_gone)
+    }
+
+    /// `GET /locks`: one page of locks.
+    pub async fn list(&self, request: &ListRequest) -> Result<LockPage, ClientError> {
+        self.json(self.request(Method::GET, &[]).query(request))
+            .await
+    }
+
+    /// A request to `/locks/` followed by `segments`, each percent-encoded.
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("locks").extend(segments);
+        }
+        self.http.request(method, url).timeout(self.timeout)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(call).await?;
+        self.decode(response).await
+    }
+
+    async fn send(&self, call: RequestBuilder) -> Result<Response, ClientError> {
+        call.send().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// A success's JSON, or the error the answer stands for.
+    async fn decode<T: DeserializeOwned>(&self, response: Response) -> Result<T, ClientError> {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.map_err(|e| self.unreachable(&e))?;
+        let unexpected = |detail: String| ClientError::Unexpected {
+            url: self.base.to_string(),
+            status,
+            detail,
+        };
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|e| unexpected(format!("a body that is not the expected JSON ({e})")));
+        }
+        let Ok(error) = serde_json::from_str::<ErrorBody>(&text) else {
+            let excerpt: String = text.chars().take(200).collect();
+            return Err(unexpected(format!(
+                "a body that is not an error: {excerpt:?}"
+            )));
+        };
+        let ErrorBody {
+            error: message,
+            code,
+            fence,
+            expire_time,
+        } = error;
+        Err(match (status, code.as_str()) {
+            (StatusCode::CONFLICT, "lock_held") => ClientError::Held {
+                message,
+                fence,
+                expire_time,
+            },
+            (StatusCode::CONFLICT, "fence_mismatch" | "lease_expired") => {
+                ClientError::Lost { code, message }
+            }
+            (StatusCode::NOT_FOUND, "not_found") => ClientError::NotFound { message },
+            (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, _) => {
+                ClientError::Unavailable {
+                    message,
+                    retry_after,
+                }
+            }
+            _ => ClientError::Refused {
+                status,
+                code,
+                message,
+            },
+        })
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> ClientError {
+        let detail = if err.is_timeout() {
+            "no answer in time".to_owned()
+        } else {
+            error_chain(err)
+        };
+        ClientError::Unreachable {
+            url: self.base.to_string(),
+            detail,
+        }
+    }
+}
+
+fn ttl_query(ttl: Option<Duration>) -> Vec<(&'static str, String)> {
+    ttl.map(|ttl| ("ttl", format_duration(ttl)))
+        .into_iter()
+        .collect()
+}
+
+fn some_duration<S: serde::Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => serializer.serialize_str(&format_duration(*duration)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// An error and its causes on one line: reqwest's own message alone hides the cause.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        let next = err.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = err.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_names_are_one_path_segment_under_locks() {
+        let client = Client::new("http://127.0.0.1:1/prefix/").unwrap();
+        let request = client.request(Method::GET, &["a:b", "7"]).build().unwrap();
+        assert_eq!(request.url().path(), "/prefix/locks/a:b/7");
+    }
+
+    #[test]
+    fn an_acquire_sends_durations_as_the_server_reads_them() {
+        let acquire = Acquire {
+            nonce: "n1".into(),
+            ttl: Some(Duration::from_millis(1500)),
+            wait: Some(Duration::from_secs(5)),
+            ..Acquire::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&acquire).unwrap(),
+            serde_json::json!({"nonce": "n1", "ttl": "1500ms", "wait": "5s"})
+        );
+    }
+
+    #[test]
+    fn only_http_urls_are_servers() {
+        for bad in ["127.0.0.1:12345", "ftp://host/", "mailto:x@y", ""] {
+            let err = Client::new(bad).unwrap_err();
+            assert!(err.to_string().contains("expected for example"), "{err}");
+        }
+    }
+}

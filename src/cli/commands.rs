@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::output::{holding, lock_details, lock_table, print, warn, when};
+use super::output::{holding, lock_details, lock_table, show, warn, when};
 use super::{
     AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
-    UpdateArgs, exit_code, holder,
+    PrintArgs, UpdateArgs, exit_code, holder,
 };
 use crate::client::{Acquire, Client, ClientError, ListRequest, LockView, Released};
 use crate::domain::{Fence, LockName};
@@ -25,6 +25,7 @@ pub async fn acquire(args: AcquireArgs) -> u8 {
         wait,
         owner,
         client: options,
+        print: PrintArgs { json },
     } = args;
     let request = Acquire {
         nonce: nonce.unwrap_or_else(holder::fresh_nonce),
@@ -34,7 +35,7 @@ pub async fn acquire(args: AcquireArgs) -> u8 {
     };
     with_client(&options, &name, async |client| {
         let (lock, _) = take(client, &name, request, wait.unwrap_or_default()).await?;
-        print(options.json, &lock, || {
+        show(json, &lock, || {
             format!(
                 "acquired \"{name}\": fence {}, lease {} until {}",
                 lock.fence,
@@ -53,10 +54,11 @@ pub async fn heartbeat(args: HeartbeatArgs) -> u8 {
         name,
         fence,
         client: options,
+        print: PrintArgs { json },
     } = lock;
     with_client(&options, &name, async |client| {
         let lock = client.heartbeat(&name, fence, ttl).await?;
-        print(options.json, &lock, || {
+        show(json, &lock, || {
             format!("extended \"{name}\" (fence {fence}) until {}", until(&lock))
         });
         Ok(0)
@@ -70,6 +72,7 @@ pub async fn update(args: UpdateArgs) -> u8 {
         name,
         fence,
         client: options,
+        print: PrintArgs { json },
     } = lock;
     let body = match value.filter(|value| value != "-") {
         Some(value) => value,
@@ -87,7 +90,7 @@ pub async fn update(args: UpdateArgs) -> u8 {
     with_client(&options, &name, async |client| {
         let bytes = body.len();
         let lock = client.update(&name, fence, body, ttl).await?;
-        print(options.json, &lock, || {
+        show(json, &lock, || {
             format!(
                 "updated \"{name}\" (fence {fence}): body of {bytes} bytes, lease until {}",
                 until(&lock)
@@ -103,6 +106,7 @@ pub async fn release(args: FenceArgs) -> u8 {
         name,
         fence,
         client: options,
+        print: PrintArgs { json },
     } = args;
     with_client(&options, &name, async |client| {
         let release = client.release(&name, fence).await?;
@@ -110,13 +114,13 @@ pub async fn release(args: FenceArgs) -> u8 {
             released: release.released,
         };
         if release.released {
-            print(options.json, &answer, || {
+            show(json, &answer, || {
                 format!("released \"{name}\" (fence {fence})")
             });
             return Ok(0);
         }
-        if options.json {
-            print(true, &answer, String::new);
+        if json {
+            show(true, &answer, String::new);
         }
         warn(match release.current_fence {
             Some(current) => format!(
@@ -133,10 +137,11 @@ pub async fn status(args: NameArgs) -> u8 {
     let NameArgs {
         name,
         client: options,
+        print: PrintArgs { json },
     } = args;
     with_client(&options, &name, async |client| {
         let lock = client.status(&name).await?;
-        print(options.json, &lock, || lock_details(&lock));
+        show(json, &lock, || lock_details(&lock));
         Ok(0)
     })
     .await
@@ -148,6 +153,7 @@ pub async fn list(args: ListArgs) -> u8 {
         held,
         limit,
         client: options,
+        print: PrintArgs { json },
     } = args;
     let Ok(client) = options.client().inspect_err(|err| warn(err)) else {
         return EXIT_FAILED;
@@ -174,7 +180,7 @@ pub async fn list(args: ListArgs) -> u8 {
             break;
         }
     }
-    print(options.json, &locks, || lock_table(&locks));
+    show(json, &locks, || lock_table(&locks));
     0
 }
 

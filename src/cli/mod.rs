@@ -73,18 +73,23 @@ pub enum ClientCommand {
     Run(RunArgs),
 }
 
-/// How to reach the server and how to print, shared by the client commands.
+/// How to reach the server, shared by the client commands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The fencelock server.
     #[arg(long, env = "FENCELOCK_URL", default_value = DEFAULT_URL)]
     pub server: String,
-    /// Print JSON (the API's own shapes) instead of sentences.
-    #[arg(long)]
-    pub json: bool,
     /// How long one request may take, beyond any waiting it asks for.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub timeout: Duration,
+}
+
+/// How the commands that print a result print it.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PrintArgs {
+    /// Print JSON (the API's own shapes) instead of sentences.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ClientArgs {
@@ -100,20 +105,26 @@ pub struct NameArgs {
     pub name: LockName,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub print: PrintArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct FenceArgs {
+    /// The lock's name: 1–255 of [A-Za-z0-9._:-].
     #[arg(value_parser = lock_name)]
     pub name: LockName,
     /// The fence the lock was acquired with.
     pub fence: Fence,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub print: PrintArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct AcquireArgs {
+    /// The lock's name: 1–255 of [A-Za-z0-9._:-].
     #[arg(value_parser = lock_name)]
     pub name: LockName,
     /// This holder's nonce (acquiring again with it renews the same holding);
@@ -131,6 +142,8 @@ pub struct AcquireArgs {
     pub owner: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub print: PrintArgs,
 }
 
 #[derive(Debug, Args)]
@@ -166,10 +179,13 @@ pub struct ListArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub print: PrintArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The lock's name: 1–255 of [A-Za-z0-9._:-].
     #[arg(value_parser = lock_name)]
     pub name: LockName,
     /// Lease length, e.g. 30s (the server's default when not given); heartbeats are

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::client::LockView;
 
 /// Prints `value` as JSON, or `sentence()` for people.
-pub fn print<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) {
+pub fn show<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) {
     if json {
         match serde_json::to_string_pretty(value) {
             Ok(text) => println!("{text}"),

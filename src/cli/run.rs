@@ -26,6 +26,9 @@ const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const ABOUT_RUN: &str = "\
+If the lock is held (and any --wait ran out), CMD never starts and `run` exits with
+75; if the server cannot be reached, with 69.
+
 CMD runs with FENCELOCK_NAME, FENCELOCK_FENCE (pass it to the systems CMD writes to),
 FENCELOCK_BODY (the lock's recovery value, saved with `fencelock update`) and
 FENCELOCK_URL in its environment. It runs in a process group of its own, so that

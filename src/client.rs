@@ -10,8 +10,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::FENCE_HEADER;
 pub use crate::api::{ErrorBody, LockPage, LockView, Released};
+use crate::api::{FENCE_HEADER, NONCE_HEADER};
 use crate::domain::{Fence, LockName, format_duration};
 
 /// Where the command line looks for a server when not told otherwise.
@@ -26,6 +26,17 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     timeout: Duration,
+    token: Option<String>,
+}
+
+/// How a [`Client`] connects, beyond the server's URL.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// The bearer token sent with every request, for a server that lists tokens.
+    pub token: Option<String>,
+    /// Certificates (PEM) to trust for HTTPS besides the system's roots, e.g. the CA
+    /// that signed the server's certificate.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// What an acquire asks for. Only `nonce` is required; the server fills in the rest.
@@ -51,6 +62,25 @@ pub struct Acquire {
     /// Any JSON, shown by status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+}
+
+/// One acquisition of a lock, as heartbeat, update and release name it: by its fence,
+/// and by its nonce as proof where the server asks for one.
+#[derive(Debug, Clone, Copy)]
+pub struct Holding<'a> {
+    pub name: &'a LockName,
+    pub fence: Fence,
+    /// The nonce the lock was acquired with, sent as `Lock-Nonce`.
+    pub nonce: Option<&'a str>,
+}
+
+impl Holding<'_> {
+    fn prove(&self, call: RequestBuilder) -> RequestBuilder {
+        match self.nonce {
+            Some(nonce) => call.header(NONCE_HEADER, nonce),
+            None => call,
+        }
+    }
 }
 
 /// Which locks a [`Client::list`] asks for.
@@ -141,6 +171,11 @@ impl ClientError {
 impl Client {
     /// A client of the server at `base` (for example `http://127.0.0.1:12345`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
+        Self::with_config(base, ClientConfig::default())
+    }
+
+    /// A client of the server at `base`, connecting as `config` says.
+    pub fn with_config(base: &str, config: ClientConfig) -> Result<Self, ClientError> {
         let unusable = |detail: String| ClientError::Refused {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_url".to_owned(),
@@ -152,15 +187,27 @@ impl Client {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(unusable("not an http or https URL".to_owned()));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("fencelock/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| unusable(error_chain(&e)))?;
+            .user_agent(concat!("fencelock/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .ok_or_else(|| ClientError::Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    code: "invalid_ca".to_owned(),
+                    message: "the CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                        .to_owned(),
+                })?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let http = builder.build().map_err(|e| unusable(error_chain(&e)))?;
         Ok(Self {
             http,
             base,
             timeout: DEFAULT_TIMEOUT,
+            token: config.token.filter(|token| !token.is_empty()),
         })
     }
 
@@ -193,40 +240,40 @@ impl Client {
     /// last lease length.
     pub async fn heartbeat(
         &self,
-        name: &LockName,
-        fence: Fence,
+        holding: &Holding<'_>,
         ttl: Option<Duration>,
     ) -> Result<LockView, ClientError> {
-        let fence = fence.to_string();
+        let fence = holding.fence.to_string();
         let call = self
-            .request(Method::POST, &[name.as_str(), &fence, "heartbeat"])
+            .request(Method::POST, &[holding.name.as_str(), &fence, "heartbeat"])
             .query(&ttl_query(ttl));
+        let call = holding.prove(call);
         self.json(call).await.map_err(ClientError::lost_if_gone)
     }
 
     /// `POST /locks/{name}/{fence}`: replaces the lock's body and extends the lease.
     pub async fn update(
         &self,
-        name: &LockName,
-        fence: Fence,
+        holding: &Holding<'_>,
         body: String,
         ttl: Option<Duration>,
     ) -> Result<LockView, ClientError> {
-        let fence = fence.to_string();
+        let fence = holding.fence.to_string();
         let call = self
-            .request(Method::POST, &[name.as_str(), &fence])
-            .query(&ttl_query(ttl))
+            .request(Method::POST, &[holding.name.as_str(), &fence])
+            .query(&ttl_query(ttl));
+        let call = holding
+            .prove(call)
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(body);
         self.json(call).await.map_err(ClientError::lost_if_gone)
     }
 
     /// `DELETE /locks/{name}/{fence}`: idempotent.
-    pub async fn release(&self, name: &LockName, fence: Fence) -> Result<Release, ClientError> {
-        let fence = fence.to_string();
-        let response = self
-            .send(self.request(Method::DELETE, &[name.as_str(), &fence]))
-            .await?;
+    pub async fn release(&self, holding: &Holding<'_>) -> Result<Release, ClientError> {
+        let fence = holding.fence.to_string();
+        let call = self.request(Method::DELETE, &[holding.name.as_str(), &fence]);
+        let response = self.send(holding.prove(call)).await?;
         let current_fence = response
             .headers()
             .get(FENCE_HEADER)
@@ -263,7 +310,11 @@ impl Client {
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().push("locks").extend(segments);
         }
-        self.http.request(method, url).timeout(self.timeout)
+        let request = self.http.request(method, url).timeout(self.timeout);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     async fn json<T: DeserializeOwned>(&self, call: RequestBuilder) -> Result<T, ClientError> {

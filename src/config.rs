@@ -2,6 +2,7 @@
 //! environment variable (listed with defaults in `.env.example`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -110,6 +111,41 @@ pub struct ServeConfig {
     /// answers 503.
     #[arg(long, env = "FENCELOCK_DYNAMODB_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub dynamodb_timeout: Duration,
+
+    /// The token file (TOML): with it, the lock routes need a bearer token it lists;
+    /// without it, the server runs open. Read again on SIGHUP.
+    #[arg(long, env = "FENCELOCK_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// The bearer token `/metrics` asks for; open when unset.
+    #[arg(long, env = "FENCELOCK_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Heartbeat, update and release need the holder's nonce (`Lock-Nonce`) as proof.
+    #[arg(long, env = "FENCELOCK_REQUIRE_NONCE", default_value_t = false, action = ArgAction::Set)]
+    pub require_nonce: bool,
+
+    /// Requests per second one token may send, with as large a burst; 0 for no limit.
+    #[arg(long, env = "FENCELOCK_TOKEN_RATE", default_value_t = 1000)]
+    pub token_rate: u32,
+
+    /// Waiting acquires one lock may have at once on one server; more are answered 429.
+    #[arg(long, env = "FENCELOCK_MAX_WAITERS_PER_LOCK", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_waiters_per_lock: u32,
+
+    /// Waiting acquires one token may have at once on one server; more are answered 429.
+    #[arg(long, env = "FENCELOCK_MAX_WAITERS_PER_TOKEN", default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_waiters_per_token: u32,
+
+    /// The server's certificate chain (PEM); with FENCELOCK_TLS_KEY, serve HTTPS.
+    #[arg(long, env = "FENCELOCK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of FENCELOCK_TLS_CERT.
+    #[arg(long, env = "FENCELOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeConfig {

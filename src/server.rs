@@ -5,9 +5,14 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::num::NonZeroU32;
 
-use crate::api::{AppState, Limits, router};
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::{AppState, Limits, Security, router};
+use crate::auth::Auth;
 use crate::clock::SystemClock;
 use crate::config::ServeConfig;
 use crate::reclaim::spawn_sweeper;
@@ -64,6 +69,29 @@ pub async fn run(
     }
 }
 
+/// As [`run`], speaking HTTPS with `tls` on `listener`.
+pub async fn run_tls(
+    listener: std::net::TcpListener,
+    tls: RustlsConfig,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    let waiters = state.waiters.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        waiters.close();
+        stopping.graceful_shutdown(Some(grace));
+    });
+    listener.set_nonblocking(true)?;
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
+}
+
 /// Starts the server described by `config` and serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let ttl = config.ttl_bounds().map_err(|e| StartError::Config(e.0))?;
@@ -98,9 +126,24 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let limits = Limits {
         request_timeout: config.request_timeout,
         max_concurrent: config.max_concurrent_requests,
+        max_waiters_per_lock: config.max_waiters_per_lock as usize,
     };
-    let state =
-        AppState::new(store, ttl, config.max_wait, config.max_body_bytes()).with_limits(limits);
+    let security = security(&config)?;
+    let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())
+        .with_limits(limits)
+        .with_security(security);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(RustlsConfig::from_pem_file(cert, key).await.map_err(
+            |err| {
+                StartError::Config(format!(
+                    "cannot use the certificate {} with the key {}: {err}",
+                    cert.display(),
+                    key.display()
+                ))
+            },
+        )?),
+        _ => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -109,13 +152,30 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         })?;
     tracing::info!(
         listen = %config.listen,
+        scheme = if tls.is_some() { "https" } else { "http" },
         table = %config.table,
         endpoint = config.dynamodb_endpoint.as_deref().unwrap_or("AWS"),
         reclaim_after = ?config.reclaim_after.0,
         lock_delay = ?config.lock_delay,
         "fencelock is serving"
     );
-    let served = run(listener, state, shutdown_signal(), config.shutdown_grace).await;
+    let served = match tls {
+        Some(tls) => {
+            let listener = listener.into_std().map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+            run_tls(
+                listener,
+                tls,
+                state,
+                shutdown_signal(),
+                config.shutdown_grace,
+            )
+            .await
+        }
+        None => run(listener, state, shutdown_signal(), config.shutdown_grace).await,
+    };
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
@@ -125,6 +185,62 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     })?;
     tracing::info!("fencelock stopped");
     Ok(())
+}
+
+/// Who may call, from the configuration: the token file is read now (a file that
+/// does not read stops the start), and again on every SIGHUP.
+fn security(config: &ServeConfig) -> Result<Security, StartError> {
+    let auth = match &config.auth_file {
+        Some(path) => {
+            let auth = Arc::new(Auth::load(path).map_err(|e| StartError::Config(e.to_string()))?);
+            tracing::info!(file = %path.display(), tokens = auth.len(), "lock routes need a bearer token");
+            if auth.is_empty() {
+                tracing::warn!(file = %path.display(), "the token file lists no token: every lock request is refused");
+            }
+            spawn_reload_on_hangup(auth.clone());
+            Some(auth)
+        }
+        None => {
+            tracing::warn!(
+                "no FENCELOCK_AUTH_FILE: the server runs open, anyone who reaches it may take and release any lock"
+            );
+            None
+        }
+    };
+    Ok(Security {
+        auth,
+        metrics_token: config
+            .metrics_token
+            .clone()
+            .filter(|token| !token.is_empty()),
+        require_nonce: config.require_nonce,
+        token_rate: NonZeroU32::new(config.token_rate),
+        max_waiters_per_token: config.max_waiters_per_token as usize,
+    })
+}
+
+/// Reads the token file again on each SIGHUP; requests keep being served throughout,
+/// each under the tokens in force when it arrived.
+fn spawn_reload_on_hangup(auth: Arc<Auth>) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGHUP: the token file will not be read again");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(tokens) => {
+                    tracing::info!(file = %auth.path().display(), tokens, "token file read again")
+                }
+                Err(err) => {
+                    tracing::error!(%err, "token file not read again; the tokens in force stay")
+                }
+            }
+        }
+    });
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

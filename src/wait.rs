@@ -12,6 +12,7 @@
 //!   one DynamoDB request in flight for its name returns.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub enum WaitError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The lock already has as many waiters on this server as it may.
+    #[error("the lock already has {limit} waiters on this server, its limit")]
+    TooMany { limit: usize },
 }
 
 type Reply = Result<AcquireOutcome, WaitError>;
@@ -47,13 +51,19 @@ struct Waiter {
 struct Queue {
     arrivals: mpsc::UnboundedSender<Waiter>,
     wake: Arc<Notify>,
+    /// The waiters of this queue whose acquire has not returned yet.
+    waiting: Arc<AtomicUsize>,
 }
 
 struct Inner {
     store: DynamoStore,
     queues: Mutex<HashMap<LockName, Queue>>,
     closed: watch::Sender<bool>,
+    max_per_lock: usize,
 }
+
+/// The waiters one lock may have on one server unless told otherwise.
+pub const DEFAULT_MAX_WAITERS_PER_LOCK: usize = 1000;
 
 /// The waiting acquires of this server, one queue per lock name.
 #[derive(Clone)]
@@ -70,13 +80,14 @@ impl std::fmt::Debug for Waiters {
 }
 
 impl Waiters {
-    /// Waiters acquiring through `store`.
-    pub fn new(store: DynamoStore) -> Self {
+    /// Waiters acquiring through `store`, at most `max_per_lock` at once for one name.
+    pub fn new(store: DynamoStore, max_per_lock: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 queues: Mutex::new(HashMap::new()),
                 closed: watch::channel(false).0,
+                max_per_lock,
             }),
         }
     }
@@ -93,12 +104,13 @@ impl Waiters {
             deadline: Instant::now() + wait,
             reply,
         };
-        self.enqueue(waiter);
+        let in_queue = self.enqueue(waiter)?;
         let waiting = &self.inner.store.metrics().waiters;
         waiting.inc();
         // Counted down however this ends, a client that leaves included.
         let _counted = scopeguard::guard((), |()| {
             waiting.dec();
+            in_queue.fetch_sub(1, Ordering::Relaxed);
         });
         // The task always answers; a dropped sender means it was stopped with the runtime.
         answer.await.unwrap_or(Err(WaitError::ShuttingDown))
@@ -129,27 +141,41 @@ impl Waiters {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn enqueue(&self, waiter: Waiter) {
+    /// Puts `waiter` in its name's queue, starting the queue's task if there is none;
+    /// answers the queue's count of waiters, which counts this one.
+    fn enqueue(&self, waiter: Waiter) -> Result<Arc<AtomicUsize>, WaitError> {
         let mut queues = self.lock_queues();
         let name = waiter.request.name.clone();
         let waiter = match queues.get(&name) {
-            Some(queue) => match queue.arrivals.send(waiter) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(waiter)) => waiter,
-            },
+            Some(queue) => {
+                let limit = self.inner.max_per_lock;
+                if queue.waiting.load(Ordering::Relaxed) >= limit {
+                    return Err(WaitError::TooMany { limit });
+                }
+                match queue.arrivals.send(waiter) {
+                    Ok(()) => {
+                        queue.waiting.fetch_add(1, Ordering::Relaxed);
+                        return Ok(queue.waiting.clone());
+                    }
+                    Err(mpsc::error::SendError(waiter)) => waiter,
+                }
+            }
             None => waiter,
         };
         let (arrivals, receiver) = mpsc::unbounded_channel();
         let wake = Arc::new(Notify::new());
+        let waiting = Arc::new(AtomicUsize::new(1));
         let _ = arrivals.send(waiter);
         queues.insert(
             name.clone(),
             Queue {
                 arrivals,
                 wake: wake.clone(),
+                waiting: waiting.clone(),
             },
         );
         tokio::spawn(serve_queue(self.clone(), name, receiver, wake));
+        Ok(waiting)
     }
 }
 

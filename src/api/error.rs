@@ -59,6 +59,31 @@ pub enum ApiError {
     /// 409 `lease_longer`: an extend would end the lease sooner than it ends now.
     #[error("the lease on lock \"{name}\" already runs until {}; a timeout that ends it sooner is refused", rfc3339(*expires_at))]
     WouldShorten { name: LockName, expires_at: Millis },
+    /// 401 `unauthorized`: no bearer token, or not one in force.
+    #[error("{0}; send `Authorization: Bearer <token>` with a token the server lists")]
+    Unauthorized(&'static str),
+    /// 403 `forbidden`: the token may not use this namespace, or may not list locks.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403 `not_holder`: the holder's nonce is missing or wrong.
+    #[error("{}", not_holder_sentence(name, *fence, *missing))]
+    NotHolder {
+        name: LockName,
+        fence: Fence,
+        missing: bool,
+    },
+    /// 429 `too_many_requests`: the token's request rate or waiters are over its limit.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 414 `uri_too_long`.
+    #[error("the request URI is {length} bytes long; the limit is {limit}")]
+    UriTooLong { length: usize, limit: usize },
+    /// 431 `headers_too_large`.
+    #[error("the request headers are {size} bytes; the limit is {limit}")]
+    HeadersTooLarge { size: usize, limit: usize },
     /// 404 `not_found`: the lock has no record.
     #[error("lock \"{name}\" does not exist; acquire it first")]
     LockNotFound { name: LockName },
@@ -108,6 +133,11 @@ impl ApiError {
                 released,
             },
             LockRejection::TokenMismatch => Self::TokenHoldsNothing { name },
+            LockRejection::NotHolder { fence } => Self::NotHolder {
+                name,
+                fence,
+                missing: false,
+            },
             LockRejection::WouldShorten { expires_at } => Self::WouldShorten { name, expires_at },
         }
     }
@@ -124,6 +154,11 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::NotHolder { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::LockHeld { .. }
             | Self::FenceMismatch { .. }
@@ -144,6 +179,12 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotHolder { .. } => "not_holder",
+            Self::TooManyRequests { .. } => "too_many_requests",
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::LockHeld { .. } => "lock_held",
             Self::FenceMismatch { .. } => "fence_mismatch",
@@ -206,6 +247,22 @@ pub enum CommonErrors {
     /// `invalid_request`: bad input; nothing changed.
     #[response(status = 400)]
     BadRequest(ErrorBody),
+    /// `unauthorized`: the server lists tokens and the request has none of them.
+    #[response(status = 401, headers(("WWW-Authenticate" = String)))]
+    Unauthorized(ErrorBody),
+    /// `forbidden` (the token may not use this namespace, or list) or `not_holder`.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// `uri_too_long`.
+    #[response(status = 414)]
+    UriTooLong(ErrorBody),
+    /// `too_many_requests`: the token's rate, or its or the lock's waiters, are over
+    /// their limit.
+    #[response(status = 429, headers(("Retry-After" = u64)))]
+    TooManyRequests(ErrorBody),
+    /// `headers_too_large`.
+    #[response(status = 431)]
+    HeadersTooLarge(ErrorBody),
     /// `unavailable`: DynamoDB failed or throttled, a server limit was reached, or the
     /// server is shutting down. Retrying is safe.
     #[response(status = 503, headers(("Retry-After" = u64)))]
@@ -221,6 +278,15 @@ pub enum FenceErrors {
     NotFound(ErrorBody),
     /// `fence_mismatch` (the lock has moved on) or `lease_expired`.
     #[response(status = 409)]
+    NotHolder(ErrorBody),
+}
+
+/// Errors of the routes that may need the holder's nonce as proof.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ProofErrors {
+    /// `not_holder`: the holder's nonce is missing (and required) or wrong; nothing changed.
+    #[response(status = 403)]
     NotHolder(ErrorBody),
 }
 
@@ -261,6 +327,9 @@ impl IntoResponse for ApiError {
             | Self::ShuttingDown { .. }
             | Self::NotReady(_)
             | Self::OverLimit(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             _ => None,
         };
         let mut response = with_fence(fence, (self.status(), Json(body)));
@@ -269,6 +338,23 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"fencelock\""),
+            );
+        }
         response
     }
+}
+
+fn not_holder_sentence(name: &LockName, fence: Fence, missing: bool) -> String {
+    let problem = if missing {
+        "needs the holder's nonce"
+    } else {
+        "was sent with a nonce that is not the holder's"
+    };
+    format!(
+        "a change to lock \"{name}\" by fence {fence} {problem}: send it in the Lock-Nonce header or the nonce query parameter; nothing changed"
+    )
 }

@@ -11,6 +11,7 @@ use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
+use super::guard::Caller;
 use super::{ApiError, AppState};
 use crate::domain::{Fence, LockName, Token};
 
@@ -25,6 +26,18 @@ pub struct ResourcePath(pub LockName);
 
 /// `{resource}/{token}` of a Gorilla-compatible route.
 pub struct TokenPath(pub LockName, pub Token);
+
+/// The `Lock-Nonce` header, for the OpenAPI document: handlers read it from the headers.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct NonceHeader {
+    /// The holder's nonce, as proof that the request comes from the holder (or the
+    /// `nonce` query parameter); required when the server runs with
+    /// `FENCELOCK_REQUIRE_NONCE=true`.
+    #[param(rename = "Lock-Nonce")]
+    lock_nonce: Option<String>,
+}
 
 /// Query parameters, with unknown or malformed ones answered by a 400.
 pub struct Params<T>(pub T);
@@ -47,6 +60,29 @@ fn parse_fence(raw: &str) -> Result<Fence, ApiError> {
     })
 }
 
+/// The lock a request names, once the caller is known to be allowed its namespace.
+fn lock_name(parts: &Parts, raw: &str) -> Result<LockName, ApiError> {
+    let name = LockName::parse(raw).map_err(|e| invalid(e.0))?;
+    super::record_lock(&name);
+    caller(parts)?.check(&name)?;
+    Ok(name)
+}
+
+/// The caller the gate admitted.
+fn caller(parts: &Parts) -> Result<&Caller, ApiError> {
+    parts.extensions.get::<Caller>().ok_or_else(|| {
+        ApiError::Internal("the request reached a lock route without passing the gate".into())
+    })
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        caller(parts).cloned()
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for LockPath {
     type Rejection = ApiError;
 
@@ -54,9 +90,7 @@ impl<S: Send + Sync> FromRequestParts<S> for LockPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| invalid(e.body_text()))?;
-        let name = LockName::parse(&raw).map_err(|e| invalid(e.0))?;
-        super::record_lock(&name);
-        Ok(Self(name))
+        Ok(Self(lock_name(parts, &raw)?))
     }
 }
 
@@ -77,8 +111,7 @@ impl<S: Send + Sync> FromRequestParts<S> for FencePath {
             Path::<(String, String)>::from_request_parts(parts, state)
                 .await
                 .map_err(|e| invalid(e.body_text()))?;
-        let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
-        super::record_lock(&name);
+        let name = lock_name(parts, &raw_name)?;
         Ok(Self(name, parse_fence(&raw_fence)?))
     }
 }
@@ -91,8 +124,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TokenPath {
             Path::<(String, String)>::from_request_parts(parts, state)
                 .await
                 .map_err(|e| invalid(e.body_text()))?;
-        let name = LockName::parse(&raw_name).map_err(|e| invalid(e.0))?;
-        super::record_lock(&name);
+        let name = lock_name(parts, &raw_name)?;
         Ok(Self(
             name,
             Token::parse(&raw_token).map_err(|e| invalid(e.0))?,

@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 
 use super::error::{CommonErrors, ErrorBody, TokenErrors};
 use super::extract::{OptionalJson, ResourcePath, TokenPath};
-use super::locks::{duration_value, take};
+use super::guard::Caller;
+use super::locks::{check_depth, duration_value, take};
 use super::view::{rfc3339, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{Fence, Holder, Lock, Nonce};
@@ -117,6 +118,7 @@ type GorillaResult = Result<GorillaLock, ApiError>;
 /// `POST /api/v1/locks/{resource}` `{owner, timeout, metadata}`.
 pub async fn acquire(
     State(app): State<AppState>,
+    caller: Caller,
     ResourcePath(name): ResourcePath,
     OptionalJson(body): OptionalJson<AcquireBody>,
 ) -> GorillaResult {
@@ -135,6 +137,9 @@ pub async fn acquire(
         .ttl
         .resolve(body.timeout)
         .map_err(|e| ApiError::InvalidRequest(format!("timeout: {}", e.0)))?;
+    if let Some(metadata) = &body.metadata {
+        check_depth(metadata)?;
+    }
     let request = AcquireRequest {
         name,
         nonce,
@@ -142,7 +147,7 @@ pub async fn acquire(
         owner: Some(owner),
         metadata: body.metadata,
     };
-    let lock = take(&app, request, Duration::ZERO).await?;
+    let lock = take(&app, &caller, request, Duration::ZERO).await?;
     Ok(lock.into())
 }
 
@@ -209,7 +214,11 @@ pub async fn release(
     State(app): State<AppState>,
     TokenPath(name, token): TokenPath,
 ) -> Result<Response, ApiError> {
-    let release = app.store.release(&name, &Holder::Token(token)).await?;
+    let release = app
+        .store
+        .release(&name, &Holder::Token(token))
+        .await?
+        .map_err(|rejection| ApiError::token_rejected(name.clone(), rejection))?;
     if release.released {
         app.waiters.released(&name);
         Ok(with_fence(release.fence, StatusCode::NO_CONTENT))

@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::CommonErrors;
 use super::extract::Params;
+use super::guard::Caller;
 use super::view::LockView;
 use super::{ApiError, AppState};
 use crate::domain::LockName;
@@ -54,15 +55,25 @@ pub struct LockPage {
 /// (not name order), each as its status view.
 pub async fn list(
     State(app): State<AppState>,
+    caller: Caller,
     Params(params): Params<ListParams>,
 ) -> Result<Json<LockPage>, ApiError> {
+    if let Caller::Token(grant) = &caller
+        && !grant.list
+    {
+        return Err(ApiError::Forbidden(
+            "this token may not list locks; ask for a token with `list = true`".into(),
+        ));
+    }
     let query = list_query(params)?;
     let page = app.store.list(&query).await?;
     let now = app.store.clock().now_millis();
     Ok(Json(LockPage {
+        // A token sees only the namespaces it may use.
         locks: page
             .locks
             .into_iter()
+            .filter(|lock| caller.sees_namespace(lock.name.namespace()))
             .map(|lock| LockView::new(lock, now))
             .collect(),
         next_cursor: page.next.map(|name| URL_SAFE_NO_PAD.encode(name.as_str())),

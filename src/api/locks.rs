@@ -4,19 +4,27 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName};
 use axum::response::Response;
 use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{CommonErrors, ErrorBody, FenceErrors};
-use super::extract::{FencePath, LockPath, OptionalJson, Params, TextBody};
+use super::error::{CommonErrors, ErrorBody, FenceErrors, ProofErrors};
+use super::extract::{FencePath, LockPath, NonceHeader, OptionalJson, Params, TextBody};
+use super::guard::Caller;
 use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
-use crate::domain::{Holder, Lock, MAX_OWNER_LEN, Nonce, parse_duration};
+use crate::domain::{Fence, Holder, Lock, LockName, MAX_OWNER_LEN, Nonce, parse_duration};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
 use crate::wait::WaitError;
 
 type LockResult = Result<LockView, ApiError>;
+
+/// The header that carries the holder's nonce, as proof, on heartbeat, update and release.
+pub const NONCE_HEADER: HeaderName = HeaderName::from_static("lock-nonce");
+
+/// The deepest nesting of arrays and objects accepted in `metadata`.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 /// Query parameters of acquire.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -58,12 +66,20 @@ pub struct AcquireBody {
 pub struct RenewQuery {
     /// A new lease length, kept for later heartbeats; without it the last one is reused.
     ttl: Option<String>,
+    /// The holder's nonce, as proof (or the `Lock-Nonce` header); required when the
+    /// server runs with `FENCELOCK_REQUIRE_NONCE=true`.
+    nonce: Option<String>,
 }
 
-/// Routes that take no query parameters still reject unknown ones.
-#[derive(Debug, Deserialize)]
+/// Query parameters of release.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct NoQuery {}
+pub struct ReleaseQuery {
+    /// The holder's nonce, as proof (or the `Lock-Nonce` header); required when the
+    /// server runs with `FENCELOCK_REQUIRE_NONCE=true`.
+    nonce: Option<String>,
+}
 
 /// A JSON `ttl`: a string such as `"30s"`, or a whole number of seconds.
 fn ttl_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
@@ -130,6 +146,7 @@ fn parse_duration_param(field: &str, raw: Option<&str>) -> Result<Option<Duratio
 /// `POST`/`PUT /locks/{name}?nonce=…&ttl=…`, or the same as a JSON body.
 pub async fn acquire(
     State(app): State<AppState>,
+    caller: Caller,
     LockPath(name): LockPath,
     Params(query): Params<AcquireQuery>,
     OptionalJson(body): OptionalJson<AcquireBody>,
@@ -163,6 +180,9 @@ pub async fn acquire(
             owner.len()
         )));
     }
+    if let Some(metadata) = &body.metadata {
+        check_depth(metadata)?;
+    }
     let request = AcquireRequest {
         name,
         nonce,
@@ -170,14 +190,63 @@ pub async fn acquire(
         owner: body.owner,
         metadata: body.metadata,
     };
-    let lock = take(&app, request, wait.unwrap_or_default()).await?;
+    let lock = take(&app, &caller, request, wait.unwrap_or_default()).await?;
     Ok(LockView::new(lock, now(&app)))
+}
+
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`].
+pub(super) fn check_depth(value: &serde_json::Value) -> Result<(), ApiError> {
+    fn depth(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    if depth(value) > MAX_JSON_DEPTH {
+        return Err(ApiError::InvalidRequest(format!(
+            "metadata is nested deeper than {MAX_JSON_DEPTH} arrays and objects; flatten it"
+        )));
+    }
+    Ok(())
+}
+
+/// The holder a heartbeat, update or release acts for: with the nonce as proof when
+/// one is sent, which the server may require.
+fn holder(
+    app: &AppState,
+    name: &LockName,
+    fence: Fence,
+    headers: &HeaderMap,
+    query_nonce: Option<String>,
+) -> Result<Holder, ApiError> {
+    let header_nonce = headers
+        .get(NONCE_HEADER)
+        .map(|value| {
+            value.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::InvalidRequest("the Lock-Nonce header must be printable ASCII".into())
+            })
+        })
+        .transpose()?;
+    match either("nonce", query_nonce, header_nonce)? {
+        Some(raw) => {
+            let nonce = Nonce::parse(&raw).map_err(|e| ApiError::InvalidRequest(e.0))?;
+            Ok(Holder::Proven(fence, nonce))
+        }
+        None if app.guard.security.require_nonce => Err(ApiError::NotHolder {
+            name: name.clone(),
+            fence,
+            missing: true,
+        }),
+        None => Ok(Holder::Fence(fence)),
+    }
 }
 
 /// Acquires `request` at once, or waiting up to `wait` (cut to the server's maximum);
 /// a lock still held in the end is a 409 saying until when.
 pub(super) async fn take(
     app: &AppState,
+    caller: &Caller,
     request: AcquireRequest,
     wait: Duration,
 ) -> Result<Lock, ApiError> {
@@ -186,12 +255,19 @@ pub(super) async fn take(
     let outcome = if wait.is_zero() {
         app.store.acquire(&request).await?
     } else {
+        let _slot = app.guard.wait_slot(caller)?;
         app.waiters
             .acquire(request, wait)
             .await
             .map_err(|err| match err {
                 WaitError::Store(err) => ApiError::from(err),
                 WaitError::ShuttingDown => ApiError::ShuttingDown { name: name.clone() },
+                WaitError::TooMany { limit } => ApiError::TooManyRequests {
+                    message: format!(
+                        "lock \"{name}\" already has {limit} waiters on this server, its limit; retry later"
+                    ),
+                    retry_after_secs: 1,
+                },
             })?
     };
     match outcome {
@@ -209,33 +285,34 @@ pub(super) async fn take(
 }
 
 #[utoipa::path(method(post, put), path = "/locks/{name}/{fence}/heartbeat", tag = "locks",
-    params(FencePath, RenewQuery),
+    params(FencePath, RenewQuery, NonceHeader),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
         CommonErrors,
         FenceErrors,
+        ProofErrors,
     ))]
 /// `POST`/`PUT /locks/{name}/{fence}/heartbeat[?ttl=…]`.
 pub async fn heartbeat(
     State(app): State<AppState>,
     FencePath(name, fence): FencePath,
     Params(query): Params<RenewQuery>,
+    headers: HeaderMap,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let outcome = app
-        .store
-        .heartbeat(&name, &Holder::Fence(fence), ttl)
-        .await?;
+    let holder = holder(&app, &name, fence, &headers, query.nonce)?;
+    let outcome = app.store.heartbeat(&name, &holder, ttl).await?;
     renewed(&app, name, outcome)
 }
 
 #[utoipa::path(method(post, put), path = "/locks/{name}/{fence}", tag = "locks",
-    params(FencePath, RenewQuery),
+    params(FencePath, RenewQuery, NonceHeader),
     request_body(content = String, content_type = "text/plain", description = "The new body: UTF-8 text"),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
         CommonErrors,
         FenceErrors,
+        ProofErrors,
         (status = 413, description = "`body_too_large`", body = ErrorBody),
     ))]
 /// `POST`/`PUT /locks/{name}/{fence}[?ttl=…]` with the new body as the request body.
@@ -243,10 +320,12 @@ pub async fn update(
     State(app): State<AppState>,
     FencePath(name, fence): FencePath,
     Params(query): Params<RenewQuery>,
+    headers: HeaderMap,
     TextBody(body): TextBody,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let outcome = app.store.update_body(&name, fence, &body, ttl).await?;
+    let holder = holder(&app, &name, fence, &headers, query.nonce)?;
+    let outcome = app.store.update_body(&name, &holder, &body, ttl).await?;
     renewed(&app, name, outcome)
 }
 
@@ -265,18 +344,25 @@ fn renewed(app: &AppState, name: crate::domain::LockName, outcome: HolderOutcome
 }
 
 #[utoipa::path(delete, path = "/locks/{name}/{fence}", tag = "locks",
-    params(FencePath),
+    params(FencePath, ReleaseQuery, NonceHeader),
     responses(
         (status = 200, description = "Whether the fence is the current one, now released", body = Released),
         CommonErrors,
+        ProofErrors,
     ))]
 /// `DELETE /locks/{name}/{fence}`: idempotent.
 pub async fn release(
     State(app): State<AppState>,
     FencePath(name, fence): FencePath,
-    Params(NoQuery {}): Params<NoQuery>,
+    Params(query): Params<ReleaseQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let release = app.store.release(&name, &Holder::Fence(fence)).await?;
+    let holder = holder(&app, &name, fence, &headers, query.nonce)?;
+    let release = app
+        .store
+        .release(&name, &holder)
+        .await?
+        .map_err(|rejection| ApiError::rejected(name.clone(), rejection))?;
     if release.released {
         app.waiters.released(&name);
     }

@@ -4,6 +4,7 @@
 mod error;
 mod extract;
 mod gorilla;
+mod guard;
 mod list;
 mod locks;
 mod ops;
@@ -32,14 +33,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody};
+pub use guard::{Caller, MAX_HEADER_BYTES, MAX_URI_BYTES, Security};
 pub use list::LockPage;
+pub use locks::{MAX_JSON_DEPTH, NONCE_HEADER};
 pub use view::{FENCE_HEADER, LockView, Released};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
-use crate::wait::Waiters;
+use crate::wait::{DEFAULT_MAX_WAITERS_PER_LOCK, Waiters};
 
 /// The header that carries a request's id: taken from the request, or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -56,6 +60,8 @@ pub struct AppState {
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
     pub limits: Limits,
+    /// Who may call, and the limits kept per token.
+    pub guard: Arc<guard::Guard>,
 }
 
 /// Limits on the server as a whole.
@@ -65,6 +71,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Requests served at once (waiting acquires included); more are answered 503.
     pub max_concurrent: usize,
+    /// Waiting acquires one lock may have at once on this server; more are answered 429.
+    pub max_waiters_per_lock: usize,
 }
 
 impl Default for Limits {
@@ -72,6 +80,7 @@ impl Default for Limits {
         Self {
             request_timeout: Duration::from_secs(90),
             max_concurrent: 10_000,
+            max_waiters_per_lock: DEFAULT_MAX_WAITERS_PER_LOCK,
         }
     }
 }
@@ -79,19 +88,28 @@ impl Default for Limits {
 impl AppState {
     /// The state of a server on `store`, with no one waiting yet.
     pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
+        let limits = Limits::default();
         Self {
-            waiters: Waiters::new(store.clone()),
+            waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             store,
             ttl,
             max_wait,
             max_body,
-            limits: Limits::default(),
+            limits,
+            guard: Arc::new(guard::Guard::new(Security::default())),
         }
     }
 
-    /// The same state with other server limits.
+    /// The same state with other server limits (and no one waiting yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
         self.limits = limits;
+        self
+    }
+
+    /// The same state with tokens, holder proof and per-token limits.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.guard = Arc::new(guard::Guard::new(security));
         self
     }
 }
@@ -115,6 +133,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_concurrent))
                 .timeout(limits.request_timeout),
         )
+        .layer(middleware::from_fn_with_state(state.clone(), guard::gate))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         // Outermost last: an id is set (or kept) first, then the span reads it, and
         // the response echoes it.
@@ -200,6 +219,7 @@ fn request_span(request: &Request) -> tracing::Span {
         request_id,
         lock = tracing::field::Empty,
         fence = tracing::field::Empty,
+        token = tracing::field::Empty,
     )
 }
 

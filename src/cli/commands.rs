@@ -11,7 +11,7 @@ use super::{
     AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
     PrintArgs, UpdateArgs, exit_code, holder,
 };
-use crate::client::{Acquire, Client, ClientError, ListRequest, LockView, Released};
+use crate::client::{Acquire, Client, ClientError, Holding, ListRequest, LockView, Released};
 use crate::domain::{Fence, LockName};
 
 /// How long to wait before asking again after the server could not answer.
@@ -53,11 +53,17 @@ pub async fn heartbeat(args: HeartbeatArgs) -> u8 {
     let FenceArgs {
         name,
         fence,
+        nonce,
         client: options,
         print: PrintArgs { json },
     } = lock;
+    let holding = Holding {
+        name: &name,
+        fence,
+        nonce: nonce.as_deref(),
+    };
     with_client(&options, &name, async |client| {
-        let lock = client.heartbeat(&name, fence, ttl).await?;
+        let lock = client.heartbeat(&holding, ttl).await?;
         show(json, &lock, || {
             format!("extended \"{name}\" (fence {fence}) until {}", until(&lock))
         });
@@ -71,9 +77,15 @@ pub async fn update(args: UpdateArgs) -> u8 {
     let FenceArgs {
         name,
         fence,
+        nonce,
         client: options,
         print: PrintArgs { json },
     } = lock;
+    let holding = Holding {
+        name: &name,
+        fence,
+        nonce: nonce.as_deref(),
+    };
     let body = match value.filter(|value| value != "-") {
         Some(value) => value,
         None => {
@@ -89,7 +101,7 @@ pub async fn update(args: UpdateArgs) -> u8 {
     };
     with_client(&options, &name, async |client| {
         let bytes = body.len();
-        let lock = client.update(&name, fence, body, ttl).await?;
+        let lock = client.update(&holding, body, ttl).await?;
         show(json, &lock, || {
             format!(
                 "updated \"{name}\" (fence {fence}): body of {bytes} bytes, lease until {}",
@@ -105,11 +117,17 @@ pub async fn release(args: FenceArgs) -> u8 {
     let FenceArgs {
         name,
         fence,
+        nonce,
         client: options,
         print: PrintArgs { json },
     } = args;
+    let holding = Holding {
+        name: &name,
+        fence,
+        nonce: nonce.as_deref(),
+    };
     with_client(&options, &name, async |client| {
-        let release = client.release(&name, fence).await?;
+        let release = client.release(&holding).await?;
         let answer = Released {
             released: release.released,
         };

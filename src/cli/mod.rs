@@ -7,12 +7,13 @@ mod holder;
 mod output;
 mod run;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientError, DEFAULT_URL};
+use crate::client::{Client, ClientConfig, ClientError, DEFAULT_URL};
 use crate::config::{ServeConfig, duration};
 use crate::domain::{Fence, LockName};
 
@@ -82,6 +83,12 @@ pub struct ClientArgs {
     /// How long one request may take, beyond any waiting it asks for.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub timeout: Duration,
+    /// The bearer token, for a server that lists tokens.
+    #[arg(long, env = "FENCELOCK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for HTTPS besides the system's roots.
+    #[arg(long, env = "FENCELOCK_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 /// How the commands that print a result print it.
@@ -94,7 +101,19 @@ pub struct PrintArgs {
 
 impl ClientArgs {
     fn client(&self) -> Result<Client, ClientError> {
-        Ok(Client::new(&self.server)?.with_timeout(self.timeout))
+        let ca_pem = match &self.ca {
+            Some(path) => Some(std::fs::read(path).map_err(|err| ClientError::Refused {
+                status: reqwest::StatusCode::BAD_REQUEST,
+                code: "invalid_ca".to_owned(),
+                message: format!("cannot read the CA file {}: {err}", path.display()),
+            })?),
+            None => None,
+        };
+        let config = ClientConfig {
+            token: self.token.clone(),
+            ca_pem,
+        };
+        Ok(Client::with_config(&self.server, config)?.with_timeout(self.timeout))
     }
 }
 
@@ -116,6 +135,10 @@ pub struct FenceArgs {
     pub name: LockName,
     /// The fence the lock was acquired with.
     pub fence: Fence,
+    /// The nonce the lock was acquired with, sent as proof of holding (needed when the
+    /// server runs with FENCELOCK_REQUIRE_NONCE=true).
+    #[arg(long, env = "FENCELOCK_NONCE", hide_env_values = true)]
+    pub nonce: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
     #[command(flatten)]

@@ -17,8 +17,8 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use super::commands::{report, take};
 use super::output::warn;
 use super::{EXIT_FAILED, EXIT_LOST, RunArgs, holder};
-use crate::client::{Acquire, Client, ClientError};
-use crate::domain::{Fence, LockName, parse_duration};
+use crate::client::{Acquire, Client, ClientError, Holding};
+use crate::domain::parse_duration;
 
 /// The most time between two tries of a heartbeat that failed.
 const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
@@ -30,8 +30,9 @@ If the lock is held (and any --wait ran out), CMD never starts and `run` exits w
 75; if the server cannot be reached, with 69.
 
 CMD runs with FENCELOCK_NAME, FENCELOCK_FENCE (pass it to the systems CMD writes to),
-FENCELOCK_BODY (the lock's recovery value, saved with `fencelock update`) and
-FENCELOCK_URL in its environment. It runs in a process group of its own, so that
+FENCELOCK_NONCE, FENCELOCK_BODY (the lock's recovery value, saved with `fencelock
+update`) and FENCELOCK_URL (and FENCELOCK_TOKEN and FENCELOCK_CA when `run` has them)
+in its environment. It runs in a process group of its own, so that
 stopping it stops everything it started; it cannot read from the terminal.
 
 SIGINT, SIGTERM and SIGHUP are passed on to CMD. When CMD ends, the lock is released
@@ -65,8 +66,9 @@ pub async fn run(args: RunArgs) -> u8 {
             return EXIT_FAILED;
         }
     };
+    let nonce = holder::fresh_nonce();
     let request = Acquire {
-        nonce: holder::fresh_nonce(),
+        nonce: nonce.clone(),
         ttl,
         owner: Some(owner.unwrap_or_else(|| holder::default_owner(&command))),
         ..Acquire::default()
@@ -76,12 +78,17 @@ pub async fn run(args: RunArgs) -> u8 {
         Err(err) => return report(&client, &name, &err).await,
     };
     let fence = lock.fence;
+    let holding = Holding {
+        name: &name,
+        fence,
+        nonce: Some(&nonce),
+    };
     let Ok(ttl) = parse_duration(&lock.ttl) else {
         warn(format_args!(
             "the server answered a lease of {:?}, which is not a duration",
             lock.ttl
         ));
-        release(&client, &name, fence).await;
+        release(&client, &holding).await;
         return EXIT_FAILED;
     };
     // Listen before CMD starts, so that no signal finds `run` with its default action.
@@ -91,22 +98,30 @@ pub async fn run(args: RunArgs) -> u8 {
         signal(SignalKind::hangup()),
     ) else {
         warn("cannot listen for signals; CMD was not started");
-        release(&client, &name, fence).await;
+        release(&client, &holding).await;
         return EXIT_FAILED;
     };
-    let mut child = match Command::new(&command[0])
+    let mut child = Command::new(&command[0]);
+    child
         .args(&command[1..])
         .env("FENCELOCK_NAME", name.as_str())
         .env("FENCELOCK_FENCE", fence.to_string())
+        .env("FENCELOCK_NONCE", &nonce)
         .env("FENCELOCK_BODY", &lock.body)
         .env("FENCELOCK_URL", client.base().as_str())
-        .process_group(0)
-        .spawn()
-    {
+        .process_group(0);
+    // So that CMD's own `fencelock update` reaches the server as `run` does.
+    if let Some(token) = &options.token {
+        child.env("FENCELOCK_TOKEN", token);
+    }
+    if let Some(ca) = &options.ca {
+        child.env("FENCELOCK_CA", ca);
+    }
+    let mut child = match child.spawn() {
         Ok(child) => child,
         Err(err) => {
             warn(format_args!("cannot start {:?}: {err}", command[0]));
-            release(&client, &name, fence).await;
+            release(&client, &holding).await;
             return if err.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -116,17 +131,17 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         warn("CMD ended before it could be watched");
-        release(&client, &name, fence).await;
+        release(&client, &holding).await;
         return EXIT_FAILED;
     };
     let group = Pid::from_raw(group);
-    let keeper = keep(&client, &name, fence, ttl, granted);
+    let keeper = keep(&client, &holding, ttl, granted);
     tokio::pin!(keeper);
     let loss = loop {
         tokio::select! {
             status = child.wait() => {
                 let code = status.map_or(EXIT_FAILED, exit_status);
-                return finish(&client, &name, fence, code).await;
+                return finish(&client, &holding, code).await;
             }
             loss = &mut keeper => break loss,
             Some(()) = interrupt.recv() => pass_on(group, Signal::SIGINT),
@@ -151,7 +166,7 @@ pub async fn run(args: RunArgs) -> u8 {
     stop(&mut child, group, kill_grace).await;
     if let Loss::Silent(_) = loss {
         // The lease may still be this fence's if only the answers were lost.
-        release(&client, &name, fence).await;
+        release(&client, &holding).await;
     }
     EXIT_LOST
 }
@@ -159,13 +174,8 @@ pub async fn run(args: RunArgs) -> u8 {
 /// Heartbeats every third of `ttl` until the lock is lost. The lease is counted from
 /// when each heartbeat was sent (and from `granted` for the first), so `run` gives up
 /// no later than the server lets the lease end.
-async fn keep(
-    client: &Client,
-    name: &LockName,
-    fence: Fence,
-    ttl: Duration,
-    granted: Instant,
-) -> Loss {
+async fn keep(client: &Client, holding: &Holding<'_>, ttl: Duration, granted: Instant) -> Loss {
+    let name = holding.name;
     let interval = ttl / 3;
     let retry = (ttl / 10).min(MAX_HEARTBEAT_RETRY);
     let mut lease_end = granted + ttl;
@@ -174,7 +184,7 @@ async fn keep(
     loop {
         sleep_until(next.min(lease_end)).await;
         let sent = Instant::now();
-        match timeout_at(lease_end, client.heartbeat(name, fence, Some(ttl))).await {
+        match timeout_at(lease_end, client.heartbeat(holding, Some(ttl))).await {
             Err(_) => return Loss::Silent(last_failure),
             Ok(Ok(_)) => {
                 lease_end = sent + ttl;
@@ -196,8 +206,9 @@ async fn keep(
 }
 
 /// Releases the lock once CMD ended with `code`; answers `run`'s exit status.
-async fn finish(client: &Client, name: &LockName, fence: Fence, code: u8) -> u8 {
-    match timeout(RELEASE_TIMEOUT, client.release(name, fence)).await {
+async fn finish(client: &Client, holding: &Holding<'_>, code: u8) -> u8 {
+    let Holding { name, fence, .. } = *holding;
+    match timeout(RELEASE_TIMEOUT, client.release(holding)).await {
         Ok(Ok(release)) if release.released => code,
         Ok(Ok(release)) => {
             warn(format_args!(
@@ -224,8 +235,9 @@ async fn finish(client: &Client, name: &LockName, fence: Fence, code: u8) -> u8 
 }
 
 /// Releases the lock without CMD having run to its end; failures are only reported.
-async fn release(client: &Client, name: &LockName, fence: Fence) {
-    match timeout(RELEASE_TIMEOUT, client.release(name, fence)).await {
+async fn release(client: &Client, holding: &Holding<'_>) {
+    let name = holding.name;
+    match timeout(RELEASE_TIMEOUT, client.release(holding)).await {
         Ok(Ok(_)) => {}
         Ok(Err(err)) => warn(format_args!("cannot release \"{name}\": {err}")),
         Err(_) => warn(format_args!(

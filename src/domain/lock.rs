@@ -50,6 +50,9 @@ impl Lock {
 pub enum Holder {
     /// By the fence of its acquisition (the glock-style API).
     Fence(Fence),
+    /// By the fence of its acquisition and its nonce, as proof that the request comes
+    /// from the holder and not from someone who saw the fence.
+    Proven(Fence, Nonce),
     /// By the secret token of its acquisition (the Gorilla-compatible API).
     Token(Token),
 }
@@ -63,6 +66,8 @@ pub enum LockRejection {
     FenceMismatch { given: Fence, current: Fence },
     /// The token is not the current holder's.
     TokenMismatch,
+    /// The fence is current, but the nonce sent as proof is not the holder's.
+    NotHolder { fence: Fence },
     /// The holding is current, but its lease ended: it ran out, or was released.
     LeaseExpired { fence: Fence, released: bool },
     /// The holding is live, but the new lease would end before the current one.
@@ -82,6 +87,15 @@ pub fn check_holder(
                 given: *fence,
                 current: lock.fence,
             });
+        }
+        Holder::Proven(fence, _) if *fence != lock.fence => {
+            return Err(LockRejection::FenceMismatch {
+                given: *fence,
+                current: lock.fence,
+            });
+        }
+        Holder::Proven(fence, nonce) if *nonce != lock.nonce => {
+            return Err(LockRejection::NotHolder { fence: *fence });
         }
         Holder::Token(token) if lock.token.as_ref() != Some(token) => {
             return Err(LockRejection::TokenMismatch);
@@ -154,6 +168,24 @@ mod tests {
         assert_eq!(
             check_holder(Some(&tokenless), &own, 2_000),
             Err(LockRejection::TokenMismatch)
+        );
+    }
+
+    #[test]
+    fn a_proven_holder_needs_the_fence_and_the_nonce() {
+        let l = lock(7, 31_000);
+        let proven = |fence, nonce| Holder::Proven(fence, Nonce::parse(nonce).unwrap());
+        assert_eq!(check_holder(Some(&l), &proven(7, "n"), 2_000), Ok(()));
+        assert_eq!(
+            check_holder(Some(&l), &proven(7, "guess"), 2_000),
+            Err(LockRejection::NotHolder { fence: 7 })
+        );
+        assert_eq!(
+            check_holder(Some(&l), &proven(6, "n"), 2_000),
+            Err(LockRejection::FenceMismatch {
+                given: 6,
+                current: 7
+            })
         );
     }
 

@@ -79,6 +79,7 @@ struct Renewal<'a> {
 fn holder_condition(holder: &Holder) -> &'static str {
     match holder {
         Holder::Fence(_) => "#fence = :holder",
+        Holder::Proven(..) => "#fence = :holder AND #nonce = :nonce",
         Holder::Token(_) => "#token = :holder",
     }
 }
@@ -89,6 +90,11 @@ fn with_holder(op: UpdateItemFluentBuilder, holder: &Holder) -> UpdateItemFluent
         Holder::Fence(fence) => op
             .expression_attribute_names("#fence", item::FENCE)
             .expression_attribute_values(":holder", n(fence)),
+        Holder::Proven(fence, nonce) => op
+            .expression_attribute_names("#fence", item::FENCE)
+            .expression_attribute_values(":holder", n(fence))
+            .expression_attribute_names("#nonce", item::NONCE)
+            .expression_attribute_values(":nonce", s(nonce.as_str())),
         Holder::Token(token) => op
             .expression_attribute_names("#token", item::TOKEN)
             .expression_attribute_values(":holder", s(token.as_str())),
@@ -303,11 +309,11 @@ impl DynamoStore {
         .await
     }
 
-    /// Sets the body and extends the lease of `fence`, as a heartbeat does.
+    /// Sets the body and extends the lease of `holder`, as a heartbeat does.
     pub async fn update_body(
         &self,
         name: &LockName,
-        fence: Fence,
+        holder: &Holder,
         body: &str,
         ttl: Option<Duration>,
     ) -> Result<HolderOutcome, StoreError> {
@@ -316,8 +322,7 @@ impl DynamoStore {
             body: Some(body),
             keep_longer: false,
         };
-        self.renew("update", name, &Holder::Fence(fence), renewal)
-            .await
+        self.renew("update", name, holder, renewal).await
     }
 
     /// Sets the lease of `holder` to end `ttl` from now, unless that is sooner than it
@@ -399,7 +404,13 @@ impl DynamoStore {
     /// Ends the lease of `holder`. Returns whether `holder` is the lock's current
     /// holder, now released (by this call or an earlier one: a retried release
     /// answers the same); `false` means the lock has moved on and nothing changed.
-    pub async fn release(&self, name: &LockName, holder: &Holder) -> Result<Release, StoreError> {
+    /// A [`Holder::Proven`] whose nonce is not the holder's is refused with
+    /// [`LockRejection::NotHolder`], and nothing changes.
+    pub async fn release(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+    ) -> Result<Result<Release, LockRejection>, StoreError> {
         let op = with_holder(self.update(name), holder)
             .update_expression("SET #expires_at = :zero, #released_at = :now")
             .condition_expression(format!(
@@ -417,20 +428,24 @@ impl DynamoStore {
             }
             Write::Rejected(Some(item)) => Lock::try_from(&item)?,
             Write::Rejected(None) => {
-                return Ok(Release {
+                return Ok(Ok(Release {
                     released: false,
                     fence: None,
-                });
+                }));
             }
         };
         let same = match holder {
             Holder::Fence(fence) => lock.fence == *fence,
+            Holder::Proven(fence, nonce) if lock.fence == *fence && lock.nonce != *nonce => {
+                return Ok(Err(LockRejection::NotHolder { fence: *fence }));
+            }
+            Holder::Proven(fence, _) => lock.fence == *fence,
             Holder::Token(token) => lock.token.as_ref() == Some(token),
         };
-        Ok(Release {
+        Ok(Ok(Release {
             released: same && lock.is_released(),
             fence: Some(lock.fence),
-        })
+        }))
     }
 
     /// The lock's record if `holder` holds a live lease on it now, read strongly

@@ -13,6 +13,7 @@ async fn requests_past_the_concurrency_limit_are_answered_503() {
     let limits = Limits {
         max_concurrent: 2,
         request_timeout: Duration::from_secs(60),
+        ..Limits::default()
     };
     let app = Arc::new(
         TestApp::spawn_with(Options {
@@ -58,6 +59,7 @@ async fn a_request_past_the_time_limit_is_answered_503() {
     let limits = Limits {
         max_concurrent: 100,
         request_timeout: Duration::from_secs(1),
+        ..Limits::default()
     };
     let app = TestApp::spawn_with(Options {
         limits,

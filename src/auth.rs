@@ -25,6 +25,11 @@ pub fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The SHA-256 of `token` in hex, as the token file's `sha256` takes it.
+pub fn digest_hex(token: &str) -> String {
+    hex::encode(digest(token))
+}
+
 /// What one token may do.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -224,22 +229,18 @@ pub fn same_secret(presented: &str, expected: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn file(entries: &str) -> String {
-        entries.to_owned()
-    }
-
     fn name(raw: &str) -> LockName {
         LockName::parse(raw).unwrap()
     }
 
     #[test]
     fn a_grant_allows_its_namespaces_only() {
-        let text = file(&format!(
+        let text = format!(
             "[[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"billing\", \"default\"]\nlist = false\n\
              [[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"*\"]\nlist = true\n",
             hex::encode(digest("billing-secret")),
             hex::encode(digest("admin-secret")),
-        ));
+        );
         let grants = parse_grants(&text).unwrap();
         let billing = &grants[0];
         assert!(billing.allows(&name("billing:invoices")));

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use fencelock::api::{AppState, Limits};
+use fencelock::api::{AppState, Limits, Security};
 use fencelock::clock::ShiftedClock;
 use fencelock::domain::TtlBounds;
 use fencelock::reclaim::spawn_sweeper;
@@ -80,12 +80,13 @@ impl Reply {
 }
 
 /// Server options beyond the fixed ones above.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub lock_delay: Duration,
     /// Run the sweeper with this reclaim delay.
     pub reclaim_after: Option<Duration>,
     pub limits: Limits,
+    pub security: Security,
 }
 
 impl TestApp {
@@ -110,7 +111,7 @@ impl TestApp {
         Self::serve(
             dynamodb_local::client(dynamodb_endpoint()),
             self.table.clone(),
-            self.options,
+            self.options.clone(),
         )
         .await
     }
@@ -160,7 +161,9 @@ impl TestApp {
             Duration::from_secs(3600),
         )
         .unwrap();
-        let state = AppState::new(store, ttl, MAX_WAIT, MAX_BODY).with_limits(options.limits);
+        let state = AppState::new(store, ttl, MAX_WAIT, MAX_BODY)
+            .with_limits(options.limits)
+            .with_security(options.security.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Arc::new(Notify::new());
@@ -189,9 +192,23 @@ impl TestApp {
 
     /// Sends `method path` with an optional raw body.
     pub async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// Sends `method path` with an optional raw body and `headers`.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.body(body.to_owned());
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let response = request.send().await.expect("the server answers");
         let status = response.status();
@@ -247,7 +264,8 @@ impl TestApp {
 }
 
 /// The real `fencelock serve` binary on a free port, on a table of its own at
-/// `endpoint`, with `envs` on top of what it needs; answers once it serves.
+/// `endpoint`, with `envs` on top of what it needs; answers once it serves, with its
+/// base URL (`https://localhost:…` when `envs` give it a certificate).
 pub async fn spawn_binary(endpoint: &str, envs: &[(&str, &str)]) -> (std::process::Child, String) {
     let port = StdListener::bind("127.0.0.1:0")
         .unwrap()
@@ -269,10 +287,18 @@ pub async fn spawn_binary(endpoint: &str, envs: &[(&str, &str)]) -> (std::proces
         command.env(key, value);
     }
     let mut child = command.spawn().expect("the fencelock binary starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    let tls = envs.iter().any(|(key, _)| *key == "FENCELOCK_TLS_CERT");
+    let base = if tls {
+        format!("https://localhost:{port}")
+    } else {
+        format!("http://127.0.0.1:{port}")
+    };
+    // It serves once it listens: the table is made before the port is bound.
     for _ in 0..300 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return (child, base);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -18,6 +18,8 @@ mod ops;
 mod reclaim;
 mod release;
 mod run;
+mod security;
 mod status;
 mod takeover;
+mod tls;
 mod wait;

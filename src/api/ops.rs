@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 
+/// What `/metrics` answers: the Prometheus text format, version 0.0.4.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The answer of `/healthz` and `/readyz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -40,15 +43,16 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Every metric, in the Prometheus text format",
-        content_type = "text/plain; version=0.0.4")))]
+    responses(
+        (status = 200, description = "Every metric, in the Prometheus text format",
+            content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: FENCELOCK_METRICS_TOKEN is set and the request does not carry it",
+            body = ErrorBody, headers(("WWW-Authenticate" = String))),
+    ))]
 /// `GET /metrics`: counters, gauges and latency histograms for Prometheus.
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         app.store.metrics().render(),
     )
 }

@@ -16,6 +16,12 @@ async fn scrape(app: &TestApp) -> Scrape {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // The body is the Prometheus text format, and says so: a scraper that reads it
+    // as OpenMetrics would refuse it (no `# EOF`).
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
     let text = response.text().await.unwrap();
     Scrape::parse(&text).unwrap_or_else(|e| panic!("not a Prometheus scrape ({e:?}):\n{text}"))
 }

@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data bench-wait
+.PHONY: run test tools check fmt clean-data bench-wait fuzz-api fuzz
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -24,6 +24,17 @@ test: tools
 # per second of 100 waiters; writes target/bench/waiting.json.
 bench-wait: tools
 	cargo bench --bench waiting
+
+# schemathesis against /openapi.json of a real server (open, then with tokens and
+# the holder's nonce required): fails on any 5xx or answer the document does not
+# describe. Makes its Python virtual environment in target/.
+fuzz-api: tools
+	scripts/fuzz-api.sh
+
+# Coverage-guided fuzzing of the request parsers (needs the nightly toolchain and
+# cargo-fuzz); FUZZ_TIME seconds, default 60.
+fuzz:
+	cd fuzz && cargo +nightly fuzz run parsers -- -max_total_time=$${FUZZ_TIME:-60}
 
 check:
 	cargo fmt --check

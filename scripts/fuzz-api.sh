@@ -57,8 +57,9 @@ fuzz() {
   env FENCELOCK_LISTEN="127.0.0.1:$port" FENCELOCK_TABLE="fuzz-$name" \
     FENCELOCK_DYNAMODB_ENDPOINT="http://127.0.0.1:$ddb_port" \
     AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=fuzz AWS_SECRET_ACCESS_KEY=fuzz \
-    FENCELOCK_TOKEN_RATE=0 "$@" \
+    FENCELOCK_TOKEN_RATE=0 FENCELOCK_MAX_WAIT=1s "$@" \
     target/debug/fencelock serve > "$work/$name.log" 2>&1 &
+  # Waits are cut to a second, so a generated `wait=62h` holds the run up no longer.
   local server=$!
   pids+=("$server")
   wait_for "http://127.0.0.1:$port/healthz" "the $name server" "$server"
@@ -68,7 +69,7 @@ fuzz() {
   # One worker: schemathesis' threads trip a CPython 3.11 AST bug.
   if ! "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
       --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-      --max-examples "$examples" --workers 1 --no-color --seed "${FENCELOCK_FUZZ_SEED:-1}" \
+      --max-examples "$examples" --request-timeout 20 --workers 1 --no-color --seed "${FENCELOCK_FUZZ_SEED:-1}" \
       "${headers[@]}" \
       --report junit --report-dir "target/schemathesis/$name"; then
     echo "schemathesis found failures; the server's log is below" >&2

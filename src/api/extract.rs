@@ -35,7 +35,7 @@ pub struct NonceHeader {
     /// The holder's nonce, as proof that the request comes from the holder (or the
     /// `nonce` query parameter); required when the server runs with
     /// `FENCELOCK_REQUIRE_NONCE=true`.
-    #[param(rename = "Lock-Nonce")]
+    #[param(rename = "Lock-Nonce", pattern = r"^[!-~]{1,64}$")]
     lock_nonce: Option<String>,
 }
 
@@ -53,11 +53,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 fn parse_fence(raw: &str) -> Result<Fence, ApiError> {
-    raw.parse().map_err(|_| {
-        invalid(format!(
-            "fence {raw:?} is not a fence; expected the whole number returned by acquire"
-        ))
-    })
+    crate::domain::parse_fence(raw).map_err(|e| invalid(e.0))
 }
 
 /// The lock a request names, once the caller is known to be allowed its namespace.
@@ -258,7 +254,16 @@ mod tests {
             parse_fence("1763894400000001").unwrap(),
             1_763_894_400_000_001
         );
-        for raw in ["", "-1", "1.5", "abc", "99999999999999999999999"] {
+        for raw in [
+            "",
+            "-1",
+            "+1",
+            "007",
+            " 1",
+            "1.5",
+            "abc",
+            "99999999999999999999999",
+        ] {
             let err = parse_fence(raw).unwrap_err().to_string();
             assert!(err.contains("expected the whole number"), "{raw:?}: {err}");
         }

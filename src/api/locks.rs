@@ -32,10 +32,13 @@ pub const MAX_JSON_DEPTH: usize = 32;
 #[serde(deny_unknown_fields)]
 pub struct AcquireQuery {
     /// A value unique to this holder, 1–64 printable characters; required here or in the body.
+    #[param(pattern = r"^[!-~]{1,64}$")]
     nonce: Option<String>,
     /// Lease length: `30s`, `1500ms`, `2m` or whole seconds.
+    #[param(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$")]
     ttl: Option<String>,
     /// How long to wait for the lock (default 0: answer 409 at once).
+    #[param(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$")]
     wait: Option<String>,
 }
 
@@ -44,6 +47,7 @@ pub struct AcquireQuery {
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
     /// A value unique to this holder, 1–64 printable characters.
+    #[schema(pattern = r"^[!-~]{1,64}$")]
     nonce: Option<String>,
     /// Lease length: `"30s"`, `"1500ms"`, `"2m"`, or a whole number of seconds.
     #[serde(default, deserialize_with = "ttl_value")]
@@ -65,9 +69,11 @@ pub struct AcquireBody {
 #[serde(deny_unknown_fields)]
 pub struct RenewQuery {
     /// A new lease length, kept for later heartbeats; without it the last one is reused.
+    #[param(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$")]
     ttl: Option<String>,
     /// The holder's nonce, as proof (or the `Lock-Nonce` header); required when the
     /// server runs with `FENCELOCK_REQUIRE_NONCE=true`.
+    #[param(pattern = r"^[!-~]{1,64}$")]
     nonce: Option<String>,
 }
 
@@ -78,6 +84,7 @@ pub struct RenewQuery {
 pub struct ReleaseQuery {
     /// The holder's nonce, as proof (or the `Lock-Nonce` header); required when the
     /// server runs with `FENCELOCK_REQUIRE_NONCE=true`.
+    #[param(pattern = r"^[!-~]{1,64}$")]
     nonce: Option<String>,
 }
 

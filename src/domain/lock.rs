@@ -3,11 +3,23 @@
 
 use std::time::Duration;
 
-use super::{LockName, Nonce, Token};
+use super::{InvalidInput, LockName, Nonce, Token};
 
 /// A fence: the number handed out with each acquisition, strictly greater than every
 /// fence the same name handed out before.
 pub type Fence = u64;
+
+/// Parses a fence as acquire writes it: decimal digits, no sign, no leading zero.
+pub fn parse_fence(raw: &str) -> Result<Fence, InvalidInput> {
+    let canonical = !raw.is_empty()
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && (raw == "0" || !raw.starts_with('0'));
+    raw.parse().ok().filter(|_| canonical).ok_or_else(|| {
+        InvalidInput::new(format!(
+            "fence {raw:?} is not a fence; expected the whole number returned by acquire"
+        ))
+    })
+}
 
 /// A point in time in milliseconds since the Unix epoch.
 pub type Millis = i64;

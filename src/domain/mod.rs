@@ -9,7 +9,7 @@ mod nonce;
 mod token;
 
 pub use duration::{TtlBounds, format_duration, parse_duration};
-pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder};
+pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder, parse_fence};
 pub use name::LockName;
 pub use nonce::{MAX_NONCE_LEN, Nonce};
 pub use token::Token;

@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data bench-wait fuzz-api fuzz
+.PHONY: run test tools check fmt clean-data bench-wait fuzz-api fuzz torture
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -19,6 +19,17 @@ run: tools
 test: tools
 	cargo build --benches
 	cargo test --lib --bins --tests
+	$(MAKE) torture DURATION=60 SEED=1
+
+# The torture run: DynamoDB Local, three servers, 32 clients and faults from a
+# seeded schedule, then the history checker; summary in target/torture/summary.json.
+# DURATION (seconds, default 60), SEED (random by default), BREAK=skew (an instance's
+# clock far ahead: the run must report violations). Faults that need root (a
+# network namespace) or libfaketime are reported as not possible without them.
+DURATION ?= 60
+torture: tools
+	cargo build --bins --examples
+	target/debug/examples/torture --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(BREAK),--break $(BREAK))
 
 # Waiting-acquire benchmark (release build): handoff latency and DynamoDB requests
 # per second of 100 waiters; writes target/bench/waiting.json.

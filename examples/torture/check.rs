@@ -1,0 +1,293 @@
+//! The history checker: what a torture run's history must never show.
+//!
+//! - **overlap**: two clients holding one lock at once. A client holds from the
+//!   answer to its acquire until the earlier of the sending of its release and `ttl`
+//!   after the sending of the last acquire, heartbeat or update the server confirmed.
+//! - **fence_order**: a grant whose fence is not greater than that of a grant of the
+//!   same name answered before it was asked for; or two grants with one fence.
+//! - **stale_write_accepted**: the downstream store accepting a fence below one it
+//!   had already accepted.
+//! - **lost_update**: an acquire that sees a body other than the last one a
+//!   confirmed update wrote before it (or one a later, unconfirmed, update may have).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::workload::Op;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// One grant and how long its client believed it held the lock.
+#[derive(Debug, Clone)]
+pub struct Holding {
+    pub client: usize,
+    pub name: String,
+    pub fence: u64,
+    pub asked: u64,
+    pub from: u64,
+    pub until: u64,
+}
+
+pub fn check(history: &[Op]) -> (Vec<Violation>, usize) {
+    let holdings = holdings(history);
+    let mut violations = Vec::new();
+    overlaps(&holdings, &mut violations);
+    fence_order(&holdings, &mut violations);
+    stale_writes(history, &mut violations);
+    lost_updates(history, &mut violations);
+    (violations, holdings.len())
+}
+
+pub fn holdings(history: &[Op]) -> Vec<Holding> {
+    // Each client's operations in its own order: a client does one thing at a time.
+    let mut by_client: BTreeMap<usize, Vec<&Op>> = BTreeMap::new();
+    for op in history {
+        by_client.entry(op.client).or_default().push(op);
+    }
+    let mut holdings = Vec::new();
+    for ops in by_client.values_mut() {
+        ops.sort_by_key(|op| (op.start, op.end));
+        let mut current: Option<(Holding, u64)> = None; // (holding, ttl in µs)
+        for op in ops.iter() {
+            if op.kind == "acquire" {
+                if let Some((holding, _)) = current.take() {
+                    holdings.push(holding);
+                }
+                if op.outcome == "ok" {
+                    let ttl = op.ttl_ms * 1000;
+                    current = Some((
+                        Holding {
+                            client: op.client,
+                            name: op.name.clone(),
+                            fence: op.fence.unwrap_or(0),
+                            asked: op.start,
+                            from: op.end,
+                            until: op.start + ttl,
+                        },
+                        ttl,
+                    ));
+                }
+                continue;
+            }
+            let Some((holding, ttl)) = current.as_mut() else {
+                continue;
+            };
+            if op.fence != Some(holding.fence) {
+                continue;
+            }
+            match (op.kind, op.outcome.as_str()) {
+                // A confirmation sent while the client still believed it held.
+                ("heartbeat" | "update", "ok") if op.start <= holding.until => {
+                    holding.until = holding.until.max(op.start + *ttl);
+                }
+                ("release", _) => holding.until = holding.until.min(op.start),
+                _ => {}
+            }
+        }
+        if let Some((holding, _)) = current.take() {
+            holdings.push(holding);
+        }
+    }
+    holdings
+}
+
+fn by_name(holdings: &[Holding]) -> BTreeMap<&str, Vec<&Holding>> {
+    let mut by_name: BTreeMap<&str, Vec<&Holding>> = BTreeMap::new();
+    for holding in holdings {
+        by_name.entry(&holding.name).or_default().push(holding);
+    }
+    by_name
+}
+
+fn overlaps(holdings: &[Holding], violations: &mut Vec<Violation>) {
+    for (name, mut list) in by_name(holdings) {
+        list.retain(|h| h.from < h.until);
+        list.sort_by_key(|h| h.from);
+        // Against the one reaching furthest so far, so a long holding is not missed.
+        let mut furthest: Option<&Holding> = None;
+        for holding in list {
+            if let Some(before) = furthest
+                && holding.from < before.until
+            {
+                violations.push(Violation {
+                    kind: "overlap",
+                    detail: format!(
+                        "lock {name}: client {} (fence {}) held from {} to {} µs, client {} (fence {}) from {} to {} µs",
+                        before.client, before.fence, before.from, before.until,
+                        holding.client, holding.fence, holding.from, holding.until
+                    ),
+                });
+            }
+            if furthest.is_none_or(|f| holding.until > f.until) {
+                furthest = Some(holding);
+            }
+        }
+    }
+}
+
+fn fence_order(holdings: &[Holding], violations: &mut Vec<Violation>) {
+    for (name, mut list) in by_name(holdings) {
+        list.sort_by_key(|h| h.from);
+        let mut seen: BTreeMap<u64, &Holding> = BTreeMap::new();
+        for holding in &list {
+            if let Some(twin) = seen.insert(holding.fence, holding) {
+                violations.push(Violation {
+                    kind: "fence_order",
+                    detail: format!(
+                        "lock {name}: fence {} granted to client {} and to client {}",
+                        holding.fence, twin.client, holding.client
+                    ),
+                });
+            }
+        }
+        // Every grant answered before this one was asked for has a smaller fence.
+        let mut answered = list.clone();
+        answered.sort_by_key(|h| h.from);
+        let mut asked = list.clone();
+        asked.sort_by_key(|h| h.asked);
+        let mut highest: Option<&Holding> = None;
+        let mut next = 0;
+        for holding in asked {
+            while next < answered.len() && answered[next].from < holding.asked {
+                if highest.is_none_or(|h| answered[next].fence > h.fence) {
+                    highest = Some(answered[next]);
+                }
+                next += 1;
+            }
+            if let Some(before) = highest
+                && holding.fence <= before.fence
+            {
+                violations.push(Violation {
+                    kind: "fence_order",
+                    detail: format!(
+                        "lock {name}: client {} got fence {} after client {} had been granted fence {}",
+                        holding.client, holding.fence, before.client, before.fence
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn stale_writes(history: &[Op], violations: &mut Vec<Violation>) {
+    let mut writes: Vec<&Op> = history
+        .iter()
+        .filter(|op| op.kind.starts_with("downstream"))
+        .collect();
+    writes.sort_by_key(|op| op.seq);
+    let mut highest: BTreeMap<&str, u64> = BTreeMap::new();
+    for op in writes {
+        let fence = op.fence.unwrap_or(0);
+        let seen = highest.entry(&op.name).or_insert(0);
+        if op.outcome == "accepted" {
+            if fence < *seen {
+                violations.push(Violation {
+                    kind: "stale_write_accepted",
+                    detail: format!(
+                        "lock {}: the downstream store accepted fence {fence} from client {} after fence {}",
+                        op.name, op.client, *seen
+                    ),
+                });
+            }
+            *seen = (*seen).max(fence);
+        }
+    }
+}
+
+fn lost_updates(history: &[Op], violations: &mut Vec<Violation>) {
+    let mut by_name: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in history {
+        if op.kind == "update" || (op.kind == "acquire" && op.outcome == "ok") {
+            by_name.entry(&op.name).or_default().push(op);
+        }
+    }
+    for (name, ops) in by_name {
+        let updates: Vec<&&Op> = ops.iter().filter(|op| op.kind == "update").collect();
+        for acquire in ops.iter().filter(|op| op.kind == "acquire") {
+            let seen = acquire.body.as_deref().unwrap_or("");
+            // The last confirmed update that ended before this acquire was sent.
+            let last = updates
+                .iter()
+                .filter(|u| u.outcome == "ok" && u.end < acquire.start)
+                .max_by_key(|u| u.end);
+            let written_after = |value: &str, after: u64| {
+                updates.iter().any(|u| {
+                    u.body.as_deref() == Some(value) && u.start >= after && u.start < acquire.end
+                })
+            };
+            let fine = match last {
+                Some(last) => last.body.as_deref() == Some(seen) || written_after(seen, last.start),
+                None => seen.is_empty() || written_after(seen, 0),
+            };
+            if !fine {
+                violations.push(Violation {
+                    kind: "lost_update",
+                    detail: format!(
+                        "lock {name}: client {} acquired fence {} and saw body {seen:?}; the last confirmed update wrote {:?}",
+                        acquire.client,
+                        acquire.fence.unwrap_or(0),
+                        last.and_then(|u| u.body.as_deref()).unwrap_or("")
+                    ),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(
+        client: usize,
+        kind: &'static str,
+        fence: u64,
+        start: u64,
+        end: u64,
+        outcome: &str,
+    ) -> Op {
+        Op {
+            client,
+            kind,
+            name: "job".into(),
+            fence: Some(fence),
+            start,
+            end,
+            outcome: outcome.into(),
+            ttl_ms: 1000,
+            body: Some(String::new()),
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn holdings_that_meet_pass_and_holdings_that_cross_fail() {
+        // Client 0 holds 10..1_000_010 µs (ttl 1 s); client 1 from 1_000_020.
+        let fine = [
+            op(0, "acquire", 1, 10, 20, "ok"),
+            op(1, "acquire", 2, 900_000, 1_000_020, "ok"),
+        ];
+        assert!(check(&fine).0.is_empty(), "{:?}", check(&fine).0);
+        // A heartbeat extends client 0's holding past client 1's grant.
+        let mut crossed = fine.to_vec();
+        crossed.push(op(0, "heartbeat", 1, 500_000, 500_100, "ok"));
+        let (violations, _) = check(&crossed);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].kind, "overlap");
+    }
+
+    #[test]
+    fn a_fence_that_does_not_grow_is_reported() {
+        let history = [
+            op(0, "acquire", 5, 0, 10, "ok"),
+            op(1, "acquire", 5, 2_000_000, 2_000_010, "ok"),
+        ];
+        let kinds: Vec<_> = check(&history).0.iter().map(|v| v.kind).collect();
+        assert!(kinds.contains(&"fence_order"), "{kinds:?}");
+    }
+}

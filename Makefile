@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data bench-wait fuzz-api fuzz torture
+.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -30,6 +30,12 @@ DURATION ?= 60
 torture: tools
 	cargo build --bins --examples
 	target/debug/examples/torture --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(BREAK),--break $(BREAK))
+
+# fencelock against the DynamoDB floor (release build): throughput, latency,
+# DynamoDB requests per operation, server CPU and memory at concurrency 1-64;
+# writes target/bench/bench.json and bench.svg. BENCH_SECONDS per run (default 5).
+bench: tools
+	cargo bench --bench lockbench
 
 # Waiting-acquire benchmark (release build): handoff latency and DynamoDB requests
 # per second of 100 waiters; writes target/bench/waiting.json.

@@ -1,0 +1,594 @@
+//! `make bench`: fencelock against the DynamoDB floor, in one run. DynamoDB Local and
+//! the release `fencelock serve` binary on this machine; for each concurrency, for a
+//! fixed time each and one after another:
+//!
+//! - **floor**: the conditional `UpdateItem`s fencelock issues for acquire and
+//!   release, sent straight to DynamoDB Local with the AWS SDK;
+//! - **fencelock**: acquire + release over HTTP with keep-alive, each worker on a
+//!   lock name of its own;
+//! - **contended**: the same, all workers on 4 names (a refused acquire is an
+//!   operation too).
+//!
+//! Then the server's idle memory and its memory with 1,000 waiting connections. It
+//! prints a table and writes `target/bench/bench.json` and `target/bench/bench.svg`.
+//! `make test` builds it; it runs only when given `--bench`, as `cargo bench` does.
+//!   BENCH_SECONDS  seconds per run (default 5)
+
+#[path = "../tests/support/dynamodb_local.rs"]
+#[allow(dead_code)]
+mod dynamodb_local;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use fencelock::store::ensure_table;
+use plotters::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
+const CONTENDED_NAMES: usize = 4;
+const WAITERS: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+struct Run {
+    mode: &'static str,
+    concurrency: usize,
+    operations: u64,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// DynamoDB requests per HTTP operation (from the server's /metrics).
+    dynamodb_per_op: Option<f64>,
+    /// Server CPU time per 1,000 operations, in ms.
+    server_cpu_ms_per_1000: Option<f64>,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// fencelock's acquire, as the store sends it: one conditional UpdateItem. Answers
+/// the fence granted, as the store works it out from the old item.
+async fn floor_acquire(client: &Client, table: &str, name: &str, nonce: &str) -> Option<u64> {
+    let now_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let now = now_micros / 1000;
+    let result = client
+        .update_item()
+        .table_name(table)
+        .key("name", s(name))
+        .update_expression(
+            "SET #fence = if_not_exists(#fence, :floor) + :one, #nonce = :nonce, #token = :token, \
+             #acquired_at = :now, #heartbeat_at = :now, #expires_at = :expires_at, #ttl_ms = :ttl_ms \
+             REMOVE #released_at, #owner, #metadata",
+        )
+        .condition_expression(
+            "attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce",
+        )
+        .expression_attribute_names("#fence", "fence")
+        .expression_attribute_names("#nonce", "nonce")
+        .expression_attribute_names("#token", "token")
+        .expression_attribute_names("#acquired_at", "acquired_at")
+        .expression_attribute_names("#heartbeat_at", "heartbeat_at")
+        .expression_attribute_names("#expires_at", "expires_at")
+        .expression_attribute_names("#ttl_ms", "ttl_ms")
+        .expression_attribute_names("#owner", "owner")
+        .expression_attribute_names("#metadata", "metadata")
+        .expression_attribute_names("#released_at", "released_at")
+        .expression_attribute_values(":floor", n(now_micros))
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":nonce", s(nonce))
+        .expression_attribute_values(":token", s(format!("{:032x}", fastrand::u128(..))))
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":expires_at", n(now + 30_000))
+        .expression_attribute_values(":ttl_ms", n(30_000))
+        .expression_attribute_values(":takeover", n(now - 500))
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await
+        .ok()?;
+    let old = result
+        .attributes()
+        .and_then(|item| item.get("fence"))
+        .and_then(|fence| fence.as_n().ok()?.parse::<u64>().ok());
+    Some(old.unwrap_or(now_micros as u64) + 1)
+}
+
+/// fencelock's release, as the store sends it.
+async fn floor_release(client: &Client, table: &str, name: &str, fence: u64) {
+    let _ = client
+        .update_item()
+        .table_name(table)
+        .key("name", s(name))
+        .update_expression("SET #expires_at = :zero, #released_at = :now")
+        .condition_expression("#fence = :holder AND #expires_at <> :zero")
+        .expression_attribute_names("#fence", "fence")
+        .expression_attribute_names("#expires_at", "expires_at")
+        .expression_attribute_names("#released_at", "released_at")
+        .expression_attribute_values(":holder", n(fence))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":now", n(now_ms()))
+        .return_values(ReturnValue::AllNew)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+}
+
+/// Runs `workers` loops of `cycle` for `time`; answers every operation's latency.
+async fn drive<F, Fut>(workers: usize, time: Duration, cycle: F) -> Vec<Duration>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Vec<Duration>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..workers)
+        .map(|worker| {
+            let cycle = cycle.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut round = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    latencies.extend(cycle(worker, round).await);
+                }
+                latencies
+            })
+        })
+        .collect();
+    tokio::time::sleep(time).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+async fn timed<T>(future: impl std::future::Future<Output = T>) -> Duration {
+    let started = Instant::now();
+    future.await;
+    started.elapsed()
+}
+
+fn run_of(
+    mode: &'static str,
+    concurrency: usize,
+    time: Duration,
+    mut latencies: Vec<Duration>,
+) -> Run {
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Run {
+        mode,
+        concurrency,
+        operations: latencies.len() as u64,
+        ops_per_sec: latencies.len() as f64 / time.as_secs_f64(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        dynamodb_per_op: None,
+        server_cpu_ms_per_1000: None,
+    }
+}
+
+/// The server's counters that a run's figures are the difference of.
+struct Counters {
+    http: f64,
+    dynamodb: f64,
+    cpu_ms: f64,
+}
+
+async fn counters(http: &reqwest::Client, server: &Server) -> Counters {
+    let text = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |metric: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with(metric) && !line.starts_with('#'))
+            .filter(|line| !line.contains("route=\"/metrics\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Counters {
+        http: sum("fencelock_http_requests_total"),
+        dynamodb: sum("fencelock_dynamodb_requests_total"),
+        cpu_ms: cpu_ms(server.child.id()),
+    }
+}
+
+/// The user and system CPU time of process `pid`, in ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // Linux reports CPU time in clock ticks of 1/100 s.
+    ticks * 10.0
+}
+
+/// `VmRSS` or `VmHWM` of process `pid`, in MiB.
+fn memory_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn spawn_server(endpoint: &str, table: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fencelock"))
+        .arg("serve")
+        .env_clear()
+        .env("FENCELOCK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FENCELOCK_DYNAMODB_ENDPOINT", endpoint)
+        .env("FENCELOCK_TABLE", table)
+        .env("FENCELOCK_CREATE_TABLE", "false")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the fencelock binary starts");
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Server {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("fencelock did not listen on {port}");
+}
+
+async fn fencelock_cycle(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    nonce: &str,
+) -> Vec<Duration> {
+    let started = Instant::now();
+    let acquired = http
+        .post(format!("{base}/locks/{name}?nonce={nonce}"))
+        .send()
+        .await
+        .unwrap();
+    let status = acquired.status();
+    let body: serde_json::Value = acquired.json().await.unwrap_or_default();
+    let mut latencies = vec![started.elapsed()];
+    if status.is_success() {
+        let fence = body["fence"].as_u64().unwrap_or(0);
+        latencies.push(timed(http.delete(format!("{base}/locks/{name}/{fence}")).send()).await);
+    }
+    latencies
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("lock benchmark: built; run it with `make bench`");
+        return;
+    }
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let time = Duration::from_secs(seconds);
+    let endpoint = dynamodb_local::start("dynamodb-local-lockbench.log");
+    let table = format!("fencelock-lockbench-{}", std::process::id());
+    let dynamo = dynamodb_local::client(&endpoint);
+    ensure_table(&dynamo, &table).await.unwrap();
+    let server = spawn_server(&endpoint, &table);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    // Warm both paths up, then note the server's memory at rest.
+    for round in 0..200 {
+        fencelock_cycle(&http, &server.base, "warm-up", &format!("w{round}")).await;
+        floor_acquire(&dynamo, &table, "warm-up-floor", &format!("w{round}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = memory_mib(server.child.id(), "VmRSS:");
+
+    let mut runs = Vec::new();
+    for concurrency in CONCURRENCY {
+        let (client, table_name) = (dynamo.clone(), table.clone());
+        let latencies = drive(concurrency, time, move |worker, round| {
+            let (client, table) = (client.clone(), table_name.clone());
+            async move {
+                let name = format!("floor-{concurrency}-{worker}");
+                let nonce = format!("n{round}");
+                let started = Instant::now();
+                let fence = floor_acquire(&client, &table, &name, &nonce).await;
+                let mut latencies = vec![started.elapsed()];
+                if let Some(fence) = fence {
+                    latencies.push(timed(floor_release(&client, &table, &name, fence)).await);
+                }
+                latencies
+            }
+        })
+        .await;
+        runs.push(run_of("floor", concurrency, time, latencies));
+
+        for mode in ["fencelock", "contended"] {
+            let before = counters(&http, &server).await;
+            let (client, base) = (http.clone(), server.base.clone());
+            let latencies = drive(concurrency, time, move |worker, round| {
+                let (client, base) = (client.clone(), base.clone());
+                async move {
+                    let name = if mode == "contended" {
+                        format!("contended-{}", worker % CONTENDED_NAMES)
+                    } else {
+                        format!("bench-{concurrency}-{worker}")
+                    };
+                    fencelock_cycle(&client, &base, &name, &format!("n{worker}-{round}")).await
+                }
+            })
+            .await;
+            let after = counters(&http, &server).await;
+            let mut run = run_of(mode, concurrency, time, latencies);
+            // The two /metrics scrapes themselves are not lock operations.
+            let http_ops = after.http - before.http - 1.0;
+            run.dynamodb_per_op = Some((after.dynamodb - before.dynamodb) / http_ops.max(1.0));
+            run.server_cpu_ms_per_1000 =
+                Some((after.cpu_ms - before.cpu_ms) / http_ops.max(1.0) * 1000.0);
+            runs.push(run);
+        }
+    }
+    let peak_rss = memory_mib(server.child.id(), "VmHWM:");
+    let waiting_rss = waiting_memory(&http, &server).await;
+
+    report(&runs, idle_rss, peak_rss, waiting_rss, seconds);
+}
+
+/// The server's resident memory with [`WAITERS`] acquires waiting on a held lock.
+async fn waiting_memory(http: &reqwest::Client, server: &Server) -> f64 {
+    let held = http
+        .post(format!(
+            "{}/locks/waited-on?nonce=holder&ttl=120s",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(held.status().is_success());
+    let waiters = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..WAITERS)
+        .map(|i| {
+            let waiters = waiters.clone();
+            let url = format!("{}/locks/waited-on?nonce=w{i}&wait=50s", server.base);
+            tokio::spawn(async move { waiters.post(url).send().await })
+        })
+        .collect();
+    let mut rss = 0.0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let metrics = http
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics
+            .lines()
+            .any(|l| l == format!("fencelock_waiters {WAITERS}"))
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            rss = memory_mib(server.child.id(), "VmRSS:");
+            break;
+        }
+    }
+    for task in tasks {
+        task.abort();
+    }
+    rss
+}
+
+fn report(runs: &[Run], idle_rss: f64, peak_rss: f64, waiting_rss: f64, seconds: u64) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let by: HashMap<(&str, usize), &Run> =
+        runs.iter().map(|r| ((r.mode, r.concurrency), r)).collect();
+    println!(
+        "lock benchmark: {seconds} s per run, {cores} cores, DynamoDB Local and fencelock on this machine"
+    );
+    println!(
+        "{:<10} {:>4} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>9}",
+        "mode",
+        "conc",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "ratio",
+        "+p50 ms",
+        "+p99 ms",
+        "ddb/op",
+        "cpu/1k ms"
+    );
+    let mut table = Vec::new();
+    for run in runs {
+        let floor = by.get(&("floor", run.concurrency));
+        let (ratio, added_p50, added_p99) = match (run.mode, floor) {
+            ("floor", _) | (_, None) => (None, None, None),
+            (_, Some(floor)) => (
+                Some(run.ops_per_sec / floor.ops_per_sec),
+                Some(run.p50_ms - floor.p50_ms),
+                Some(run.p99_ms - floor.p99_ms),
+            ),
+        };
+        let show =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+        println!(
+            "{:<10} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>9} {:>9} {:>7} {:>9}",
+            run.mode,
+            run.concurrency,
+            run.ops_per_sec,
+            run.p50_ms,
+            run.p99_ms,
+            run.max_ms,
+            show(ratio, 2),
+            show(added_p50, 3),
+            show(added_p99, 3),
+            show(run.dynamodb_per_op, 2),
+            show(run.server_cpu_ms_per_1000, 0),
+        );
+        table.push(json!({
+            "run": run,
+            "throughput_ratio": ratio,
+            "added_p50_ms": added_p50,
+            "added_p99_ms": added_p99,
+        }));
+    }
+    println!(
+        "server memory: idle {idle_rss:.1} MiB, peak {peak_rss:.1} MiB, with {WAITERS} waiting connections {waiting_rss:.1} MiB"
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let document = json!({
+        "seconds_per_run": seconds,
+        "cores": cores,
+        "runs": table,
+        "server_rss_mib": {"idle": idle_rss, "peak": peak_rss, "waiting_1000": waiting_rss},
+    });
+    std::fs::write(
+        dir.join("bench.json"),
+        serde_json::to_string_pretty(&document).unwrap(),
+    )
+    .unwrap();
+    chart(runs, &dir.join("bench.svg"));
+    println!("wrote target/bench/bench.json and target/bench/bench.svg");
+}
+
+/// Throughput and p99 latency against concurrency, floor and fencelock.
+fn chart(runs: &[Run], path: &std::path::Path) {
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let (left, right) = root.split_horizontally(500);
+    let modes = [("floor", BLUE), ("fencelock", RED), ("contended", GREEN)];
+    let x_range = 0.0..(CONCURRENCY.len() as f64 - 1.0);
+    let x_label = |x: &f64| {
+        CONCURRENCY
+            .get(x.round() as usize)
+            .map_or(String::new(), |c| c.to_string())
+    };
+    for (area, title, value) in [
+        (
+            &left,
+            "operations per second",
+            (|r: &Run| r.ops_per_sec) as fn(&Run) -> f64,
+        ),
+        (&right, "p99 latency (ms)", |r: &Run| r.p99_ms),
+    ] {
+        let top = runs.iter().map(value).fold(0.0, f64::max) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x_range.clone(), 0.0..top.max(1.0))
+            .unwrap();
+        chart
+            .configure_mesh()
+            .x_desc("concurrency")
+            .x_labels(CONCURRENCY.len())
+            .x_label_formatter(&x_label)
+            .draw()
+            .unwrap();
+        for (mode, color) in modes {
+            let points: Vec<(f64, f64)> = CONCURRENCY
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| {
+                    runs.iter()
+                        .find(|r| r.mode == mode && r.concurrency == *c)
+                        .map(|r| (i as f64, value(r)))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .unwrap()
+                .label(mode)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, color.filled())),
+                )
+                .unwrap();
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .unwrap();
+    }
+    root.present().unwrap();
+}

@@ -1,7 +1,7 @@
 //! Running the HTTP server: [`serve`] builds everything from the configuration;
 //! [`run`] serves a router on a listener until a shutdown signal.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,31 +42,32 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let handle = shutdown_handle(&state, shutdown, grace);
+    // HTTP/1 only: a connection that may turn out to be HTTP/2 costs several times the
+    // memory of one that cannot, and an idle keep-alive connection should cost little.
+    axum_server::from_tcp(listener.into_std()?)?
+        .handle(handle)
+        .http1_only()
+        .serve(router(state).into_make_service())
+        .await
+}
+
+/// A handle that, once `shutdown` completes, answers waiters 503 and stops the
+/// server, letting requests in flight finish for at most `grace`.
+fn shutdown_handle(
+    state: &AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> axum_server::Handle<std::net::SocketAddr> {
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
     let waiters = state.waiters.clone();
-    let (stopping, stopped) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
+    tokio::spawn(async move {
         shutdown.await;
-        // Waiting requests are answered now rather than held until their wait ends.
         waiters.close();
-        let _ = stopping.send(());
-    };
-    let serving = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    let grace_over = async move {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        served = serving => served,
-        () = grace_over => {
-            tracing::warn!(grace = ?grace, "requests still in flight after the shutdown grace; stopping anyway");
-            Ok(())
-        }
-    }
+        stopping.graceful_shutdown(Some(grace));
+    });
+    handle
 }
 
 /// As [`run`], speaking HTTPS with `tls` on `listener`.
@@ -77,14 +78,7 @@ pub async fn run_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let handle = axum_server::Handle::new();
-    let stopping = handle.clone();
-    let waiters = state.waiters.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        waiters.close();
-        stopping.graceful_shutdown(Some(grace));
-    });
+    let handle = shutdown_handle(&state, shutdown, grace);
     listener.set_nonblocking(true)?;
     axum_server::from_tcp_rustls(listener, tls)?
         .handle(handle)

@@ -216,15 +216,14 @@ struct Counters {
     cpu_ms: f64,
 }
 
+/// The server's `/metrics` scrape.
+async fn scrape(http: &reqwest::Client, server: &Server) -> String {
+    let response = http.get(format!("{}/metrics", server.base)).send().await;
+    response.unwrap().text().await.unwrap()
+}
+
 async fn counters(http: &reqwest::Client, server: &Server) -> Counters {
-    let text = http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(http, server).await;
     let sum = |metric: &str| -> f64 {
         text.lines()
             .filter(|line| line.starts_with(metric) && !line.starts_with('#'))
@@ -427,14 +426,7 @@ async fn waiting_memory(http: &reqwest::Client, server: &Server) -> f64 {
     let mut rss = 0.0;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let metrics = http
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = scrape(http, server).await;
         if metrics
             .lines()
             .any(|l| l == format!("fencelock_waiters {WAITERS}"))

@@ -11,7 +11,7 @@ use super::{
     AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
     PrintArgs, UpdateArgs, exit_code, holder,
 };
-use crate::client::{Acquire, Client, ClientError, Holding, ListRequest, LockView, Released};
+use crate::client::{Acquire, Client, ClientError, ListRequest, LockView, Released};
 use crate::domain::{Fence, LockName};
 
 /// How long to wait before asking again after the server could not answer.
@@ -50,19 +50,9 @@ pub async fn acquire(args: AcquireArgs) -> u8 {
 
 pub async fn heartbeat(args: HeartbeatArgs) -> u8 {
     let HeartbeatArgs { lock, ttl } = args;
-    let FenceArgs {
-        name,
-        fence,
-        nonce,
-        client: options,
-        print: PrintArgs { json },
-    } = lock;
-    let holding = Holding {
-        name: &name,
-        fence,
-        nonce: nonce.as_deref(),
-    };
-    with_client(&options, &name, async |client| {
+    let (holding, json) = (lock.holding(), lock.print.json);
+    let (name, fence) = (holding.name, holding.fence);
+    with_client(&lock.client, name, async |client| {
         let lock = client.heartbeat(&holding, ttl).await?;
         show(json, &lock, || {
             format!("extended \"{name}\" (fence {fence}) until {}", until(&lock))
@@ -74,18 +64,8 @@ pub async fn heartbeat(args: HeartbeatArgs) -> u8 {
 
 pub async fn update(args: UpdateArgs) -> u8 {
     let UpdateArgs { lock, value, ttl } = args;
-    let FenceArgs {
-        name,
-        fence,
-        nonce,
-        client: options,
-        print: PrintArgs { json },
-    } = lock;
-    let holding = Holding {
-        name: &name,
-        fence,
-        nonce: nonce.as_deref(),
-    };
+    let (holding, json) = (lock.holding(), lock.print.json);
+    let (name, fence) = (holding.name, holding.fence);
     let body = match value.filter(|value| value != "-") {
         Some(value) => value,
         None => {
@@ -99,7 +79,7 @@ pub async fn update(args: UpdateArgs) -> u8 {
             body
         }
     };
-    with_client(&options, &name, async |client| {
+    with_client(&lock.client, name, async |client| {
         let bytes = body.len();
         let lock = client.update(&holding, body, ttl).await?;
         show(json, &lock, || {
@@ -114,19 +94,9 @@ pub async fn update(args: UpdateArgs) -> u8 {
 }
 
 pub async fn release(args: FenceArgs) -> u8 {
-    let FenceArgs {
-        name,
-        fence,
-        nonce,
-        client: options,
-        print: PrintArgs { json },
-    } = args;
-    let holding = Holding {
-        name: &name,
-        fence,
-        nonce: nonce.as_deref(),
-    };
-    with_client(&options, &name, async |client| {
+    let (holding, json) = (args.holding(), args.print.json);
+    let (name, fence) = (holding.name, holding.fence);
+    with_client(&args.client, name, async |client| {
         let release = client.release(&holding).await?;
         let answer = Released {
             released: release.released,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientConfig, ClientError, DEFAULT_URL};
+use crate::client::{Client, ClientConfig, ClientError, DEFAULT_URL, Holding};
 use crate::config::{ServeConfig, duration};
 use crate::domain::{Fence, LockName};
 
@@ -143,6 +143,17 @@ pub struct FenceArgs {
     pub client: ClientArgs,
     #[command(flatten)]
     pub print: PrintArgs,
+}
+
+impl FenceArgs {
+    /// The holding these arguments name.
+    pub fn holding(&self) -> Holding<'_> {
+        Holding {
+            name: &self.name,
+            fence: self.fence,
+            nonce: self.nonce.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

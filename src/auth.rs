@@ -153,7 +153,7 @@ pub fn parse_grants(text: &str) -> Result<Vec<Grant>, String> {
 #[derive(Debug)]
 pub struct Auth {
     path: PathBuf,
-    grants: RwLock<Arc<Vec<Grant>>>,
+    grants: RwLock<Arc<Vec<Arc<Grant>>>>,
 }
 
 impl Auth {
@@ -192,7 +192,7 @@ impl Auth {
 
     /// The grant of `token`, if it is one in force. Compares the token's digest with
     /// every listed digest in constant time.
-    pub fn authenticate(&self, token: &str) -> Option<Grant> {
+    pub fn authenticate(&self, token: &str) -> Option<Arc<Grant>> {
         let presented = digest(token);
         let mut found = None;
         for grant in self.current().iter() {
@@ -203,7 +203,7 @@ impl Auth {
         found
     }
 
-    fn current(&self) -> Arc<Vec<Grant>> {
+    fn current(&self) -> Arc<Vec<Arc<Grant>>> {
         self.grants
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -211,13 +211,14 @@ impl Auth {
     }
 }
 
-fn read_grants(path: &Path) -> Result<Vec<Grant>, AuthFileError> {
+fn read_grants(path: &Path) -> Result<Vec<Arc<Grant>>, AuthFileError> {
     let failed = |problem: String| AuthFileError {
         path: path.display().to_string(),
         problem,
     };
     let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-    parse_grants(&text).map_err(failed)
+    let grants = parse_grants(&text).map_err(failed)?;
+    Ok(grants.into_iter().map(Arc::new).collect())
 }
 
 /// Whether `presented` is `expected`, compared in constant time.

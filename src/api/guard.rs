@@ -119,7 +119,7 @@ pub enum Caller {
     /// The server runs without tokens: anyone may do anything.
     Open,
     /// The request carried this token.
-    Token(Grant),
+    Token(Arc<Grant>),
 }
 
 impl Caller {
@@ -153,7 +153,13 @@ pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next)
 }
 
 fn admit(app: &AppState, request: &mut Request) -> Result<(), ApiError> {
-    let uri_length = request.uri().to_string().len();
+    let uri = request.uri();
+    // Its length as sent, without writing it out again.
+    let uri_length = uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
+        + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_length > MAX_URI_BYTES {
         return Err(ApiError::UriTooLong {
             length: uri_length,

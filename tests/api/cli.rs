@@ -7,7 +7,7 @@ use fencelock::client::Acquire;
 use fencelock::domain::LockName;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{SKEW, TestApp, client, fencelock, fencelock_cli, finished};
+use crate::helpers::{SKEW, TestApp, client, fencelock, fencelock_cli, finished, sorted_names};
 
 const HELD: Option<i32> = Some(75);
 const LOST: Option<i32> = Some(76);
@@ -189,16 +189,8 @@ async fn list_gathers_pages_up_to_the_limit() {
     app.acquire("other", "n1", "").await;
 
     let all = fencelock_cli(&app.base, &["list", "--prefix", "batch-", "--json"]).await;
-    let mut names: Vec<String> = all
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|lock| lock["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        sorted_names(&all.json()),
         ["batch-0", "batch-1", "batch-2", "batch-3", "batch-4"]
     );
 

@@ -318,6 +318,18 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
+/// The sorted names of a JSON array of lock views.
+pub fn sorted_names(locks: &Value) -> Vec<String> {
+    let mut names: Vec<String> = locks
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list of locks: {locks}"))
+        .iter()
+        .map(|lock| lock["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A client of `app` from fencelock's own client library.
 pub fn client(app: &TestApp) -> fencelock::client::Client {
     fencelock::client::Client::new(&app.base).expect("the test server's URL is valid")

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
-    Options, Reply, TestApp, dynamodb_endpoint, fencelock_cli, signal, spawn_binary,
+    Options, Reply, TestApp, dynamodb_endpoint, fencelock_cli, signal, sorted_names, spawn_binary,
 };
 
 const BILLING: &str = "billing-s3cret";
@@ -220,16 +220,7 @@ async fn listing_needs_the_right_and_shows_only_the_tokens_namespaces() {
         (refused.status, refused.code()),
         (StatusCode::FORBIDDEN, "forbidden")
     );
-    let names = |reply: &Reply| {
-        let mut names: Vec<String> = reply.json["locks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|lock| lock["name"].as_str().unwrap().to_owned())
-            .collect();
-        names.sort();
-        names
-    };
+    let names = |reply: &Reply| sorted_names(&reply.json["locks"]);
     let nightly = as_token(&app, NIGHTLY, Method::GET, "/locks").await;
     assert_eq!(names(&nightly), ["nightly"]);
     let ops = as_token(&app, OPS, Method::GET, "/locks").await;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::LockName;
+use crate::domain::{LockName, is_namespace};
 
 /// The namespace list that allows every namespace.
 pub const ALL_NAMESPACES: &str = "*";
@@ -129,10 +129,7 @@ pub fn parse_grants(text: &str) -> Result<Vec<Grant>, String> {
             ));
         } else {
             for namespace in &entry.namespaces {
-                // A namespace is valid when `<namespace>:x` is a valid lock name.
-                let valid =
-                    !namespace.contains(':') && LockName::parse(&format!("{namespace}:x")).is_ok();
-                if !valid {
+                if !is_namespace(namespace) {
                     return Err(format!(
                         "{at}.namespaces: {namespace:?} is not a namespace; expected letters, digits, '.', '_' and '-', or \"*\""
                     ));

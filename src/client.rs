@@ -88,6 +88,9 @@ impl Holding<'_> {
 pub struct ListRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// Only names in this namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Only locks whose lease is live.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,

@@ -128,6 +128,19 @@ impl Waiters {
         self.inner.closed.send_replace(true);
     }
 
+    /// The acquires waiting on this server for each of `names`, in their order.
+    pub fn waiting_for<'a>(&self, names: impl IntoIterator<Item = &'a LockName>) -> Vec<usize> {
+        let queues = self.lock_queues();
+        names
+            .into_iter()
+            .map(|name| {
+                queues
+                    .get(name)
+                    .map_or(0, |queue| queue.waiting.load(Ordering::Relaxed))
+            })
+            .collect()
+    }
+
     /// How many lock names have waiters on this server.
     pub fn waiting_names(&self) -> usize {
         self.lock_queues().len()

@@ -12,7 +12,7 @@ use super::extract::Params;
 use super::guard::Caller;
 use super::view::LockView;
 use super::{ApiError, AppState};
-use crate::domain::LockName;
+use crate::domain::{LockName, is_namespace};
 use crate::store::ListQuery;
 
 /// Locks per page when the request does not say.
@@ -27,6 +27,9 @@ const MAX_LIMIT: usize = 1000;
 pub struct ListParams {
     /// Only names that start with this.
     prefix: Option<String>,
+    /// Only names in this namespace (the part before the first `:`; `default` also
+    /// holds the names without one).
+    namespace: Option<String>,
     /// Only locks whose lease is live now.
     held: Option<bool>,
     /// Locks per page, 1–1000 (default 100).
@@ -51,8 +54,8 @@ pub struct LockPage {
         (status = 200, description = "A page of locks", body = LockPage),
         CommonErrors,
     ))]
-/// `GET /locks?prefix=&held=true&limit=&cursor=`: locks in the table's scan order
-/// (not name order), each as its status view.
+/// `GET /locks?prefix=&namespace=&held=true&limit=&cursor=`: locks in the table's
+/// scan order (not name order), each as its status view with its waiters here.
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -66,15 +69,27 @@ pub async fn list(
         ));
     }
     let query = list_query(params)?;
+    if let Some(namespace) = &query.namespace
+        && !caller.sees_namespace(namespace)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not use namespace \"{namespace}\"; ask for a token that lists it"
+        )));
+    }
     let page = app.store.list(&query).await?;
     let now = app.store.clock().now_millis();
+    // A token sees only the namespaces it may use.
+    let locks: Vec<_> = page
+        .locks
+        .into_iter()
+        .filter(|lock| caller.sees_namespace(lock.name.namespace()))
+        .collect();
+    let waiters = app.waiters.waiting_for(locks.iter().map(|lock| &lock.name));
     Ok(Json(LockPage {
-        // A token sees only the namespaces it may use.
-        locks: page
-            .locks
+        locks: locks
             .into_iter()
-            .filter(|lock| caller.sees_namespace(lock.name.namespace()))
-            .map(|lock| LockView::new(lock, now))
+            .zip(waiters)
+            .map(|(lock, waiters)| LockView::new(lock, now).with_waiters(waiters))
             .collect(),
         next_cursor: page.next.map(|name| URL_SAFE_NO_PAD.encode(name.as_str())),
     }))
@@ -92,12 +107,21 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
         // A prefix is itself the start of a name.
         LockName::parse(prefix).map_err(|e| invalid(format!("prefix: {}", e.0)))?;
     }
+    let namespace = params.namespace.filter(|n| !n.is_empty());
+    if let Some(namespace) = &namespace
+        && !is_namespace(namespace)
+    {
+        return Err(invalid(format!(
+            "namespace {namespace:?} is not one; expected letters, digits, '.', '_' and '-' (the part of a lock name before its first ':')"
+        )));
+    }
     let after = params
         .cursor
         .map(|cursor| decode_cursor(&cursor))
         .transpose()?;
     Ok(ListQuery {
         prefix: params.prefix,
+        namespace,
         held_only: params.held.unwrap_or(false),
         limit,
         after,

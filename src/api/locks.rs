@@ -391,7 +391,10 @@ pub async fn release(
 /// `GET /locks/{name}`: the lock's state, never its nonce.
 pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> LockResult {
     match app.store.get(&name).await? {
-        Some(lock) => Ok(LockView::new(lock, now(&app))),
+        Some(lock) => {
+            let waiters = app.waiters.waiting_for([&lock.name])[0];
+            Ok(LockView::new(lock, now(&app)).with_waiters(waiters))
+        }
         None => Err(ApiError::LockNotFound { name }),
     }
 }

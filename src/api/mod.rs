@@ -8,6 +8,7 @@ mod guard;
 mod list;
 mod locks;
 mod ops;
+mod ui;
 mod view;
 
 use std::sync::LazyLock;
@@ -36,6 +37,7 @@ pub use error::{ApiError, ErrorBody};
 pub use guard::{Caller, MAX_HEADER_BYTES, MAX_URI_BYTES, Security};
 pub use list::LockPage;
 pub use locks::{MAX_JSON_DEPTH, NONCE_HEADER};
+pub use ui::CONTENT_SECURITY_POLICY;
 pub use view::{FENCE_HEADER, LockView, Released};
 
 use std::sync::Arc;
@@ -167,6 +169,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "locks", description = "The glock-style API"),
         (name = "gorilla", description = "The Gorilla-compatible API"),
         (name = "operations", description = "The service itself"),
+        (name = "ui", description = "The web page, and the files it loads"),
     )
 )]
 struct ApiDoc;
@@ -184,6 +187,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::lock_page))
+        .routes(routes!(ui::asset))
 }
 
 /// This document, as JSON.

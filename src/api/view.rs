@@ -27,6 +27,10 @@ pub struct LockView {
     pub owner: Option<String>,
     pub metadata: Option<serde_json::Value>,
     pub body: String,
+    /// How many waiting acquires the server that answered holds for this lock; in
+    /// status and list answers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiters: Option<usize>,
 }
 
 impl LockView {
@@ -43,7 +47,14 @@ impl LockView {
             owner: lock.owner,
             metadata: lock.metadata,
             body: lock.body,
+            waiters: None,
         }
+    }
+
+    /// The same view with the count of acquires waiting for the lock on this server.
+    pub fn with_waiters(mut self, waiters: usize) -> Self {
+        self.waiters = Some(waiters);
+        self
     }
 }
 

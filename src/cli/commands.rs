@@ -138,6 +138,7 @@ pub async fn status(args: NameArgs) -> u8 {
 pub async fn list(args: ListArgs) -> u8 {
     let ListArgs {
         prefix,
+        namespace,
         held,
         limit,
         client: options,
@@ -149,6 +150,7 @@ pub async fn list(args: ListArgs) -> u8 {
     let mut locks: Vec<LockView> = Vec::new();
     let mut request = ListRequest {
         prefix,
+        namespace,
         held,
         ..ListRequest::default()
     };

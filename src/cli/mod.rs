@@ -205,6 +205,10 @@ pub struct ListArgs {
     /// Only names that start with this.
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Only names in this namespace (the part before the first ':'; "default" also
+    /// holds names without one).
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// Only locks whose lease is live.
     #[arg(long)]
     pub held: bool,

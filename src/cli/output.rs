@@ -69,6 +69,9 @@ pub fn lock_details(lock: &LockView) -> String {
     if let Some(metadata) = &lock.metadata {
         text.push_str(&format!("\n  metadata: {metadata}"));
     }
+    if let Some(waiters @ 1..) = lock.waiters {
+        text.push_str(&format!("\n  acquires waiting on this server: {waiters}"));
+    }
     text.push_str(&format!("\n  body: {:?}", lock.body));
     text
 }
@@ -99,6 +102,7 @@ mod tests {
             owner: Some("backup on db1".into()),
             metadata: None,
             body: "step 3".into(),
+            waiters: Some(2),
         }
     }
 
@@ -121,5 +125,6 @@ mod tests {
         assert_eq!(holding(&view(false, None)), "free: fence 7 was released");
         let details = lock_details(&view(false, None));
         assert!(details.contains("body: \"step 3\""), "{details}");
+        assert!(details.contains("waiting on this server: 2"), "{details}");
     }
 }

@@ -51,6 +51,12 @@ impl LockName {
     }
 }
 
+/// Whether `raw` can be a namespace: what a lock name may hold before its first `:`,
+/// and not empty.
+pub fn is_namespace(raw: &str) -> bool {
+    !raw.contains(':') && LockName::parse(&format!("{raw}:x")).is_ok()
+}
+
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
 }
@@ -112,5 +118,15 @@ mod tests {
             DEFAULT_NAMESPACE
         );
         assert_eq!(LockName::parse(":x").unwrap().namespace(), "");
+    }
+
+    #[test]
+    fn a_namespace_is_a_name_start_without_colon() {
+        for good in ["billing", "default", "team-7.prod"] {
+            assert!(is_namespace(good), "{good:?}");
+        }
+        for bad in ["a:b", "has space", "<script>", &"n".repeat(254)] {
+            assert!(!is_namespace(bad), "{bad:?}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 
 use super::item::{self, n, s};
 use super::{DynamoStore, StoreError};
-use crate::domain::{Lock, LockName};
+use crate::domain::{DEFAULT_NAMESPACE, Lock, LockName};
 
 /// The most `Scan` requests one listing call makes before it answers with what it
 /// has and a cursor, so a sparse filter cannot make one call scan the whole table.
@@ -16,6 +16,8 @@ const MAX_SCANS_PER_PAGE: usize = 8;
 pub struct ListQuery {
     /// Only names that start with this.
     pub prefix: Option<String>,
+    /// Only names in this namespace (see [`LockName::namespace`]).
+    pub namespace: Option<String>,
     /// Only locks whose lease is live now.
     pub held_only: bool,
     /// The most locks to return.
@@ -94,6 +96,18 @@ impl DynamoStore {
             scan = scan
                 .expression_attribute_names("#name", item::NAME)
                 .expression_attribute_values(":prefix", s(prefix));
+        }
+        if let Some(namespace) = &query.namespace {
+            scan = scan
+                .expression_attribute_names("#name", item::NAME)
+                .expression_attribute_values(":namespace", s(format!("{namespace}:")));
+            if namespace == DEFAULT_NAMESPACE {
+                // Names without ':' are in the default namespace too.
+                filters.push("(begins_with(#name, :namespace) OR NOT contains(#name, :colon))");
+                scan = scan.expression_attribute_values(":colon", s(":"));
+            } else {
+                filters.push("begins_with(#name, :namespace)");
+            }
         }
         if query.held_only {
             filters.push("#expires_at > :now");

@@ -27,6 +27,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/"),
+    ("GET", "/ui/locks/{name}"),
+    ("GET", "/ui/{asset}"),
 ];
 
 #[tokio::test]
@@ -60,7 +63,7 @@ async fn the_document_parses_and_describes_exactly_the_routes_served() {
             !responses.is_empty(),
             "{method} {path} documents no responses"
         );
-        if !["/openapi.json", "/healthz", "/metrics"].contains(&path.as_str()) {
+        if !["/openapi.json", "/healthz", "/metrics", "/"].contains(&path.as_str()) {
             assert!(
                 responses
                     .keys()
@@ -80,6 +83,7 @@ async fn every_documented_route_is_served() {
             .replace("{name}", "job")
             .replace("{resource}", "job")
             .replace("{fence}", "1")
+            .replace("{asset}", "app.js")
             .replace("{token}", "0123456789abcdef0123456789abcdef");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let response = app

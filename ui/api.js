@@ -1,0 +1,128 @@
+// The page's only way to the server: GET requests to the public JSON API, with the
+// viewer's bearer token. The token lives in this tab's sessionStorage: never a
+// cookie, never the URL, gone when the tab closes.
+
+const TOKEN_KEY = "fencelock.token";
+
+/** How often the page asks again, in milliseconds. */
+export const POLL_MS = 1000;
+
+/** The most a request may take before the page says the server does not answer. */
+const REQUEST_TIMEOUT_MS = 10000;
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(value) {
+  sessionStorage.setItem(TOKEN_KEY, value);
+}
+
+export function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** An answer other than 2xx: `status` 0 when the server could not be reached. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// The server's clock minus this browser's, when they differ by more than the
+// `Date` header's one-second precision can tell; leases end by the server's clock.
+let clockOffset = 0;
+
+/** Now, in milliseconds since the epoch, by the server's clock as best known. */
+export function now() {
+  return Date.now() + clockOffset;
+}
+
+function noteServerClock(response, sentAt) {
+  const date = Date.parse(response.headers.get("Date") ?? "");
+  if (Number.isNaN(date)) {
+    return;
+  }
+  // The header is cut to the second: its middle is the best guess.
+  const offset = date + 500 - (sentAt + Date.now()) / 2;
+  clockOffset = Math.abs(offset) > 2000 ? offset : 0;
+}
+
+/** GET `path` and its JSON; throws ApiError for anything but 2xx. */
+export async function getJson(path, signal) {
+  const headers = { Accept: "application/json" };
+  const bearer = token();
+  if (bearer) {
+    headers.Authorization = `Bearer ${bearer}`;
+  }
+  const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  const sentAt = Date.now();
+  let response;
+  try {
+    response = await fetch(path, {
+      headers,
+      signal: AbortSignal.any([signal, timeout]),
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (err) {
+    if (signal.aborted) {
+      throw err;
+    }
+    const why = timeout.aborted ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s` : err.message;
+    throw new ApiError(0, "unreachable", `the server could not be reached (${why})`);
+  }
+  noteServerClock(response, sentAt);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(
+      response.status,
+      body?.code ?? "unexpected",
+      body?.error ?? `the server answered ${response.status} ${response.statusText}`,
+    );
+  }
+  return body;
+}
+
+/**
+ * Calls `load(signal)` now and every POLL_MS after each answer, handing the result to
+ * `show` or the error to `fail`. `refresh()` asks again at once (dropping a request
+ * in flight); `stop()` ends it. Each answer shown counts in `<body data-refreshes>`.
+ */
+export function poll({ load, show, fail }) {
+  let timer = null;
+  let inflight = null;
+  let stopped = false;
+  async function refresh() {
+    clearTimeout(timer);
+    inflight?.abort();
+    const request = new AbortController();
+    inflight = request;
+    try {
+      show(await load(request.signal));
+      const shown = Number(document.body.dataset.refreshes ?? 0) + 1;
+      document.body.dataset.refreshes = String(shown);
+    } catch (err) {
+      if (request.signal.aborted) {
+        return;
+      }
+      fail(err instanceof ApiError ? err : new ApiError(0, "unexpected", String(err)));
+    } finally {
+      if (inflight === request && !stopped) {
+        inflight = null;
+        timer = setTimeout(refresh, POLL_MS);
+      }
+    }
+  }
+  refresh();
+  return {
+    refresh,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      inflight?.abort();
+    },
+  };
+}

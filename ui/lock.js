@@ -1,0 +1,71 @@
+// One lock's page (`/ui/locks/{name}`): everything `GET /locks/{name}` says, the
+// whole body included, asked for again every second.
+
+import { getJson, poll } from "./api.js";
+import {
+  countdown, el, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
+} from "./dom.js";
+
+export function lockView(main, name) {
+  document.title = `${name} · fencelock`;
+  const message = el("div", { class: "message" });
+  const details = el("div", { class: "lock", hidden: true });
+  main.replaceChildren(
+    el("nav", { class: "crumbs" }, el("a", { href: "/" }, "← All locks")),
+    el("h1", {}, name),
+    message,
+    details,
+  );
+  const poller = poll({
+    load: (signal) => getJson(`/locks/${encodeURIComponent(name)}`, signal),
+    show(lock) {
+      message.replaceChildren();
+      details.hidden = false;
+      details.classList.remove("stale");
+      details.replaceChildren(...view(lock));
+      setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
+    },
+    fail(error) {
+      if (error.status === 401 || error.status === 403) {
+        details.hidden = true;
+        message.replaceChildren(tokenForm(error, () => poller.refresh()));
+        setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
+      } else if (error.status === 404) {
+        details.hidden = true;
+        message.replaceChildren(notice("empty", "This lock has no record",
+          `Nobody has taken “${name}” yet, or its record was reclaimed after its release. ` +
+            "This page shows it as soon as someone takes it."));
+        setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
+      } else {
+        details.classList.add("stale");
+        message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
+          "What is shown may be out of date. Asking again every second."));
+        setStatus("error", "not answering · retrying");
+      }
+    },
+  });
+}
+
+function view(lock) {
+  const item = (term, ...value) => [el("dt", {}, term), el("dd", {}, ...value)];
+  const none = el("span", { class: "muted" }, "—");
+  return [
+    el("dl", { class: "details", "data-lock": lock.name, "data-state": stateOf(lock.expireTime) },
+      item("State", stateBadge(lock.expireTime)),
+      item("Namespace", namespaceOf(lock.name)),
+      item("Fence", el("code", {}, String(lock.fence))),
+      item("Owner", lock.owner ?? none),
+      item("Acquired", timeOf(lock.acquireTime)),
+      item("Last heartbeat", timeOf(lock.heartbeatTime)),
+      item("Lease ends", countdown(lock.expireTime), " ", timeOf(lock.expireTime)),
+      item("Lease length", lock.ttl),
+      item("Acquires waiting on this server", String(lock.waiters ?? 0)),
+      item("Metadata", lock.metadata === null
+        ? none.cloneNode(true)
+        : el("pre", { class: "metadata" }, JSON.stringify(lock.metadata, null, 2)))),
+    el("h2", {}, "Body"),
+    lock.body === ""
+      ? el("p", { class: "muted" }, "empty: no unfinished work was recorded")
+      : el("pre", { class: "body" }, lock.body),
+  ];
+}

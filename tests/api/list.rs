@@ -79,6 +79,82 @@ async fn held_lists_only_live_leases() {
 }
 
 #[tokio::test]
+async fn namespace_lists_one_namespace_and_default_holds_names_without_one() {
+    let app = TestApp::spawn().await;
+    for name in [
+        "billing:a",
+        "billing:b",
+        "billing-old:c",
+        "plain",
+        "default:d",
+        "ops:e",
+    ] {
+        app.acquire(name, "n", "").await;
+    }
+    let listed = |query: &'static str| {
+        let app = &app;
+        async move {
+            let (locks, _) = all_pages(app, query).await;
+            let mut names = names(&locks);
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        listed("namespace=billing").await,
+        ["billing:a", "billing:b"]
+    );
+    assert_eq!(listed("namespace=default").await, ["default:d", "plain"]);
+    assert_eq!(
+        listed("namespace=billing&prefix=billing:b").await,
+        ["billing:b"]
+    );
+    assert!(listed("namespace=nobody").await.is_empty());
+    assert_eq!(listed("namespace=").await.len(), 6, "empty is no filter");
+}
+
+#[tokio::test]
+async fn status_and_list_count_the_acquires_waiting_on_the_server_that_answers() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let other = app.another_instance().await;
+    app.acquire("busy", "holder", "").await;
+    app.acquire("idle", "holder", "").await;
+    let mut waiting = Vec::new();
+    for i in 0..2 {
+        let app = app.clone();
+        waiting.push(tokio::spawn(async move {
+            app.acquire("busy", &format!("waiter-{i}"), "&wait=15s")
+                .await
+        }));
+    }
+    // The waiters are counted once the server holds them.
+    let mut counted = 0;
+    for _ in 0..200 {
+        counted = app.status("busy").await.json["waiters"].as_u64().unwrap();
+        if counted == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(counted, 2);
+    assert_eq!(
+        other.status("busy").await.json["waiters"],
+        0,
+        "another server holds none"
+    );
+    assert_eq!(app.status("idle").await.json["waiters"], 0);
+    let (locks, _) = all_pages(&app, "limit=10").await;
+    let count = |name: &str| locks.iter().find(|l| l["name"] == name).unwrap()["waiters"].clone();
+    assert_eq!((count("busy"), count("idle")), (2.into(), 0.into()));
+    // An acquire's answer is about the holding, not the server: no count.
+    let acquired = app.acquire("third", "n", "").await;
+    assert!(acquired.json.get("waiters").is_none(), "{acquired:?}");
+    for waiter in waiting {
+        waiter.abort();
+    }
+}
+
+#[tokio::test]
 async fn bad_listing_parameters_answer_400() {
     let app = TestApp::spawn().await;
     for (query, mentions) in [
@@ -88,6 +164,7 @@ async fn bad_listing_parameters_answer_400() {
         ("held=maybe", "held"),
         ("cursor=%21%21", "cursor"),
         ("prefix=a%20b", "prefix"),
+        ("namespace=a:b", "namespace"),
         ("sort=name", "unknown field"),
     ] {
         let reply = app

@@ -15,6 +15,7 @@ mod logs;
 mod metrics;
 mod openapi;
 mod ops;
+mod page;
 mod reclaim;
 mod release;
 mod run;

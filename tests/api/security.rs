@@ -225,6 +225,15 @@ async fn listing_needs_the_right_and_shows_only_the_tokens_namespaces() {
     assert_eq!(names(&nightly), ["nightly"]);
     let ops = as_token(&app, OPS, Method::GET, "/locks").await;
     assert_eq!(names(&ops), ["billing:a", "nightly", "payroll:b"]);
+    let own = as_token(&app, NIGHTLY, Method::GET, "/locks?namespace=default").await;
+    assert_eq!(names(&own), ["nightly"]);
+    let other = as_token(&app, NIGHTLY, Method::GET, "/locks?namespace=payroll").await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{other:?}"
+    );
+    assert!(other.json["error"].as_str().unwrap().contains("payroll"));
 }
 
 #[tokio::test]

@@ -86,10 +86,15 @@ export async function getJson(path, signal) {
   return body;
 }
 
+function answered() {
+  document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes ?? 0) + 1);
+}
+
 /**
  * Calls `load(signal)` now and every POLL_MS after each answer, handing the result to
  * `show` or the error to `fail`. `refresh()` asks again at once (dropping a request
- * in flight); `stop()` ends it. Each answer shown counts in `<body data-refreshes>`.
+ * in flight); `stop()` ends it. Each answer of the server (an error's too) counts in
+ * `<body data-refreshes>`.
  */
 export function poll({ load, show, fail }) {
   let timer = null;
@@ -102,13 +107,16 @@ export function poll({ load, show, fail }) {
     inflight = request;
     try {
       show(await load(request.signal));
-      const shown = Number(document.body.dataset.refreshes ?? 0) + 1;
-      document.body.dataset.refreshes = String(shown);
+      answered();
     } catch (err) {
       if (request.signal.aborted) {
         return;
       }
-      fail(err instanceof ApiError ? err : new ApiError(0, "unexpected", String(err)));
+      const error = err instanceof ApiError ? err : new ApiError(0, "unexpected", String(err));
+      fail(error);
+      if (error.status !== 0) {
+        answered();
+      }
     } finally {
       if (inflight === request && !stopped) {
         inflight = null;

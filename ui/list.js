@@ -58,17 +58,27 @@ export function listView(main) {
     const locks = [];
     let cursor = pages[pages.length - 1];
     for (let i = 0; i < MAX_REQUESTS_PER_PAGE && locks.length < PAGE_SIZE; i += 1) {
-      const params = new URLSearchParams({ limit: String(PAGE_SIZE - locks.length) });
-      if (filters.prefix) params.set("prefix", filters.prefix);
-      if (filters.namespace) params.set("namespace", filters.namespace);
-      if (filters.held) params.set("held", "true");
-      if (cursor) params.set("cursor", cursor);
-      const page = await getJson(`/locks?${params}`, signal);
+      const page = await getJson(listPath(PAGE_SIZE - locks.length, cursor), signal);
       locks.push(...page.locks);
       cursor = page.nextCursor;
       if (!cursor) break;
     }
+    // A full page ends where the table may too: look one lock ahead, so that "Next"
+    // is offered only when there is more to see.
+    if (cursor && locks.length >= PAGE_SIZE) {
+      const ahead = await getJson(listPath(1, cursor), signal);
+      if (ahead.locks.length === 0 && !ahead.nextCursor) cursor = null;
+    }
     return { locks, next: cursor };
+  }
+
+  function listPath(limit, cursor) {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (filters.prefix) params.set("prefix", filters.prefix);
+    if (filters.namespace) params.set("namespace", filters.namespace);
+    if (filters.held) params.set("held", "true");
+    if (cursor) params.set("cursor", cursor);
+    return `/locks?${params}`;
   }
 
   function show(page) {
@@ -91,10 +101,13 @@ export function listView(main) {
 
   function fail(error) {
     if (error.status === 401 || error.status === 403) {
+      // What an earlier token could see is not for this one.
+      body.replaceChildren();
       table.hidden = true;
       message.replaceChildren(tokenForm(error, poller.refresh));
       setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
     } else if (error.status === 400) {
+      body.replaceChildren();
       table.hidden = true;
       message.replaceChildren(notice("error", "These filters are not valid", `${error.message}.`,
         "Change them, or clear them."), clearButton());
@@ -178,7 +191,7 @@ function row(lock) {
     cell("Fence", el("code", {}, String(lock.fence))),
     cell("Acquired", timeOf(lock.acquireTime)),
     cell("Heartbeat", timeOf(lock.heartbeatTime)),
-    cell("Expires", countdown(lock.expireTime), " ", timeOf(lock.expireTime)),
+    cell("Expires", countdown(lock.expireTime), lock.expireTime ? [" ", timeOf(lock.expireTime)] : null),
     cell("Lease", lock.ttl),
     cell("Waiting", String(lock.waiters ?? 0)),
     cell("Body", el("span", { class: "body", title: lock.body.length > BODY_PREVIEW ? "the whole body is on the lock's page" : null }, body)),

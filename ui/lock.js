@@ -57,7 +57,8 @@ function view(lock) {
       item("Owner", lock.owner ?? none),
       item("Acquired", timeOf(lock.acquireTime)),
       item("Last heartbeat", timeOf(lock.heartbeatTime)),
-      item("Lease ends", countdown(lock.expireTime), " ", timeOf(lock.expireTime)),
+      item("Lease ends", countdown(lock.expireTime),
+        lock.expireTime ? [" ", timeOf(lock.expireTime)] : null),
       item("Lease length", lock.ttl),
       item("Acquires waiting on this server", String(lock.waiters ?? 0)),
       item("Metadata", lock.metadata === null

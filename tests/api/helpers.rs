@@ -400,3 +400,15 @@ pub async fn wait_for_text(path: &std::path::Path, text: &str) {
     }
     panic!("{} never held {text:?}", path.display());
 }
+
+/// A token file listing `tokens` as (token, namespaces, may list).
+pub fn token_file(path: &std::path::Path, tokens: &[(&str, &[&str], bool)]) {
+    let mut text = String::new();
+    for (token, namespaces, list) in tokens {
+        text.push_str(&format!(
+            "[[tokens]]\nsha256 = \"{}\"\nnamespaces = {namespaces:?}\nlist = {list}\n\n",
+            fencelock::auth::digest_hex(token)
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}

@@ -1,33 +1,21 @@
 //! Tokens and namespaces, holder proof, per-token and per-lock limits, and size limits.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fencelock::api::{Limits, Security};
-use fencelock::auth::{Auth, digest_hex};
+use fencelock::auth::Auth;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
     Options, Reply, TestApp, dynamodb_endpoint, fencelock_cli, signal, sorted_names, spawn_binary,
+    token_file,
 };
 
 const BILLING: &str = "billing-s3cret";
 const OPS: &str = "ops-s3cret";
 const NIGHTLY: &str = "nightly-s3cret";
-
-/// A token file listing `tokens` as (token, namespaces, may list).
-fn token_file(path: &Path, tokens: &[(&str, &[&str], bool)]) {
-    let mut text = String::new();
-    for (token, namespaces, list) in tokens {
-        text.push_str(&format!(
-            "[[tokens]]\nsha256 = \"{}\"\nnamespaces = {namespaces:?}\nlist = {list}\n\n",
-            digest_hex(token)
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
 
 /// A server with three tokens: billing (namespace `billing`), ops (all, may list),
 /// nightly (`default`, may list).

@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture
+.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture screenshots
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -15,11 +15,23 @@ run: tools
 
 # Builds the benchmarks (so they cannot rot), then runs the unit tests and the API
 # tests against a DynamoDB Local they start themselves (or
-# FENCELOCK_TEST_DYNAMODB_ENDPOINT when set).
+# FENCELOCK_TEST_DYNAMODB_ENDPOINT when set). The web page's tests need Chromium and
+# ChromeDriver; without them they are skipped, and this says so.
+HAVE_BROWSER := $(shell command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null && echo yes)
 test: tools
 	cargo build --benches
+ifeq ($(HAVE_BROWSER),yes)
 	cargo test --lib --bins --tests
+else
+	@echo "** browser tests SKIPPED: chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver) **"
+	cargo test --lib --bins --tests -- --skip browser::
+	@echo "** browser tests SKIPPED: chromium and chromedriver are not installed **"
+endif
 	$(MAKE) torture DURATION=60 SEED=1
+
+# The web page's screenshots in docs/ (light, dark, phone width), made by its browser test.
+screenshots: tools
+	FENCELOCK_SCREENSHOTS=$(CURDIR)/docs cargo test --test api -- browser::screenshots
 
 # The torture run: DynamoDB Local, three servers, 32 clients and faults from a
 # seeded schedule, then the history checker; summary in target/torture/summary.json.

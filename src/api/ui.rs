@@ -4,7 +4,7 @@
 //! the viewer's bearer token; these routes themselves are open, as they hold no data.
 
 use axum::extract::Path;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
@@ -40,8 +40,23 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
+/// What the gate answers on any route, the page's included.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only described: the gate answers these.
+enum SizeErrors {
+    /// `uri_too_long`.
+    #[response(status = 414)]
+    UriTooLong(ErrorBody),
+    /// `headers_too_large`.
+    #[response(status = 431)]
+    HeadersTooLarge(ErrorBody),
+}
+
 #[utoipa::path(get, path = "/", tag = "ui",
-    responses((status = 200, description = "The web page: every lock, live", content_type = "text/html")))]
+    responses(
+        (status = 200, description = "The web page: every lock, live", content_type = "text/html"),
+        SizeErrors,
+    ))]
 /// `GET /`: the page that lists the locks. It is HTML whatever the request accepts;
 /// scripts read `GET /locks`.
 pub async fn index() -> Response {
@@ -54,6 +69,7 @@ pub async fn index() -> Response {
     responses(
         (status = 200, description = "The web page of one lock, live", content_type = "text/html"),
         (status = 400, description = "`invalid_request`: not a lock name", body = ErrorBody),
+        SizeErrors,
     ))]
 /// `GET /ui/locks/{name}`: the page of one lock, at a URL to share.
 pub async fn lock_page(Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -68,6 +84,7 @@ pub async fn lock_page(Path(name): Path<String>) -> Result<Response, ApiError> {
             ("text/javascript; charset=utf-8"), ("text/css; charset=utf-8"), ("image/svg+xml")
         )),
         (status = 404, description = "`not_found`: the page has no such file", body = ErrorBody),
+        SizeErrors,
     ))]
 /// `GET /ui/{asset}`: a script, style sheet or image of the page.
 pub async fn asset(Path(asset): Path<String>) -> Result<Response, ApiError> {
@@ -95,7 +112,7 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
     for (name, value) in headers {
         response
             .headers_mut()
-            .insert(HeaderName::from(name), HeaderValue::from_static(value));
+            .insert(name, HeaderValue::from_static(value));
     }
     response
 }

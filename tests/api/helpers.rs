@@ -412,3 +412,24 @@ pub fn token_file(path: &std::path::Path, tokens: &[(&str, &[&str], bool)]) {
     }
     std::fs::write(path, text).unwrap();
 }
+
+/// A server with a token file of `tokens` (see [`token_file`]) in force, and `options`
+/// otherwise; the file lives as long as the directory returned.
+pub async fn spawn_with_tokens(
+    tokens: &[(&str, &[&str], bool)],
+    options: Options,
+) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.toml");
+    token_file(&path, tokens);
+    let security = fencelock::api::Security {
+        auth: Some(Arc::new(fencelock::auth::Auth::load(&path).unwrap())),
+        ..options.security.clone()
+    };
+    let app = TestApp::spawn_with(Options {
+        security,
+        ..options
+    })
+    .await;
+    (app, dir)
+}

@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fencelock::api::{Limits, Security};
-use fencelock::auth::Auth;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
     Options, Reply, TestApp, dynamodb_endpoint, fencelock_cli, signal, sorted_names, spawn_binary,
-    token_file,
+    spawn_with_tokens, token_file,
 };
 
 const BILLING: &str = "billing-s3cret";
@@ -25,27 +24,17 @@ async fn guarded(security: Security) -> (TestApp, tempfile::TempDir) {
 
 /// As [`guarded`], with `limits`.
 async fn guarded_with(security: Security, limits: Limits) -> (TestApp, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.toml");
-    token_file(
-        &path,
-        &[
-            (BILLING, &["billing"], false),
-            (OPS, &["*"], true),
-            (NIGHTLY, &["default"], true),
-        ],
-    );
-    let security = Security {
-        auth: Some(Arc::new(Auth::load(&path).unwrap())),
-        ..security
-    };
-    let app = TestApp::spawn_with(Options {
+    let tokens: [(&str, &[&str], bool); 3] = [
+        (BILLING, &["billing"], false),
+        (OPS, &["*"], true),
+        (NIGHTLY, &["default"], true),
+    ];
+    let options = Options {
         security,
         limits,
         ..Options::default()
-    })
-    .await;
-    (app, dir)
+    };
+    spawn_with_tokens(&tokens, options).await
 }
 
 async fn as_token(app: &TestApp, token: &str, method: Method, path: &str) -> Reply {

@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use fencelock::api::Security;
-use fencelock::auth::Auth;
 use reqwest::Method;
 use serde_json::json;
 
 use super::{Browser, Scheme};
-use crate::helpers::{Options, TestApp, token_file};
+use crate::helpers::{Options, TestApp, spawn_with_tokens};
 
 const VIEWER: &str = "viewer-s3cret";
 const WRITER: &str = "writer-s3cret";
@@ -74,25 +72,12 @@ async fn values_of_a_lock_are_shown_as_text_and_run_nothing() {
 /// A server with a viewer (namespace `billing`, may list), a writer (`billing`, may not
 /// list) and an admin; `billing:a` and `secret:b` are held.
 async fn guarded() -> (Arc<TestApp>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.toml");
-    token_file(
-        &path,
-        &[
-            (VIEWER, &["billing"], true),
-            (WRITER, &["billing"], false),
-            (ADMIN, &["*"], true),
-        ],
-    );
-    let security = Security {
-        auth: Some(Arc::new(Auth::load(&path).unwrap())),
-        ..Security::default()
-    };
-    let app = TestApp::spawn_with(Options {
-        security,
-        ..Options::default()
-    })
-    .await;
+    let tokens: [(&str, &[&str], bool); 3] = [
+        (VIEWER, &["billing"], true),
+        (WRITER, &["billing"], false),
+        (ADMIN, &["*"], true),
+    ];
+    let (app, dir) = spawn_with_tokens(&tokens, Options::default()).await;
     let bearer = format!("Bearer {ADMIN}");
     for name in ["billing:a", "secret:b"] {
         let path = format!("/locks/{name}?nonce=n");

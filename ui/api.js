@@ -94,14 +94,26 @@ function answered() {
  * Calls `load(signal)` now and every POLL_MS after each answer, handing the result to
  * `show` or the error to `fail`. `refresh()` asks again at once (dropping a request
  * in flight); `stop()` ends it. Each answer of the server (an error's too) counts in
- * `<body data-refreshes>`.
+ * `<body data-refreshes>`. While the tab is hidden it asks nothing (each answer costs
+ * the server a read of DynamoDB), and asks at once when the tab is shown again.
  */
 export function poll({ load, show, fail }) {
   let timer = null;
   let inflight = null;
   let stopped = false;
+  let paused = false;
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && paused && !stopped) {
+      paused = false;
+      refresh();
+    }
+  });
   async function refresh() {
     clearTimeout(timer);
+    if (document.hidden) {
+      paused = true;
+      return;
+    }
     inflight?.abort();
     const request = new AbortController();
     inflight = request;

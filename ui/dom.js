@@ -25,6 +25,11 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A lock name as a URL path segment; `:` stays readable (names need no other escape). */
+export function lockPath(name) {
+  return encodeURIComponent(name).replaceAll("%3A", ":");
+}
+
 /** The namespace of a lock name: the part before its first `:`, or "default". */
 export function namespaceOf(name) {
   const colon = name.indexOf(":");

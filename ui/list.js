@@ -3,7 +3,7 @@
 
 import { getJson, poll } from "./api.js";
 import {
-  countdown, el, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
+  countdown, el, lockPath, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
 } from "./dom.js";
 
 /** Locks on one page of the table. */
@@ -184,7 +184,7 @@ function row(lock) {
   const cell = (label, ...content) => el("td", { "data-label": label }, el("div", {}, ...content));
   const body = lock.body.length > BODY_PREVIEW ? `${lock.body.slice(0, BODY_PREVIEW)}…` : lock.body;
   return el("tr", { "data-lock": lock.name, "data-state": stateOf(lock.expireTime) },
-    cell("Name", el("a", { href: `/ui/locks/${encodeURIComponent(lock.name)}` }, lock.name)),
+    cell("Name", el("a", { href: `/ui/locks/${lockPath(lock.name)}` }, lock.name)),
     cell("Namespace", namespaceOf(lock.name)),
     cell("State", stateBadge(lock.expireTime)),
     cell("Owner", lock.owner ?? el("span", { class: "muted" }, "—")),

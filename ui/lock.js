@@ -3,7 +3,7 @@
 
 import { getJson, poll } from "./api.js";
 import {
-  countdown, el, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
+  countdown, el, lockPath, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
 } from "./dom.js";
 
 export function lockView(main, name) {
@@ -17,7 +17,7 @@ export function lockView(main, name) {
     details,
   );
   const poller = poll({
-    load: (signal) => getJson(`/locks/${encodeURIComponent(name)}`, signal),
+    load: (signal) => getJson(`/locks/${lockPath(name)}`, signal),
     show(lock) {
       message.replaceChildren();
       details.hidden = false;

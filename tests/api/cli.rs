@@ -187,6 +187,7 @@ async fn list_gathers_pages_up_to_the_limit() {
         app.acquire(&format!("batch-{n}"), "n1", "").await;
     }
     app.acquire("other", "n1", "").await;
+    app.acquire("ops:other", "n1", "").await;
 
     let all = fencelock_cli(&app.base, &["list", "--prefix", "batch-", "--json"]).await;
     assert_eq!(
@@ -197,8 +198,11 @@ async fn list_gathers_pages_up_to_the_limit() {
     let some = fencelock_cli(&app.base, &["list", "--limit", "3", "--json"]).await;
     assert_eq!(some.json().as_array().unwrap().len(), 3, "{some:?}");
 
+    let ops = fencelock_cli(&app.base, &["list", "--namespace", "ops", "--json"]).await;
+    assert_eq!(sorted_names(&ops.json()), ["ops:other"]);
+
     let table = fencelock_cli(&app.base, &["list", "--held"]).await;
-    assert_eq!(table.stdout.lines().count(), 1 + 6, "{table:?}");
+    assert_eq!(table.stdout.lines().count(), 1 + 7, "{table:?}");
     assert!(table.stdout.starts_with("NAME"), "{table:?}");
 }
 

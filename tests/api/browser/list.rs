@@ -216,3 +216,37 @@ async fn filters_and_pages_go_through_500_locks() {
     .await;
     page.close().await;
 }
+
+#[tokio::test]
+async fn a_hidden_tab_asks_nothing_and_asks_at_once_when_shown() {
+    let app = TestApp::spawn().await;
+    let page = Browser::open(&app.base, 1280, 800, Scheme::Light).await;
+    page.wait_until(
+        "Number(document.body.dataset.refreshes ?? 0) >= 1",
+        "a first answer",
+    )
+    .await;
+    let visibility = |hidden: bool| {
+        format!(
+            "Object.defineProperty(document, 'hidden', {{value: {hidden}, configurable: true}}), \
+             document.dispatchEvent(new Event('visibilitychange'))"
+        )
+    };
+    page.eval(&visibility(true)).await;
+    let hidden_at = page.refreshes().await;
+    // Three polling intervals: a visible tab would ask three times.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let while_hidden = page.refreshes().await;
+    assert!(
+        while_hidden <= hidden_at + 1,
+        "a hidden tab went on asking: {hidden_at} → {while_hidden}"
+    );
+    let seen = page.refreshes().await;
+    page.eval(&visibility(false)).await;
+    page.wait_until(
+        &format!("Number(document.body.dataset.refreshes) > {seen}"),
+        "it asks again when shown",
+    )
+    .await;
+    page.close().await;
+}

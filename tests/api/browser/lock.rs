@@ -26,31 +26,41 @@ async fn a_locks_page_shows_all_of_it_at_a_url_to_share_and_follows_it() {
     let acquire = json!({"nonce": "n1", "ttl": "2m", "owner": "backup on db1",
         "metadata": {"run": 42, "tables": ["orders", "invoices"]}});
     let fence = app
-        .call(Method::POST, "/locks/report", Some(&acquire.to_string()))
+        .call(
+            Method::POST,
+            "/locks/billing:report",
+            Some(&acquire.to_string()),
+        )
         .await
         .fence();
     let body = "copied 3 of 7 tables; ".repeat(10);
-    app.update("report", fence, &body).await;
+    app.update("billing:report", fence, &body).await;
     let waiter = {
         let app = app.clone();
-        tokio::spawn(async move { app.acquire("report", "n2", "&wait=15s").await })
+        tokio::spawn(async move { app.acquire("billing:report", "n2", "&wait=15s").await })
     };
 
     let page = Browser::open(&app.base, 1280, 800, Scheme::Light).await;
     page.wait_until(
-        "document.querySelector('tr[data-lock=\"report\"] td[data-label=\"Waiting\"]')?.textContent === '1'",
+        "document.querySelector('tr[data-lock=\"billing:report\"] td[data-label=\"Waiting\"]')?.textContent === '1'",
         "the list counts the waiting acquire",
     )
     .await;
     let preview: String = body.chars().take(80).collect();
-    assert_eq!(page.cell("report", "Body").await, format!("{preview}…"));
-    page.click("a[href=\"/ui/locks/report\"]").await;
+    assert_eq!(
+        page.cell("billing:report", "Body").await,
+        format!("{preview}…")
+    );
+    page.click("a[href=\"/ui/locks/billing:report\"]").await;
     page.wait_until(
         "document.querySelector('pre.body') !== null",
         "the lock's page",
     )
     .await;
-    assert_eq!(page.eval("location.pathname").await, "/ui/locks/report");
+    assert_eq!(
+        page.eval("location.pathname").await,
+        "/ui/locks/billing:report"
+    );
     assert_eq!(
         page.eval("document.querySelector('pre.body').textContent")
             .await,
@@ -58,12 +68,12 @@ async fn a_locks_page_shows_all_of_it_at_a_url_to_share_and_follows_it() {
     );
     assert_eq!(detail(&page, "Owner").await, "backup on db1");
     assert_eq!(detail(&page, "Fence").await, fence.to_string());
-    assert_eq!(detail(&page, "Namespace").await, "default");
+    assert_eq!(detail(&page, "Namespace").await, "billing");
     assert_eq!(detail(&page, "Lease length").await, "120s");
     assert_eq!(detail(&page, "Acquires waiting on this server").await, "1");
     let metadata: Value = serde_json::from_str(&detail(&page, "Metadata").await).unwrap();
     assert_eq!(metadata, acquire["metadata"]);
-    let acquired = app.status("report").await.json["acquireTime"].clone();
+    let acquired = app.status("billing:report").await.json["acquireTime"].clone();
     assert_eq!(
         page.eval("document.querySelector('dd time').getAttribute('title')")
             .await,
@@ -72,7 +82,7 @@ async fn a_locks_page_shows_all_of_it_at_a_url_to_share_and_follows_it() {
     );
 
     let seen = page.refreshes().await;
-    app.release("report", fence).await;
+    app.release("billing:report", fence).await;
     let granted = waiter.await.unwrap();
     page.two_more_refreshes(seen).await;
     assert_eq!(
@@ -84,7 +94,7 @@ async fn a_locks_page_shows_all_of_it_at_a_url_to_share_and_follows_it() {
 
     // The same URL, opened anew, shows the same lock.
     let shared = Browser::open(
-        &format!("{}/ui/locks/report", app.base),
+        &format!("{}/ui/locks/billing:report", app.base),
         390,
         844,
         Scheme::Dark,

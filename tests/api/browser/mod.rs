@@ -13,6 +13,7 @@ mod screenshots;
 mod security;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -49,12 +50,15 @@ fn driver() -> &'static str {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        // The shell stops chromedriver (and its browsers) when this process exits.
+        // When this process exits, however it exits, the shell's stdin closes and it
+        // kills its process group: chromedriver and every browser it started, those of
+        // a test that failed before closing its window included.
         let child = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "{chromedriver} --port={port} --allowed-ips=127.0.0.1 & pid=$!; cat >/dev/null; kill $pid"
+                "{chromedriver} --port={port} --allowed-ips=127.0.0.1 & cat >/dev/null; kill -KILL 0"
             ))
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,18 +1,24 @@
 //! `make bench`: fencelock against the DynamoDB floor, in one run. DynamoDB Local and
-//! the release `fencelock serve` binary on this machine; for each concurrency, for a
-//! fixed time each and one after another:
+//! the release `fencelock serve` binary (logging at `info` to a file, as in
+//! production) on this machine; after a warm-up, three rounds, each going through the
+//! concurrencies and, for each, the modes one after another for a fixed time:
 //!
 //! - **floor**: the conditional `UpdateItem`s fencelock issues for acquire and
-//!   release, sent straight to DynamoDB Local with the AWS SDK;
+//!   release, sent straight to DynamoDB Local by the AWS SDK on its defaults, from a
+//!   process of its own (this binary with `--floor-worker`), whose CPU time is the
+//!   bare SDK's cost of a cycle;
 //! - **fencelock**: acquire + release over HTTP with keep-alive, each worker on a
 //!   lock name of its own;
 //! - **contended**: the same, all workers on 4 names (a refused acquire is an
 //!   operation too).
 //!
-//! Then the server's idle memory and its memory with 1,000 waiting connections. It
-//! prints a table and writes `target/bench/bench.json` and `target/bench/bench.svg`.
+//! Each figure is the median of the three rounds. Then the server's idle memory and
+//! its memory with 1,000 waiting connections. It prints the tables (throughput and
+//! latency; CPU per acquire+release cycle, fencelock's server against the bare SDK)
+//! and writes `target/bench/bench.json` and `target/bench/bench.svg`.
 //! `make test` builds it; it runs only when given `--bench`, as `cargo bench` does.
-//!   BENCH_SECONDS  seconds per run (default 5)
+//!   BENCH_SECONDS      seconds per run (default 5)
+//!   BENCH_CONCURRENCY  the concurrencies to run, e.g. `1,16` (default 1,4,16,64)
 
 #[path = "../tests/support/dynamodb_local.rs"]
 #[allow(dead_code)]
@@ -28,16 +34,18 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use fencelock::store::ensure_table;
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
+/// Rounds of every run; each figure is the median of them.
+const ROUNDS: usize = 3;
 const CONTENDED_NAMES: usize = 4;
 const WAITERS: usize = 1000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Run {
-    mode: &'static str,
+    mode: String,
     concurrency: usize,
     operations: u64,
     ops_per_sec: f64,
@@ -48,6 +56,9 @@ struct Run {
     dynamodb_per_op: Option<f64>,
     /// Server CPU time per 1,000 operations, in ms.
     server_cpu_ms_per_1000: Option<f64>,
+    /// CPU time per acquire+release cycle, in µs: the server's for fencelock, the
+    /// floor process's for the floor.
+    cpu_us_per_cycle: Option<f64>,
 }
 
 struct Server {
@@ -184,12 +195,7 @@ async fn timed<T>(future: impl std::future::Future<Output = T>) -> Duration {
     started.elapsed()
 }
 
-fn run_of(
-    mode: &'static str,
-    concurrency: usize,
-    time: Duration,
-    mut latencies: Vec<Duration>,
-) -> Run {
+fn run_of(mode: &str, concurrency: usize, time: Duration, mut latencies: Vec<Duration>) -> Run {
     latencies.sort();
     let at = |q: f64| {
         latencies
@@ -197,7 +203,7 @@ fn run_of(
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     Run {
-        mode,
+        mode: mode.to_owned(),
         concurrency,
         operations: latencies.len() as u64,
         ops_per_sec: latencies.len() as f64 / time.as_secs_f64(),
@@ -206,6 +212,7 @@ fn run_of(
         max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         dynamodb_per_op: None,
         server_cpu_ms_per_1000: None,
+        cpu_us_per_cycle: None,
     }
 }
 
@@ -281,9 +288,10 @@ fn spawn_server(endpoint: &str, table: &str) -> Server {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("RUST_LOG", "warn")
+        // The request log stays on, written to a file, as in production.
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(server_log()))
         .spawn()
         .expect("the fencelock binary starts");
     for _ in 0..300 {
@@ -298,6 +306,83 @@ fn spawn_server(endpoint: &str, table: &str) -> Server {
     let _ = child.kill();
     let _ = child.wait();
     panic!("fencelock did not listen on {port}");
+}
+
+/// The server's log file, in `target/bench/`.
+fn server_log() -> std::fs::File {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::File::create(dir.join("server.log")).unwrap()
+}
+
+/// What a `--floor-worker` process reports.
+#[derive(Debug, Serialize, Deserialize)]
+struct FloorReport {
+    run: Run,
+    cpu_ms: f64,
+    cycles: u64,
+}
+
+/// `--floor-worker ENDPOINT TABLE CONCURRENCY SECONDS`: the floor's cycles from a
+/// process of their own, on an SDK client with its defaults, after a warm-up second;
+/// prints a [`FloorReport`].
+async fn floor_worker(args: &[String]) {
+    let [endpoint, table, concurrency, seconds] = args else {
+        panic!("--floor-worker ENDPOINT TABLE CONCURRENCY SECONDS");
+    };
+    let concurrency: usize = concurrency.parse().unwrap();
+    let time = Duration::from_secs(seconds.parse().unwrap());
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .build();
+    let client = Client::from_conf(config);
+    let table = table.clone();
+    let cycle = move |worker: usize, round: u64| {
+        let (client, table) = (client.clone(), table.clone());
+        async move {
+            let name = format!("floor-{concurrency}-{worker}");
+            let nonce = format!("n{round}");
+            let started = Instant::now();
+            let fence = floor_acquire(&client, &table, &name, &nonce).await;
+            let mut latencies = vec![started.elapsed()];
+            if let Some(fence) = fence {
+                latencies.push(timed(floor_release(&client, &table, &name, fence)).await);
+            }
+            latencies
+        }
+    };
+    drive(concurrency, Duration::from_secs(1), cycle.clone()).await;
+    let before = cpu_ms(std::process::id());
+    let latencies = drive(concurrency, time, cycle).await;
+    let cpu_ms = cpu_ms(std::process::id()) - before;
+    let run = run_of("floor", concurrency, time, latencies);
+    let cycles = run.operations / 2;
+    let report = FloorReport {
+        run,
+        cpu_ms,
+        cycles,
+    };
+    println!("{}", serde_json::to_string(&report).unwrap());
+}
+
+/// A floor run from a `--floor-worker` process.
+fn floor_run(endpoint: &str, table: &str, concurrency: usize, seconds: u64) -> Run {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--floor-worker", endpoint, table])
+        .args([concurrency.to_string(), seconds.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the floor worker runs");
+    let report: FloorReport = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("the floor worker's report: {e}"));
+    let mut run = report.run;
+    run.cpu_us_per_cycle = Some(report.cpu_ms * 1000.0 / report.cycles.max(1) as f64);
+    run
 }
 
 async fn fencelock_cycle(
@@ -324,7 +409,11 @@ async fn fencelock_cycle(
 
 #[tokio::main]
 async fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--floor-worker") {
+        return floor_worker(&args[at + 1..]).await;
+    }
+    if !args.iter().any(|arg| arg == "--bench") {
         println!("lock benchmark: built; run it with `make bench`");
         return;
     }
@@ -333,6 +422,10 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let time = Duration::from_secs(seconds);
+    let concurrencies: Vec<usize> = std::env::var("BENCH_CONCURRENCY").map_or_else(
+        |_| CONCURRENCY.to_vec(),
+        |list| list.split(',').map(|c| c.trim().parse().unwrap()).collect(),
+    );
     let endpoint = dynamodb_local::start("dynamodb-local-lockbench.log");
     let table = format!("fencelock-lockbench-{}", std::process::id());
     let dynamo = dynamodb_local::client(&endpoint);
@@ -342,63 +435,103 @@ async fn main() {
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
-    // Warm both paths up, then note the server's memory at rest.
+    // Warm both paths up (DynamoDB Local's JIT too), then note the server's memory at rest.
     for round in 0..200 {
         fencelock_cycle(&http, &server.base, "warm-up", &format!("w{round}")).await;
         floor_acquire(&dynamo, &table, "warm-up-floor", &format!("w{round}")).await;
     }
+    floor_run(&endpoint, &table, 16, 2);
+    fencelock_run(&http, &server, "fencelock", 16, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = memory_mib(server.child.id(), "VmRSS:");
 
-    let mut runs = Vec::new();
-    for concurrency in CONCURRENCY {
-        let (client, table_name) = (dynamo.clone(), table.clone());
-        let latencies = drive(concurrency, time, move |worker, round| {
-            let (client, table) = (client.clone(), table_name.clone());
-            async move {
-                let name = format!("floor-{concurrency}-{worker}");
-                let nonce = format!("n{round}");
-                let started = Instant::now();
-                let fence = floor_acquire(&client, &table, &name, &nonce).await;
-                let mut latencies = vec![started.elapsed()];
-                if let Some(fence) = fence {
-                    latencies.push(timed(floor_release(&client, &table, &name, fence)).await);
-                }
-                latencies
+    let mut rounds = Vec::new();
+    for round in 1..=ROUNDS {
+        eprintln!("round {round} of {ROUNDS}");
+        let mut runs = Vec::new();
+        for &concurrency in &concurrencies {
+            runs.push(floor_run(&endpoint, &table, concurrency, seconds));
+            for mode in ["fencelock", "contended"] {
+                runs.push(fencelock_run(&http, &server, mode, concurrency, time).await);
             }
-        })
-        .await;
-        runs.push(run_of("floor", concurrency, time, latencies));
-
-        for mode in ["fencelock", "contended"] {
-            let before = counters(&http, &server).await;
-            let (client, base) = (http.clone(), server.base.clone());
-            let latencies = drive(concurrency, time, move |worker, round| {
-                let (client, base) = (client.clone(), base.clone());
-                async move {
-                    let name = if mode == "contended" {
-                        format!("contended-{}", worker % CONTENDED_NAMES)
-                    } else {
-                        format!("bench-{concurrency}-{worker}")
-                    };
-                    fencelock_cycle(&client, &base, &name, &format!("n{worker}-{round}")).await
-                }
-            })
-            .await;
-            let after = counters(&http, &server).await;
-            let mut run = run_of(mode, concurrency, time, latencies);
-            // The two /metrics scrapes themselves are not lock operations.
-            let http_ops = after.http - before.http - 1.0;
-            run.dynamodb_per_op = Some((after.dynamodb - before.dynamodb) / http_ops.max(1.0));
-            run.server_cpu_ms_per_1000 =
-                Some((after.cpu_ms - before.cpu_ms) / http_ops.max(1.0) * 1000.0);
-            runs.push(run);
         }
+        rounds.push(runs);
     }
+    let runs = medians(&rounds);
     let peak_rss = memory_mib(server.child.id(), "VmHWM:");
     let waiting_rss = waiting_memory(&http, &server).await;
 
-    report(&runs, idle_rss, peak_rss, waiting_rss, seconds);
+    report(&runs, &rounds, idle_rss, peak_rss, waiting_rss, seconds);
+}
+
+/// One run of `mode` (`fencelock` or `contended`) through the server.
+async fn fencelock_run(
+    http: &reqwest::Client,
+    server: &Server,
+    mode: &'static str,
+    concurrency: usize,
+    time: Duration,
+) -> Run {
+    let before = counters(http, server).await;
+    let (client, base) = (http.clone(), server.base.clone());
+    let latencies = drive(concurrency, time, move |worker, round| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let name = if mode == "contended" {
+                format!("contended-{}", worker % CONTENDED_NAMES)
+            } else {
+                format!("bench-{concurrency}-{worker}")
+            };
+            fencelock_cycle(&client, &base, &name, &format!("n{worker}-{round}")).await
+        }
+    })
+    .await;
+    let after = counters(http, server).await;
+    let mut run = run_of(mode, concurrency, time, latencies);
+    // The two /metrics scrapes themselves are not lock operations.
+    let http_ops = (after.http - before.http - 1.0).max(1.0);
+    let cpu_ms_per_op = (after.cpu_ms - before.cpu_ms) / http_ops;
+    run.dynamodb_per_op = Some((after.dynamodb - before.dynamodb) / http_ops);
+    run.server_cpu_ms_per_1000 = Some(cpu_ms_per_op * 1000.0);
+    if mode == "fencelock" {
+        // Every acquire is granted and released: a cycle is two operations.
+        run.cpu_us_per_cycle = Some(cpu_ms_per_op * 2.0 * 1000.0);
+    }
+    run
+}
+
+/// Each run's figures as the median of its rounds.
+fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
+    let median = |values: Vec<f64>| -> f64 {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let optional = |values: Vec<Option<f64>>| -> Option<f64> {
+        values
+            .iter()
+            .all(Option::is_some)
+            .then(|| median(values.into_iter().flatten().collect()))
+    };
+    (0..rounds[0].len())
+        .map(|i| {
+            let all: Vec<&Run> = rounds.iter().map(|runs| &runs[i]).collect();
+            let field = |f: fn(&Run) -> f64| median(all.iter().map(|r| f(r)).collect());
+            let maybe = |f: fn(&Run) -> Option<f64>| optional(all.iter().map(|r| f(r)).collect());
+            Run {
+                mode: all[0].mode.clone(),
+                concurrency: all[0].concurrency,
+                operations: field(|r| r.operations as f64) as u64,
+                ops_per_sec: field(|r| r.ops_per_sec),
+                p50_ms: field(|r| r.p50_ms),
+                p99_ms: field(|r| r.p99_ms),
+                max_ms: field(|r| r.max_ms),
+                dynamodb_per_op: maybe(|r| r.dynamodb_per_op),
+                server_cpu_ms_per_1000: maybe(|r| r.server_cpu_ms_per_1000),
+                cpu_us_per_cycle: maybe(|r| r.cpu_us_per_cycle),
+            }
+        })
+        .collect()
 }
 
 /// The server's resident memory with [`WAITERS`] acquires waiting on a held lock.
@@ -442,12 +575,21 @@ async fn waiting_memory(http: &reqwest::Client, server: &Server) -> f64 {
     rss
 }
 
-fn report(runs: &[Run], idle_rss: f64, peak_rss: f64, waiting_rss: f64, seconds: u64) {
+fn report(
+    runs: &[Run],
+    rounds: &[Vec<Run>],
+    idle_rss: f64,
+    peak_rss: f64,
+    waiting_rss: f64,
+    seconds: u64,
+) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let by: HashMap<(&str, usize), &Run> =
-        runs.iter().map(|r| ((r.mode, r.concurrency), r)).collect();
+    let by: HashMap<(&str, usize), &Run> = runs
+        .iter()
+        .map(|r| ((r.mode.as_str(), r.concurrency), r))
+        .collect();
     println!(
-        "lock benchmark: {seconds} s per run, {cores} cores, DynamoDB Local and fencelock on this machine"
+        "lock benchmark: {seconds} s per run, median of {ROUNDS} rounds, {cores} cores, DynamoDB Local and fencelock on this machine"
     );
     println!(
         "{:<10} {:>4} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>9}",
@@ -466,7 +608,7 @@ fn report(runs: &[Run], idle_rss: f64, peak_rss: f64, waiting_rss: f64, seconds:
     let mut table = Vec::new();
     for run in runs {
         let floor = by.get(&("floor", run.concurrency));
-        let (ratio, added_p50, added_p99) = match (run.mode, floor) {
+        let (ratio, added_p50, added_p99) = match (run.mode.as_str(), floor) {
             ("floor", _) | (_, None) => (None, None, None),
             (_, Some(floor)) => (
                 Some(run.ops_per_sec / floor.ops_per_sec),
@@ -497,6 +639,7 @@ fn report(runs: &[Run], idle_rss: f64, peak_rss: f64, waiting_rss: f64, seconds:
             "added_p99_ms": added_p99,
         }));
     }
+    let cpu = cpu_table(&by, rounds);
     println!(
         "server memory: idle {idle_rss:.1} MiB, peak {peak_rss:.1} MiB, with {WAITERS} waiting connections {waiting_rss:.1} MiB"
     );
@@ -506,6 +649,8 @@ fn report(runs: &[Run], idle_rss: f64, peak_rss: f64, waiting_rss: f64, seconds:
         "seconds_per_run": seconds,
         "cores": cores,
         "runs": table,
+        "cpu_per_cycle": cpu,
+        "rounds": rounds,
         "server_rss_mib": {"idle": idle_rss, "peak": peak_rss, "waiting_1000": waiting_rss},
     });
     std::fs::write(
@@ -515,6 +660,62 @@ fn report(runs: &[Run], idle_rss: f64, peak_rss: f64, waiting_rss: f64, seconds:
     .unwrap();
     chart(runs, &dir.join("bench.svg"));
     println!("wrote target/bench/bench.json and target/bench/bench.svg");
+}
+
+/// Prints CPU per acquire+release cycle, the server's against the bare SDK's, and
+/// throughput against the floor; answers them as JSON.
+fn cpu_table(by: &HashMap<(&str, usize), &Run>, rounds: &[Vec<Run>]) -> serde_json::Value {
+    println!(
+        "CPU per acquire+release cycle (µs) and throughput against the floor, median of {ROUNDS} rounds"
+    );
+    println!(
+        "{:>4} {:>12} {:>16} {:>10} {:>22} {:>16}",
+        "conc",
+        "bare SDK µs",
+        "fencelock µs",
+        "CPU ratio",
+        "CPU ratio by round",
+        "throughput ratio"
+    );
+    let mut rows = Vec::new();
+    for concurrency in CONCURRENCY {
+        let (Some(floor), Some(server)) = (
+            by.get(&("floor", concurrency)),
+            by.get(&("fencelock", concurrency)),
+        ) else {
+            continue;
+        };
+        let (Some(bare), Some(ours)) = (floor.cpu_us_per_cycle, server.cpu_us_per_cycle) else {
+            continue;
+        };
+        let by_round: Vec<f64> = rounds
+            .iter()
+            .filter_map(|runs| {
+                let of = |mode: &str| {
+                    runs.iter()
+                        .find(|r| r.mode == mode && r.concurrency == concurrency)?
+                        .cpu_us_per_cycle
+                };
+                Some(of("fencelock")? / of("floor")?)
+            })
+            .collect();
+        let throughput = server.ops_per_sec / floor.ops_per_sec;
+        let shown: Vec<String> = by_round.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{concurrency:>4} {bare:>12.0} {ours:>16.0} {:>10.2} {:>22} {throughput:>16.2}",
+            ours / bare,
+            shown.join(" "),
+        );
+        rows.push(json!({
+            "concurrency": concurrency,
+            "bare_sdk_us": bare,
+            "fencelock_us": ours,
+            "ratio": ours / bare,
+            "ratio_by_round": by_round,
+            "throughput_ratio": throughput,
+        }));
+    }
+    serde_json::Value::Array(rows)
 }
 
 /// Throughput and p99 latency against concurrency, floor and fencelock.

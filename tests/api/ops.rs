@@ -60,6 +60,25 @@ async fn readyz_says_why_it_is_not_ready() {
     );
 }
 
+/// The harness takes a DynamoDB Local as started only when that process holds the
+/// listener: a port someone else listens on (after Java lost the race for it) is not
+/// enough, and a process that exited is told apart from one still starting.
+#[test]
+fn the_harness_tells_whose_listener_a_port_is() {
+    use dynamodb_local::{Listener, listener_of};
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    assert_eq!(listener_of(std::process::id(), port), Listener::Ours);
+
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    assert_eq!(listener_of(other.id(), port), Listener::NotYet);
+    other.kill().unwrap();
+    // Killed but not yet reaped: a zombie has exited too.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(listener_of(other.id(), port), Listener::Exited);
+    other.wait().unwrap();
+}
+
 /// A DynamoDB Local of this test's own is paused (SIGSTOP) and resumed.
 #[tokio::test]
 async fn readyz_follows_dynamodb_going_away_and_coming_back() {

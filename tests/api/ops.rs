@@ -70,7 +70,10 @@ fn the_harness_tells_whose_listener_a_port_is() {
     let port = taken.local_addr().unwrap().port();
     assert_eq!(listener_of(std::process::id(), port), Listener::Ours);
 
-    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     assert_eq!(listener_of(other.id(), port), Listener::NotYet);
     other.kill().unwrap();
     // Killed but not yet reaped: a zombie has exited too.

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use fencelock::cli::{Cli, Command};
 
-// The AWS SDK and hyper allocate many small buffers per request; mimalloc serves them
+// The AWS SDK and hyper allocate many small buffers per request; jemalloc serves them
 // with less CPU than glibc's malloc (measured in the README's Performance section).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -10,7 +10,8 @@
 //! - **lost_update**: an acquire that sees a body other than the last one a
 //!   confirmed update wrote before it (or one a later, unconfirmed, update may have).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -33,14 +34,29 @@ pub struct Holding {
     pub until: u64,
 }
 
-pub fn check(history: &[Op]) -> (Vec<Violation>, usize) {
+/// The violations in `history`, and its grants.
+pub fn check(history: &[Op]) -> (Vec<Violation>, Vec<Holding>) {
     let holdings = holdings(history);
     let mut violations = Vec::new();
     overlaps(&holdings, &mut violations);
     fence_order(&holdings, &mut violations);
     stale_writes(history, &mut violations);
     lost_updates(history, &mut violations);
-    (violations, holdings.len())
+    (violations, holdings)
+}
+
+/// A recorded history: `history.jsonl`, one [`Op`] a line.
+pub fn read_history(path: &Path) -> Result<Vec<Op>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    parse_history(&text)
+}
+
+pub fn parse_history(text: &str) -> Result<Vec<Op>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(at, line)| serde_json::from_str(line).map_err(|e| format!("line {}: {e}", at + 1)))
+        .collect()
 }
 
 pub fn holdings(history: &[Op]) -> Vec<Holding> {
@@ -80,7 +96,7 @@ pub fn holdings(history: &[Op]) -> Vec<Holding> {
             if op.fence != Some(holding.fence) {
                 continue;
             }
-            match (op.kind, op.outcome.as_str()) {
+            match (op.kind.as_str(), op.outcome.as_str()) {
                 // A confirmation sent while the client still believed it held.
                 ("heartbeat" | "update", "ok") if op.start <= holding.until => {
                     holding.until = holding.until.max(op.start + *ttl);
@@ -207,22 +223,35 @@ fn lost_updates(history: &[Op], violations: &mut Vec<Violation>) {
         }
     }
     for (name, ops) in by_name {
-        let updates: Vec<&&Op> = ops.iter().filter(|op| op.kind == "update").collect();
+        // Confirmed updates by when they were answered, and every update's start by
+        // the body it wrote (each body is written once).
+        let mut confirmed: Vec<&Op> = ops
+            .iter()
+            .filter(|op| op.kind == "update" && op.outcome == "ok")
+            .copied()
+            .collect();
+        confirmed.sort_by_key(|u| u.end);
+        let mut written: HashMap<&str, Vec<u64>> = HashMap::new();
+        for update in ops.iter().filter(|op| op.kind == "update") {
+            if let Some(body) = update.body.as_deref() {
+                written.entry(body).or_default().push(update.start);
+            }
+        }
         for acquire in ops.iter().filter(|op| op.kind == "acquire") {
             let seen = acquire.body.as_deref().unwrap_or("");
             // The last confirmed update that ended before this acquire was sent.
-            let last = updates
-                .iter()
-                .filter(|u| u.outcome == "ok" && u.end < acquire.start)
-                .max_by_key(|u| u.end);
-            let written_after = |value: &str, after: u64| {
-                updates.iter().any(|u| {
-                    u.body.as_deref() == Some(value) && u.start >= after && u.start < acquire.end
+            let before = confirmed.partition_point(|u| u.end < acquire.start);
+            let last = before.checked_sub(1).map(|at| confirmed[at]);
+            let written_after = |after: u64| {
+                written.get(seen).is_some_and(|starts| {
+                    starts
+                        .iter()
+                        .any(|&start| start >= after && start < acquire.end)
                 })
             };
             let fine = match last {
-                Some(last) => last.body.as_deref() == Some(seen) || written_after(seen, last.start),
-                None => seen.is_empty() || written_after(seen, 0),
+                Some(last) => last.body.as_deref() == Some(seen) || written_after(last.start),
+                None => seen.is_empty() || written_after(0),
             };
             if !fine {
                 violations.push(Violation {
@@ -253,7 +282,7 @@ mod tests {
     ) -> Op {
         Op {
             client,
-            kind,
+            kind: kind.into(),
             name: "job".into(),
             fence: Some(fence),
             start,
@@ -289,5 +318,55 @@ mod tests {
         ];
         let kinds: Vec<_> = check(&history).0.iter().map(|v| v.kind).collect();
         assert!(kinds.contains(&"fence_order"), "{kinds:?}");
+    }
+
+    /// The kinds of violation the checker reports in a recorded history.
+    fn reported(history: &str) -> Vec<&'static str> {
+        let history = parse_history(history).expect("a recorded history");
+        let mut kinds: Vec<_> = check(&history).0.iter().map(|v| v.kind).collect();
+        kinds.dedup();
+        kinds
+    }
+
+    // Negative controls: recorded histories (`histories/`, in `history.jsonl`'s
+    // format) each with one thing that must never happen, which the checker must
+    // report; and one without, which it must pass.
+
+    #[test]
+    fn a_recorded_history_without_violations_passes() {
+        let clean = include_str!("histories/clean.jsonl");
+        assert_eq!(reported(clean), Vec::<&str>::new());
+        let history = parse_history(clean).unwrap();
+        assert_eq!(check(&history).1.len(), 3, "three grants");
+    }
+
+    #[test]
+    fn a_recorded_overlap_is_reported() {
+        let history = include_str!("histories/overlap.jsonl");
+        assert_eq!(reported(history), ["overlap"]);
+    }
+
+    #[test]
+    fn a_recorded_fence_that_goes_backwards_is_reported() {
+        let history = include_str!("histories/fence-backwards.jsonl");
+        assert_eq!(reported(history), ["fence_order"]);
+    }
+
+    #[test]
+    fn a_recorded_stale_write_accepted_downstream_is_reported() {
+        let history = include_str!("histories/stale-write.jsonl");
+        assert_eq!(reported(history), ["stale_write_accepted"]);
+    }
+
+    #[test]
+    fn a_recorded_lost_update_is_reported() {
+        let history = include_str!("histories/lost-update.jsonl");
+        assert_eq!(reported(history), ["lost_update"]);
+    }
+
+    #[test]
+    fn a_history_that_is_not_one_says_which_line() {
+        let err = parse_history("{\"client\": 0}\n").unwrap_err();
+        assert!(err.starts_with("line 1:"), "{err}");
     }
 }

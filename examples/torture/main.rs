@@ -1,12 +1,16 @@
 //! `make torture`: fencelock's safety promises under faults. DynamoDB Local, three
-//! fencelock instances on one table, and 32 clients contending for a few locks through
-//! all of them, with a downstream store that refuses stale fences; meanwhile faults
-//! from a seeded schedule: instances killed and paused, DynamoDB Local paused,
+//! fencelock instances on one table, and two mixes of clients through all of them:
+//! the fast mix (64 clients, 64 locks, leases under a second, short holds: many
+//! grants) and the long mix (8 clients, 4 locks, leases of seconds: long waits and
+//! pauses past a lease), with a downstream store that refuses stale fences. Meanwhile
+//! faults from a seeded schedule: instances killed and paused, DynamoDB Local paused,
 //! restarted and cut off, a holder paused past its lease, an instance's clock set
 //! ahead. Every operation is recorded; the checker ([`check`]) reads the history.
+//! Each fault is counted only when it was applied, with the grants made under it.
 //!
 //! `--break skew` sets one instance's clock ahead by far more than the skew margin:
-//! the checker must then report overlaps, and the run fails if it does not.
+//! the checker must then report overlaps, and the run fails if it does not. It
+//! refuses to start without libfaketime.
 
 mod check;
 mod cluster;
@@ -15,18 +19,19 @@ mod workload;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 use fencelock::client::Client;
 use fencelock::domain::LockName;
+use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use cluster::Cluster;
-use workload::{Downstream, Shared};
+use workload::{Downstream, FaultWindow, Mix, Shared};
 
 /// The clock offset that stays within the servers' 500 ms skew margin (libfaketime
 /// reads it in seconds).
@@ -46,14 +51,63 @@ struct Args {
     /// Break the system on purpose, to show the checker catches it: `skew`.
     #[arg(long = "break", value_parser = ["skew"])]
     breakage: Option<String>,
-    #[arg(long, default_value_t = 32)]
+    /// Clients of the fast mix: short leases and holds on many locks.
+    #[arg(long, default_value_t = 96)]
     clients: usize,
-    #[arg(long, default_value_t = 4)]
+    /// Locks of the fast mix.
+    #[arg(long, default_value_t = 1024)]
     locks: usize,
+    /// Clients of the long mix: leases of 2-6 s held up to 4 s, on few locks, so
+    /// waiting, heartbeats and expiry under pauses are exercised.
+    #[arg(long, default_value_t = 8)]
+    long_clients: usize,
+    /// Locks of the long mix.
+    #[arg(long, default_value_t = 4)]
+    long_locks: usize,
+    /// The fault kinds to apply (comma-separated), or `none` for the workload alone.
+    #[arg(long, value_delimiter = ',', default_value = "all", value_parser = fault_kind)]
+    faults: Vec<String>,
     /// Where the summary, the history and the logs go.
     #[arg(long, default_value = "target/torture")]
     out: PathBuf,
+    /// Check a recorded history (a `history.jsonl` of an earlier run) instead of
+    /// running: prints its violations, and fails if there are any.
+    #[arg(long, value_name = "HISTORY")]
+    check: Option<PathBuf>,
 }
+
+/// A fault kind's count, and the grants made while it was in effect or within
+/// [`AFTER_FAULT`] after.
+#[derive(Debug, Default, Serialize)]
+struct FaultTally {
+    applied: u64,
+    grants_under: usize,
+}
+
+/// Every kind of fault, in the order a round starts from.
+const FAULT_KINDS: [&str; 7] = [
+    "kill_instance",
+    "pause_instance",
+    "pause_dynamodb",
+    "restart_dynamodb",
+    "drop_dynamodb_responses",
+    "pause_client",
+    "clock_ahead",
+];
+
+fn fault_kind(kind: &str) -> Result<String, String> {
+    if kind == "all" || kind == "none" || FAULT_KINDS.contains(&kind) {
+        Ok(kind.to_owned())
+    } else {
+        Err(format!(
+            "expected all, none or some of: {}",
+            FAULT_KINDS.join(", ")
+        ))
+    }
+}
+
+/// How long after a fault a grant still counts as made under it.
+const AFTER_FAULT: Duration = Duration::from_secs(5);
 
 #[derive(Serialize)]
 struct Summary {
@@ -62,20 +116,37 @@ struct Summary {
     #[serde(rename = "break")]
     breakage: Option<String>,
     operations: BTreeMap<String, BTreeMap<String, u64>>,
-    faults: BTreeMap<String, u64>,
-    faults_not_possible_here: Vec<String>,
+    faults: BTreeMap<String, FaultTally>,
+    /// Fault kinds that could not be applied here, with why; none of them counted.
+    faults_not_possible_here: BTreeMap<String, String>,
     grants: usize,
+    grants_by_mix: BTreeMap<String, usize>,
     violations: Vec<check::Violation>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.check {
+        return check_recorded(path);
+    }
+    if args.breakage.is_some()
+        && let Err(why) = Cluster::can_skew_clocks()
+    {
+        eprintln!("torture: --break skew sets an instance's clock ahead, but {why}");
+        return ExitCode::from(2);
+    }
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the runtime starts");
-    let summary = runtime.block_on(run(&args, seed));
+    let summary = match runtime.block_on(run(&args, seed)) {
+        Ok(summary) => summary,
+        Err(why) => {
+            eprintln!("torture: {why}");
+            return ExitCode::from(2);
+        }
+    };
     let text = serde_json::to_string_pretty(&summary).expect("the summary is JSON");
     std::fs::write(args.out.join("summary.json"), &text).expect("the summary is written");
     print_summary(&summary);
@@ -100,16 +171,50 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args, seed: u64) -> Summary {
+/// `--check HISTORY`: the checker on a recorded history.
+fn check_recorded(path: &std::path::Path) -> ExitCode {
+    let history = match check::read_history(path) {
+        Ok(history) => history,
+        Err(why) => {
+            eprintln!("torture: {}: {why}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let (violations, holdings) = check::check(&history);
+    println!(
+        "{} operations, {} grants, {} violations",
+        history.len(),
+        holdings.len(),
+        violations.len()
+    );
+    for violation in &violations {
+        println!("  {}: {}", violation.kind, violation.detail);
+    }
+    if violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn lock_names(prefix: &str, count: usize) -> Vec<LockName> {
+    (0..count)
+        .map(|n| LockName::parse(&format!("torture:{prefix}-{n}")).expect("a lock name"))
+        .collect()
+}
+
+async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = args.out.join("run");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("the work folder is made");
     println!(
-        "torture: seed {seed}, {} s, {} clients on {} locks{}",
+        "torture: seed {seed}, {} s, {} clients on {} locks (fast mix), {} on {} (long mix){}",
         args.duration,
         args.clients,
         args.locks,
+        args.long_clients,
+        args.long_locks,
         args.breakage
             .as_deref()
             .map(|b| format!(", broken: {b}"))
@@ -118,7 +223,8 @@ async fn run(args: &Args, seed: u64) -> Summary {
     let table = format!("torture-{seed}");
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(&repo, &work, 3, &table));
     if args.breakage.is_some() {
-        tokio::task::block_in_place(|| cluster.restart_instance(2, Some(CLOCK_BROKEN.to_owned())));
+        block(|| cluster.restart_instance(2, Some(CLOCK_BROKEN.to_owned())))
+            .map_err(|why| format!("--break skew could not set the clock ahead: {why}"))?;
     }
     let clients = cluster
         .instance_urls()
@@ -132,35 +238,56 @@ async fn run(args: &Args, seed: u64) -> Summary {
     let shared = Arc::new(Shared {
         started: Instant::now(),
         clients,
-        names: (0..args.locks)
-            .map(|n| LockName::parse(&format!("torture:lock-{n}")).expect("a lock name"))
-            .collect(),
         history: Mutex::new(Vec::new()),
         downstream: Downstream::default(),
         pause_next_holder: AtomicBool::new(false),
-        paused_clients: AtomicU64::new(0),
+        faults: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     });
-    let workers: Vec<_> = (0..args.clients)
-        .map(|id| tokio::spawn(workload::client(shared.clone(), id, seed ^ (id as u64 + 1))))
+    // Short leases and holds on many locks, for many grants; the minimum lease is
+    // lowered to 200 ms for this run in the servers' configuration (cluster.rs).
+    let fast = Arc::new(Mix {
+        names: lock_names("fast", args.locks),
+        ttl_ms: 300..1000,
+        hold_ms: 0..150,
+        wait_ms: 0..500,
+        retry_ms: 0..20,
+        released_of_10: 7,
+    });
+    // Leases of seconds on a few locks: long waits, and pauses past a lease.
+    let long = Arc::new(Mix {
+        names: lock_names("long", args.long_locks),
+        ttl_ms: 2000..6001,
+        hold_ms: 200..4000,
+        wait_ms: 0..3000,
+        retry_ms: 0..200,
+        released_of_10: 8,
+    });
+    let mixes = std::iter::repeat_n(&fast, args.clients)
+        .chain(std::iter::repeat_n(&long, args.long_clients));
+    let workers: Vec<_> = mixes
+        .enumerate()
+        .map(|(id, mix)| {
+            let client = workload::client(shared.clone(), mix.clone(), id, seed ^ (id as u64 + 1));
+            tokio::spawn(client)
+        })
         .collect();
 
     let deadline = Instant::now() + Duration::from_secs(args.duration);
-    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
-    let mut not_possible = Vec::new();
-    if !cluster.can_drop_packets() {
-        not_possible.push("drop_dynamodb_responses".to_owned());
+    let mut not_possible = BTreeMap::new();
+    if let Err(why) = cluster.can_drop_packets() {
+        not_possible.insert("drop_dynamodb_responses".to_owned(), why);
     }
-    if !Cluster::can_skew_clocks() {
-        not_possible.push("clock_ahead".to_owned());
+    if let Err(why) = Cluster::can_skew_clocks() {
+        not_possible.insert("clock_ahead".to_owned(), why);
     }
     schedule(
         &mut cluster,
         &shared,
         seed,
         deadline,
-        &not_possible,
-        &mut faults,
+        &args.faults,
+        &mut not_possible,
         args.breakage.is_some(),
     )
     .await;
@@ -169,10 +296,6 @@ async fn run(args: &Args, seed: u64) -> Summary {
     for worker in workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
     }
-    faults.insert(
-        "pause_client".to_owned(),
-        shared.paused_clients.load(Ordering::Relaxed),
-    );
     drop(cluster);
 
     let history = std::mem::take(&mut *shared.history.lock().unwrap());
@@ -182,49 +305,105 @@ async fn run(args: &Args, seed: u64) -> Summary {
         lines.push('\n');
     }
     std::fs::write(args.out.join("history.jsonl"), lines).expect("the history is written");
-    let (violations, grants) = check::check(&history);
-    Summary {
+    let (violations, holdings) = check::check(&history);
+    let windows = std::mem::take(&mut *shared.faults.lock().unwrap());
+    let mut grants_by_mix = BTreeMap::new();
+    for holding in &holdings {
+        let mix = if holding.name.starts_with("torture:long-") {
+            "long"
+        } else {
+            "fast"
+        };
+        *grants_by_mix.entry(mix.to_owned()).or_default() += 1;
+    }
+    Ok(Summary {
         seed,
         duration_s: args.duration,
         breakage: args.breakage.clone(),
         operations: workload::tally(&history),
-        faults,
+        faults: tally_faults(&windows, &holdings),
         faults_not_possible_here: not_possible,
-        grants,
+        grants: holdings.len(),
+        grants_by_mix,
         violations,
+    })
+}
+
+/// Each fault kind's count, and the grants answered while one of its kind was in
+/// effect or within [`AFTER_FAULT`] after it was undone.
+fn tally_faults(
+    windows: &[FaultWindow],
+    holdings: &[check::Holding],
+) -> BTreeMap<String, FaultTally> {
+    let after = AFTER_FAULT.as_micros() as u64;
+    let mut granted: Vec<u64> = holdings.iter().map(|h| h.from).collect();
+    granted.sort_unstable();
+    let mut by_kind: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for window in windows {
+        by_kind
+            .entry(window.kind)
+            .or_default()
+            .push((window.start, window.end + after));
     }
+    by_kind
+        .into_iter()
+        .map(|(kind, mut spans)| {
+            let applied = spans.len() as u64;
+            // Overlapping spans merged, so a grant counts once for its kind.
+            spans.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::new();
+            for (start, end) in spans {
+                match merged.last_mut() {
+                    Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                    _ => merged.push((start, end)),
+                }
+            }
+            let grants_under = merged
+                .iter()
+                .map(|&(start, end)| {
+                    granted.partition_point(|&t| t <= end) - granted.partition_point(|&t| t < start)
+                })
+                .sum();
+            let tally = FaultTally {
+                applied,
+                grants_under,
+            };
+            (kind.to_owned(), tally)
+        })
+        .collect()
 }
 
 /// Faults one after another until `deadline`, in an order and with lengths drawn
-/// from `seed`, each kind once per round.
+/// from `seed`, each kind once per round. A fault that cannot be applied is left out
+/// from then on, with why, and is not counted.
 async fn schedule(
     cluster: &mut Cluster,
     shared: &Shared,
     seed: u64,
     deadline: Instant,
-    not_possible: &[String],
-    faults: &mut BTreeMap<String, u64>,
+    chosen: &[String],
+    not_possible: &mut BTreeMap<String, String>,
     broken: bool,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut kinds: Vec<&str> = vec![
-        "kill_instance",
-        "pause_instance",
-        "pause_dynamodb",
-        "restart_dynamodb",
-        "drop_dynamodb_responses",
-        "pause_client",
-        "clock_ahead",
-    ];
-    kinds.retain(|kind| !not_possible.iter().any(|n| n == kind));
+    let mut kinds: Vec<&'static str> = FAULT_KINDS.to_vec();
+    let all = chosen.iter().any(|kind| kind == "all");
+    kinds.retain(|kind| all || chosen.iter().any(|c| c == kind));
+    kinds.retain(|kind| !not_possible.contains_key(*kind));
     if broken {
         // Instance 2 keeps its broken clock.
         kinds.retain(|kind| *kind != "clock_ahead");
     }
     let mut round = Vec::new();
     loop {
-        let gap = Duration::from_millis(rng.u64(1000..3000));
+        if kinds.is_empty() {
+            tokio::time::sleep_until(deadline).await;
+            break;
+        }
+        let gap = Duration::from_millis(rng.u64(4000..10_000));
         if Instant::now() + gap + Duration::from_secs(10) > deadline {
+            // No time for another fault: the workload runs on to the end.
+            tokio::time::sleep_until(deadline).await;
             break;
         }
         tokio::time::sleep(gap).await;
@@ -237,44 +416,80 @@ async fn schedule(
         let instance = rng.usize(..if broken { 2 } else { 3 });
         let t = Instant::now().duration_since(shared.started).as_secs_f64();
         println!("torture: {t:6.1} s  {kind}");
-        match kind {
-            "kill_instance" => {
-                block(|| cluster.kill_instance(instance));
-                tokio::time::sleep(Duration::from_millis(rng.u64(500..2000))).await;
-                block(|| cluster.restart_instance(instance, None));
-            }
+        let start = Instant::now();
+        let (applied, undone) = match kind {
+            "kill_instance" => match block(|| cluster.kill_instance(instance)) {
+                Ok(()) => {
+                    tokio::time::sleep(Duration::from_millis(rng.u64(500..2000))).await;
+                    (Ok(()), block(|| cluster.restart_instance(instance, None)))
+                }
+                Err(why) => (Err(why), Ok(())),
+            },
             "pause_instance" => {
-                // Longer than the longest lease (6 s).
-                cluster.signal_instance(instance, "STOP");
-                tokio::time::sleep(Duration::from_millis(rng.u64(7000..9000))).await;
-                cluster.signal_instance(instance, "CONT");
+                match block(|| cluster.signal_instance(instance, Signal::SIGSTOP)) {
+                    Ok(()) => {
+                        // Longer than the longest lease (6 s).
+                        tokio::time::sleep(Duration::from_millis(rng.u64(7000..9000))).await;
+                        (
+                            Ok(()),
+                            block(|| cluster.signal_instance(instance, Signal::SIGCONT)),
+                        )
+                    }
+                    Err(why) => (Err(why), Ok(())),
+                }
             }
-            "pause_dynamodb" => {
-                // Longer than the servers' DynamoDB timeout (2 s): writes time out at
-                // the servers and are applied when it wakes.
-                cluster.signal_dynamodb("STOP");
-                tokio::time::sleep(Duration::from_millis(rng.u64(2500..4000))).await;
-                cluster.signal_dynamodb("CONT");
-            }
-            "restart_dynamodb" => block(|| cluster.restart_dynamodb()),
-            "drop_dynamodb_responses" => {
-                cluster.drop_packets();
-                tokio::time::sleep(Duration::from_millis(rng.u64(2000..4000))).await;
-                cluster.deliver_packets();
-            }
+            "pause_dynamodb" => match block(|| cluster.signal_dynamodb(Signal::SIGSTOP)) {
+                Ok(()) => {
+                    // Longer than the servers' DynamoDB timeout (2 s): writes time out
+                    // at the servers and are applied when it wakes.
+                    tokio::time::sleep(Duration::from_millis(rng.u64(2500..4000))).await;
+                    (Ok(()), block(|| cluster.signal_dynamodb(Signal::SIGCONT)))
+                }
+                Err(why) => (Err(why), Ok(())),
+            },
+            "restart_dynamodb" => (block(|| cluster.restart_dynamodb()), Ok(())),
+            "drop_dynamodb_responses" => match block(|| cluster.drop_packets()) {
+                Ok(()) => {
+                    tokio::time::sleep(Duration::from_millis(rng.u64(2000..4000))).await;
+                    (Ok(()), block(|| cluster.deliver_packets()))
+                }
+                // A half-made rule must not stay.
+                Err(why) => {
+                    let _ = block(|| cluster.deliver_packets());
+                    (Err(why), Ok(()))
+                }
+            },
             "pause_client" => {
+                // Applied, and counted, by the client that pauses.
                 shared.pause_next_holder.store(true, Ordering::Relaxed);
-                // Counted by the client that pauses.
                 continue;
             }
             "clock_ahead" => {
-                block(|| cluster.restart_instance(2, Some(CLOCK_AHEAD.to_owned())));
-                tokio::time::sleep(Duration::from_millis(rng.u64(4000..8000))).await;
-                block(|| cluster.restart_instance(2, None));
+                match block(|| cluster.restart_instance(2, Some(CLOCK_AHEAD.to_owned()))) {
+                    Ok(()) => {
+                        tokio::time::sleep(Duration::from_millis(rng.u64(4000..8000))).await;
+                        (Ok(()), block(|| cluster.restart_instance(2, None)))
+                    }
+                    Err(why) => {
+                        let _ = block(|| cluster.restart_instance(2, None));
+                        (Err(why), Ok(()))
+                    }
+                }
             }
             other => unreachable!("no fault {other}"),
+        };
+        match applied {
+            Ok(()) => shared.fault(kind, start),
+            Err(why) => {
+                println!("torture: {kind} could not be applied, and is left out: {why}");
+                not_possible.insert(kind.to_owned(), why);
+                kinds.retain(|k| *k != kind);
+                round.retain(|k| *k != kind);
+            }
         }
-        *faults.entry(kind.to_owned()).or_default() += 1;
+        if let Err(why) = undone {
+            eprintln!("torture: {kind} could not be undone: {why}");
+        }
     }
 }
 
@@ -288,17 +503,81 @@ fn print_summary(summary: &Summary) {
         let outcomes: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
         println!("  {kind:24} {}", outcomes.join(", "));
     }
-    println!("faults:");
-    for (kind, n) in &summary.faults {
-        println!("  {kind:24} {n}");
+    println!(
+        "faults (times applied; grants made while in effect or within {} s after):",
+        AFTER_FAULT.as_secs()
+    );
+    for (kind, tally) in &summary.faults {
+        println!(
+            "  {kind:24} {:4}   grants {}",
+            tally.applied, tally.grants_under
+        );
     }
-    for kind in &summary.faults_not_possible_here {
-        println!("  {kind:24} not possible here");
+    for (kind, why) in &summary.faults_not_possible_here {
+        println!("  {kind:24} not possible here: {why}");
     }
-    println!("grants: {}", summary.grants);
+    let by_mix: Vec<String> = summary
+        .grants_by_mix
+        .iter()
+        .map(|(mix, n)| format!("{mix} mix {n}"))
+        .collect();
+    println!("grants: {} ({})", summary.grants, by_mix.join(", "));
     println!("violations: {}", summary.violations.len());
     for violation in summary.violations.iter().take(10) {
         println!("  {}: {}", violation.kind, violation.detail);
     }
     println!("seed: {}", summary.seed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted_at(from: u64) -> check::Holding {
+        check::Holding {
+            client: 0,
+            name: "torture:fast-0".into(),
+            fence: from,
+            asked: from,
+            from,
+            until: from + 1,
+        }
+    }
+
+    #[test]
+    fn grants_count_under_a_fault_while_it_lasts_and_5_s_after_once_per_kind() {
+        let s = 1_000_000;
+        let windows = [
+            FaultWindow {
+                kind: "pause_dynamodb",
+                start: 10 * s,
+                end: 13 * s,
+            },
+            // Overlaps the first one's 5 s after: its grants count once.
+            FaultWindow {
+                kind: "pause_dynamodb",
+                start: 16 * s,
+                end: 17 * s,
+            },
+            FaultWindow {
+                kind: "kill_instance",
+                start: 40 * s,
+                end: 41 * s,
+            },
+        ];
+        let holdings: Vec<_> = [5, 10, 12, 17, 22, 23, 40, 46, 47]
+            .map(|t| granted_at(t * s))
+            .to_vec();
+        let tally = tally_faults(&windows, &holdings);
+        assert_eq!(tally["pause_dynamodb"].applied, 2);
+        // 10, 12, 17 and 22 are within 10..=22 s.
+        assert_eq!(tally["pause_dynamodb"].grants_under, 4);
+        assert_eq!(tally["kill_instance"].applied, 1);
+        // 40 and 46 are within 40..=46 s.
+        assert_eq!(tally["kill_instance"].grants_under, 2);
+        assert!(
+            !tally.contains_key("pause_instance"),
+            "never applied, never counted"
+        );
+    }
 }

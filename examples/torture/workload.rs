@@ -4,20 +4,21 @@
 //! it has seen.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fencelock::client::{Acquire, Client, ClientError, Holding};
 use fencelock::domain::LockName;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-/// One operation as a client saw it.
-#[derive(Debug, Clone, Serialize)]
+/// One operation as a client saw it: a line of `history.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Op {
     pub client: usize,
-    pub kind: &'static str,
+    pub kind: String,
     pub name: String,
     pub fence: Option<u64>,
     /// Microseconds from the run's start, on the monotonic clock.
@@ -31,27 +32,62 @@ pub struct Op {
     pub seq: Option<u64>,
 }
 
+/// How a group of clients uses its own locks.
+#[derive(Debug, Clone)]
+pub struct Mix {
+    pub names: Vec<LockName>,
+    /// Lease lengths, ms.
+    pub ttl_ms: Range<u64>,
+    /// How long a holder keeps a lock before it releases or abandons it, ms.
+    pub hold_ms: Range<u64>,
+    /// The wait of a waiting acquire, ms; half the acquires wait, the others try once.
+    pub wait_ms: Range<u64>,
+    /// The pause after an acquire answered "held", ms.
+    pub retry_ms: Range<u64>,
+    /// Of 10 holdings, how many are released; the others are abandoned to expire
+    /// (and taken over after the lease and the skew margin).
+    pub released_of_10: u8,
+}
+
+/// A fault while it was in effect: from just before it was applied until it was
+/// undone, µs from the run's start.
+#[derive(Debug, Clone)]
+pub struct FaultWindow {
+    pub kind: &'static str,
+    pub start: u64,
+    pub end: u64,
+}
+
 /// What every client shares.
 pub struct Shared {
     pub started: Instant,
     pub clients: Vec<Client>,
-    pub names: Vec<LockName>,
     pub history: Mutex<Vec<Op>>,
     pub downstream: Downstream,
     /// Set by the fault schedule: the next client to take a lock pauses past its
     /// lease, then writes downstream with its old fence.
     pub pause_next_holder: AtomicBool,
-    pub paused_clients: AtomicU64,
+    /// The faults applied, by the schedule and by the clients that paused.
+    pub faults: Mutex<Vec<FaultWindow>>,
     pub stop: AtomicBool,
 }
 
 impl Shared {
-    fn micros(&self, at: Instant) -> u64 {
+    pub fn micros(&self, at: Instant) -> u64 {
         at.duration_since(self.started).as_micros() as u64
     }
 
     fn record(&self, op: Op) {
         self.history.lock().unwrap().push(op);
+    }
+
+    pub fn fault(&self, kind: &'static str, start: Instant) {
+        let window = FaultWindow {
+            kind,
+            start: self.micros(start),
+            end: self.micros(Instant::now()),
+        };
+        self.faults.lock().unwrap().push(window);
     }
 }
 
@@ -93,15 +129,15 @@ fn outcome<T>(result: &Result<T, ClientError>) -> String {
 
 /// One client: takes locks, holds them with heartbeats and body updates, writes
 /// downstream while it believes it holds, and releases or abandons them.
-pub async fn client(shared: Arc<Shared>, id: usize, seed: u64) {
+pub async fn client(shared: Arc<Shared>, mix: Arc<Mix>, id: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut attempt = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
         attempt += 1;
-        let name = &shared.names[rng.usize(..shared.names.len())];
-        let ttl = Duration::from_millis(rng.u64(2000..=6000));
+        let name = &mix.names[rng.usize(..mix.names.len())];
+        let ttl = Duration::from_millis(rng.u64(mix.ttl_ms.clone()));
         let wait = if rng.bool() {
-            Some(Duration::from_millis(rng.u64(0..3000)))
+            Some(Duration::from_millis(rng.u64(mix.wait_ms.clone())))
         } else {
             None
         };
@@ -119,7 +155,7 @@ pub async fn client(shared: Arc<Shared>, id: usize, seed: u64) {
         let ttl_ms = ttl.as_millis() as u64;
         shared.record(Op {
             client: id,
-            kind: "acquire",
+            kind: "acquire".into(),
             name: name.to_string(),
             fence: result.as_ref().ok().map(|lock| lock.fence),
             start: shared.micros(sent),
@@ -136,10 +172,15 @@ pub async fn client(shared: Arc<Shared>, id: usize, seed: u64) {
                     fence: lock.fence,
                     nonce: Some(&nonce),
                 };
-                hold(&shared, &mut rng, id, holding, ttl, sent).await;
+                hold(&shared, &mix, &mut rng, id, holding, ttl, sent).await;
             }
             Err(ClientError::Held { .. }) => {
-                tokio::time::sleep(Duration::from_millis(rng.u64(0..200))).await;
+                tokio::time::sleep(Duration::from_millis(rng.u64(mix.retry_ms.clone()))).await;
+            }
+            // As a well-behaved client does: the server's Retry-After, with jitter.
+            Err(ClientError::Unavailable { retry_after, .. }) => {
+                let jitter = Duration::from_millis(rng.u64(0..200));
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1)) + jitter).await;
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(rng.u64(100..300))).await,
         }
@@ -151,6 +192,7 @@ pub async fn client(shared: Arc<Shared>, id: usize, seed: u64) {
 /// within that belief, and its release ends it.
 async fn hold(
     shared: &Shared,
+    mix: &Mix,
     rng: &mut fastrand::Rng,
     id: usize,
     holding: Holding<'_>,
@@ -163,9 +205,9 @@ async fn hold(
     let mut belief_end = confirmed + ttl;
     // A margin for the time a request takes to leave this process.
     let margin = Duration::from_millis(150);
-    let record = |kind: &'static str, sent: Instant, outcome: String, body: Option<String>| Op {
+    let record = |kind: &str, sent: Instant, outcome: String, body: Option<String>| Op {
         client: id,
-        kind,
+        kind: kind.to_owned(),
         name: name.clone(),
         fence: Some(fence),
         start: shared.micros(sent),
@@ -175,19 +217,22 @@ async fn hold(
         body,
         seq: None,
     };
-    downstream(shared, id, &name, fence, ttl_ms, "downstream");
+    if Instant::now() + margin < belief_end {
+        downstream(shared, id, &name, fence, ttl_ms, "downstream");
+    }
 
     let paused = shared.pause_next_holder.swap(false, Ordering::Relaxed);
     if paused {
         // A holder paused past its lease (a long GC, a stopped VM) that wakes up and
         // writes with the fence it had.
-        shared.paused_clients.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
         tokio::time::sleep_until(belief_end + Duration::from_millis(rng.u64(1000..3000))).await;
         downstream(shared, id, &name, fence, ttl_ms, "downstream_after_pause");
+        shared.fault("pause_client", start);
         return;
     }
 
-    let hold_for = Duration::from_millis(rng.u64(200..4000));
+    let hold_for = Duration::from_millis(rng.u64(mix.hold_ms.clone()));
     let until = Instant::now() + hold_for;
     let mut step = 0u64;
     loop {
@@ -222,7 +267,7 @@ async fn hold(
             downstream(shared, id, &name, fence, ttl_ms, "downstream");
         }
     }
-    if rng.u8(0..10) < 8 {
+    if rng.u8(0..10) < mix.released_of_10 {
         let server = &shared.clients[rng.usize(..shared.clients.len())];
         let sent = Instant::now();
         let result = server.release(&holding).await;
@@ -243,7 +288,7 @@ fn downstream(shared: &Shared, id: usize, name: &str, fence: u64, ttl_ms: u64, k
     let (accepted, seq) = shared.downstream.write(name, fence);
     shared.record(Op {
         client: id,
-        kind,
+        kind: kind.to_owned(),
         name: name.to_owned(),
         fence: Some(fence),
         start: at,
@@ -263,7 +308,7 @@ pub fn tally(
         Default::default();
     for op in history {
         *tally
-            .entry(op.kind.to_owned())
+            .entry(op.kind.clone())
             .or_default()
             .entry(op.outcome.clone())
             .or_default() += 1;

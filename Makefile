@@ -33,7 +33,7 @@ endif
 screenshots: tools
 	FENCELOCK_SCREENSHOTS=$(CURDIR)/docs cargo test --test api -- browser::screenshots
 
-# The torture run: DynamoDB Local, three servers, 72 clients in two mixes and faults
+# The torture run: DynamoDB Local, three servers, 104 clients in two mixes and faults
 # from a seeded schedule, then the history checker; summary in
 # target/torture/summary.json. DURATION (seconds, default 60), SEED (random by
 # default), BREAK=skew (an instance's clock far ahead: the run must report

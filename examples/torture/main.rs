@@ -1,6 +1,6 @@
 //! `make torture`: fencelock's safety promises under faults. DynamoDB Local, three
 //! fencelock instances on one table, and two mixes of clients through all of them:
-//! the fast mix (64 clients, 64 locks, leases under a second, short holds: many
+//! the fast mix (96 clients, 1,024 locks, leases under a second, short holds: many
 //! grants) and the long mix (8 clients, 4 locks, leases of seconds: long waits and
 //! pauses past a lease), with a downstream store that refuses stale fences. Meanwhile
 //! faults from a seeded schedule: instances killed and paused, DynamoDB Local paused,
@@ -252,7 +252,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         hold_ms: 0..150,
         wait_ms: 0..500,
         retry_ms: 0..20,
-        released_of_10: 7,
+        released_of_10: 6,
     });
     // Leases of seconds on a few locks: long waits, and pauses past a lease.
     let long = Arc::new(Mix {
@@ -400,7 +400,7 @@ async fn schedule(
             tokio::time::sleep_until(deadline).await;
             break;
         }
-        let gap = Duration::from_millis(rng.u64(4000..10_000));
+        let gap = Duration::from_millis(rng.u64(5000..12_000));
         if Instant::now() + gap + Duration::from_secs(10) > deadline {
             // No time for another fault: the workload runs on to the end.
             tokio::time::sleep_until(deadline).await;

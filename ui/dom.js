@@ -141,6 +141,23 @@ export function notice(kind, title, ...lines) {
  * The form that asks for a bearer token: the answer goes to this tab's
  * sessionStorage, and `done()` asks the server again with it.
  */
+/**
+ * What a token form answers: the refusal, and whether a token was sent (never the
+ * token itself, which stays out of the page).
+ */
+function tokenQuestion(error) {
+  return `${error.status} ${token() ? "token" : "none"}`;
+}
+
+/**
+ * Whether `container` already shows the token form for `error`. The page asks the
+ * server again every second; redrawing the form at each answer would empty what is
+ * being typed, so a form that asks the same question is left as it is.
+ */
+export function showsTokenForm(container, error) {
+  return container.querySelector("form.token")?.dataset.question === tokenQuestion(error);
+}
+
 export function tokenForm(error, done) {
   const input = el("input", {
     type: "password",
@@ -165,5 +182,6 @@ export function tokenForm(error, done) {
     `The server said: ${error.message}.`,
     "Enter a token from the server's token file (one that may list locks, for the list). " +
       "It is kept in this browser tab only, and sent to this server only.",
-    el("form", { class: "token", on: { submit } }, input, el("button", { type: "submit" }, "Use token")));
+    el("form", { class: "token", "data-question": tokenQuestion(error), on: { submit } },
+      input, el("button", { type: "submit" }, "Use token")));
 }

@@ -3,7 +3,7 @@
 
 import { getJson, poll } from "./api.js";
 import {
-  countdown, el, lockPath, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
+  countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, stateBadge, stateOf, timeOf, tokenForm,
 } from "./dom.js";
 
 /** Locks on one page of the table. */
@@ -104,7 +104,9 @@ export function listView(main) {
       // What an earlier token could see is not for this one.
       body.replaceChildren();
       table.hidden = true;
-      message.replaceChildren(tokenForm(error, poller.refresh));
+      if (!showsTokenForm(message, error)) {
+        message.replaceChildren(tokenForm(error, poller.refresh));
+      }
       setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
     } else if (error.status === 400) {
       body.replaceChildren();

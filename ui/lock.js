@@ -3,7 +3,7 @@
 
 import { getJson, poll } from "./api.js";
 import {
-  countdown, el, lockPath, namespaceOf, notice, setStatus, stateBadge, stateOf, timeOf, tokenForm,
+  countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, stateBadge, stateOf, timeOf, tokenForm,
 } from "./dom.js";
 
 export function lockView(main, name) {
@@ -28,7 +28,9 @@ export function lockView(main, name) {
     fail(error) {
       if (error.status === 401 || error.status === 403) {
         details.hidden = true;
-        message.replaceChildren(tokenForm(error, () => poller.refresh()));
+        if (!showsTokenForm(message, error)) {
+          message.replaceChildren(tokenForm(error, () => poller.refresh()));
+        }
         setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
       } else if (error.status === 404) {
         details.hidden = true;

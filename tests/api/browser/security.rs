@@ -100,6 +100,27 @@ async fn notice_says(page: &Browser, text: &str) {
     .await;
 }
 
+/// The page asks the server again every second while it waits for a token; a token
+/// half typed must survive those answers (each one re-drew the form, emptying it).
+#[tokio::test]
+async fn a_token_being_typed_survives_the_page_asking_again() {
+    let (app, _dir) = guarded().await;
+    let page = Browser::open(&app.base, 1280, 800, Scheme::Light).await;
+    notice_says(&page, "This server asks for a token").await;
+    page.type_into("form.token input[name=token]", "half-typ")
+        .await;
+    let seen = page.refreshes().await;
+    page.two_more_refreshes(seen).await;
+    assert_eq!(
+        page.eval("document.querySelector('form.token input[name=token]').value")
+            .await,
+        "half-typ"
+    );
+    // And the form still works: a wrong token is answered as one.
+    page.click("form.token button[type=submit]").await;
+    notice_says(&page, "does not accept this token").await;
+}
+
 #[tokio::test]
 async fn the_page_asks_for_a_token_keeps_it_in_the_tab_and_lists_only_what_it_may() {
     let (app, _dir) = guarded().await;

@@ -67,8 +67,11 @@ async fn locks_taken_through_any_server_appear_and_a_release_leaves_held_only() 
 #[tokio::test]
 async fn the_countdown_moves_and_a_lease_shows_expired_the_moment_it_ends() {
     let app = TestApp::spawn().await;
-    app.acquire("short", "n", "&ttl=3s").await;
+    // The lease starts once the page is open and has answered: a browser that starts
+    // slowly on a busy machine must not find it already ended.
     let page = Browser::open(&app.base, 1280, 800, Scheme::Light).await;
+    page.two_more_refreshes(0).await;
+    app.acquire("short", "n", "&ttl=6s").await;
     let countdown = format!("{}?.querySelector('.countdown')?.textContent", row("short"));
     page.wait_until(
         &format!("({countdown} ?? '').startsWith('in ')"),

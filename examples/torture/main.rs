@@ -386,6 +386,10 @@ async fn schedule(
     broken: bool,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
+    // Faults 5-12 s apart, so the workload has time between them to make grants; in
+    // a run of two minutes or less (make test's), 1-3 s, so that it sees every kind.
+    let short = deadline.duration_since(Instant::now()) <= Duration::from_secs(120);
+    let gaps_ms = if short { 1000..3000 } else { 5000..12_000 };
     let mut kinds: Vec<&'static str> = FAULT_KINDS.to_vec();
     let all = chosen.iter().any(|kind| kind == "all");
     kinds.retain(|kind| all || chosen.iter().any(|c| c == kind));
@@ -400,7 +404,7 @@ async fn schedule(
             tokio::time::sleep_until(deadline).await;
             break;
         }
-        let gap = Duration::from_millis(rng.u64(5000..12_000));
+        let gap = Duration::from_millis(rng.u64(gaps_ms.clone()));
         if Instant::now() + gap + Duration::from_secs(10) > deadline {
             // No time for another fault: the workload runs on to the end.
             tokio::time::sleep_until(deadline).await;

@@ -73,7 +73,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn micros(&self, at: Instant) -> u64 {
+    fn micros(&self, at: Instant) -> u64 {
         at.duration_since(self.started).as_micros() as u64
     }
 

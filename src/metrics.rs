@@ -22,6 +22,10 @@ pub struct Metrics {
     /// conflict: a condition failed; throttled; error).
     dynamodb_requests: IntCounterVec,
     dynamodb_latency: HistogramVec,
+    /// Grants by kind (lock, semaphore, group).
+    grants_by_kind: IntCounterVec,
+    /// Acquires refused because every slot was held, by kind.
+    conflicts_by_kind: IntCounterVec,
     pub locks_granted: IntCounter,
     pub lock_conflicts: IntCounter,
     pub expired_takeovers: IntCounter,
@@ -72,6 +76,17 @@ impl Metrics {
                 .buckets(buckets),
                 &["operation"],
             )?,
+            grants_by_kind: IntCounterVec::new(
+                Opts::new("grants_total", "Acquisitions granted, by kind"),
+                &["kind"],
+            )?,
+            conflicts_by_kind: IntCounterVec::new(
+                Opts::new(
+                    "conflicts_total",
+                    "Acquisitions refused because what they asked for was held, by kind",
+                ),
+                &["kind"],
+            )?,
             locks_granted: counter("locks_granted_total", "Acquisitions granted")?,
             lock_conflicts: counter(
                 "lock_conflicts_total",
@@ -91,6 +106,8 @@ impl Metrics {
         registry.register(Box::new(metrics.dynamodb_requests.clone()))?;
         registry.register(Box::new(metrics.dynamodb_latency.clone()))?;
         registry.register(Box::new(metrics.waiters.clone()))?;
+        registry.register(Box::new(metrics.grants_by_kind.clone()))?;
+        registry.register(Box::new(metrics.conflicts_by_kind.clone()))?;
         Ok(metrics)
     }
 
@@ -102,6 +119,16 @@ impl Metrics {
         self.dynamodb_latency
             .with_label_values(&[operation])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one grant of a `kind`: `lock`, `semaphore` or `group`.
+    pub fn grants(&self, kind: &str) {
+        self.grants_by_kind.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts one acquire of a `kind` refused because what it asked for was held.
+    pub fn conflicts(&self, kind: &str) {
+        self.conflicts_by_kind.with_label_values(&[kind]).inc();
     }
 
     /// Counts one HTTP request.
@@ -133,6 +160,8 @@ mod tests {
         metrics.dynamodb("acquire", "granted", Duration::from_millis(3));
         metrics.http("POST", "/locks/{name}", 200, Duration::from_millis(4));
         metrics.locks_granted.inc();
+        metrics.grants("semaphore");
+        metrics.conflicts("lock");
         let text = metrics.render();
         for name in [
             "fencelock_http_requests_total",
@@ -141,6 +170,8 @@ mod tests {
             "fencelock_dynamodb_request_duration_seconds_count",
             "fencelock_locks_granted_total 1",
             "fencelock_waiters 0",
+            "fencelock_grants_total{kind=\"semaphore\"} 1",
+            "fencelock_conflicts_total{kind=\"lock\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

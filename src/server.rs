@@ -62,9 +62,11 @@ fn shutdown_handle(
     let handle = axum_server::Handle::new();
     let stopping = handle.clone();
     let waiters = state.waiters.clone();
+    let semaphore_waiters = state.semaphore_waiters.clone();
     tokio::spawn(async move {
         shutdown.await;
         waiters.close();
+        semaphore_waiters.close();
         stopping.graceful_shutdown(Some(grace));
     });
     handle

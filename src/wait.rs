@@ -1,10 +1,14 @@
-//! Waiting acquire. The waiters for one lock name on this server form a FIFO queue
-//! served by a single task, so a hundred waiters cost DynamoDB what one does:
+//! Waiting acquire, of locks and of semaphore slots alike. The waiters for one name
+//! on this server form a FIFO queue served by a single task, so a hundred waiters cost
+//! DynamoDB what one does:
 //!
 //! - the task tries to acquire for the waiter at the front only;
-//! - while the lock is held it retries no sooner than the holder's lease ends (plus
-//!   the skew margin), or after a jittered back-off of 100 ms doubling to 1 s, since
-//!   the holder may release it early through another server;
+//! - while the lock is held (every slot of the semaphore is) it retries no sooner than
+//!   the first holder's lease ends (plus the skew margin), or after a jittered
+//!   back-off of 100 ms doubling to 1 s, since a holder may release early through
+//!   another server;
+//! - after a grant, the next waiter of a semaphore tries at once (another slot may be
+//!   free); the next waiter of a lock waits as for a held lock;
 //! - a release through this server wakes the task at once ([`Waiters::released`]);
 //! - a waiter whose client went away leaves the queue, and a grant it can no longer
 //!   receive is released again, so no lock is left held by nobody;
@@ -12,6 +16,7 @@
 //!   one DynamoDB request in flight for its name returns.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,8 +24,144 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::domain::{Holder, Lock, LockName};
-use crate::store::{AcquireOutcome, AcquireRequest, DynamoStore, StoreError};
+use crate::domain::{Holder, LockName, Millis};
+use crate::store::{
+    AcquireOutcome, AcquireRequest, DynamoStore, SemaphoreOutcome, SemaphoreRequest, StoreError,
+};
+
+/// What a queue of waiters waits for: a lock ([`Locks`]) or a semaphore slot
+/// ([`Semaphores`]).
+pub trait Contended: Send + Sync + 'static {
+    type Request: Send + Sync + 'static;
+    type Outcome: Clone + Send + 'static;
+
+    /// The name whose queue the request joins.
+    fn name(request: &Self::Request) -> &LockName;
+
+    /// One attempt to acquire.
+    fn attempt(
+        store: &DynamoStore,
+        request: &Self::Request,
+    ) -> impl Future<Output = Result<Self::Outcome, StoreError>> + Send;
+
+    /// What an attempt's outcome means for the queue.
+    fn turn(store: &DynamoStore, outcome: &Self::Outcome) -> Turn;
+
+    /// What a grant to one waiter tells the waiters behind it, as the outcome of an
+    /// attempt of theirs (a lock granted to another is held); `None` if nothing.
+    fn seen_by_others(granted: &Self::Outcome) -> Option<Self::Outcome>;
+
+    /// Releases a grant whose waiter left before it was handed over.
+    fn give_back(store: &DynamoStore, outcome: Self::Outcome) -> impl Future<Output = ()> + Send;
+}
+
+/// What an attempt's outcome means for the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Granted to the front waiter; the next one tries once `busy_until` is past
+    /// (or a release wakes the queue), or at once when `None`.
+    Granted { busy_until: Option<Millis> },
+    /// Held by others: free at `free_at` at the latest, unless released sooner.
+    Busy { free_at: Millis },
+    /// An answer that waiting cannot change; the front waiter gets it at once.
+    Final,
+}
+
+/// Waiting for a lock.
+#[derive(Debug)]
+pub struct Locks;
+
+impl Contended for Locks {
+    type Request = AcquireRequest;
+    type Outcome = AcquireOutcome;
+
+    fn name(request: &AcquireRequest) -> &LockName {
+        &request.name
+    }
+
+    async fn attempt(
+        store: &DynamoStore,
+        request: &AcquireRequest,
+    ) -> Result<AcquireOutcome, StoreError> {
+        store.acquire(request).await
+    }
+
+    fn turn(store: &DynamoStore, outcome: &AcquireOutcome) -> Turn {
+        match outcome {
+            AcquireOutcome::Granted(lock) => Turn::Granted {
+                busy_until: Some(store.free_at(lock)),
+            },
+            AcquireOutcome::Held(holder) => Turn::Busy {
+                free_at: store.free_at(holder),
+            },
+        }
+    }
+
+    fn seen_by_others(granted: &AcquireOutcome) -> Option<AcquireOutcome> {
+        match granted {
+            AcquireOutcome::Granted(lock) => Some(AcquireOutcome::Held(lock.clone())),
+            AcquireOutcome::Held(_) => None,
+        }
+    }
+
+    async fn give_back(store: &DynamoStore, outcome: AcquireOutcome) {
+        let AcquireOutcome::Granted(lock) = outcome else {
+            return;
+        };
+        let (name, fence) = (lock.name, lock.fence);
+        tracing::info!(lock = %name, fence, "waiter left before its grant; releasing it");
+        if let Err(err) = store.release(&name, &Holder::Fence(fence)).await {
+            // The lease still ends on its own at its ttl.
+            tracing::warn!(lock = %name, fence, %err, "could not release an unclaimed grant");
+        }
+    }
+}
+
+/// Waiting for a slot of a semaphore.
+#[derive(Debug)]
+pub struct Semaphores;
+
+impl Contended for Semaphores {
+    type Request = SemaphoreRequest;
+    type Outcome = SemaphoreOutcome;
+
+    fn name(request: &SemaphoreRequest) -> &LockName {
+        &request.name
+    }
+
+    async fn attempt(
+        store: &DynamoStore,
+        request: &SemaphoreRequest,
+    ) -> Result<SemaphoreOutcome, StoreError> {
+        store.acquire_semaphore(request).await
+    }
+
+    fn turn(store: &DynamoStore, outcome: &SemaphoreOutcome) -> Turn {
+        match outcome {
+            SemaphoreOutcome::Granted { .. } => Turn::Granted { busy_until: None },
+            SemaphoreOutcome::Full(semaphore) => Turn::Busy {
+                free_at: store.semaphore_free_at(semaphore),
+            },
+            SemaphoreOutcome::LimitMismatch { .. } => Turn::Final,
+        }
+    }
+
+    fn seen_by_others(_: &SemaphoreOutcome) -> Option<SemaphoreOutcome> {
+        // Another slot may be free: the next waiter tries at once.
+        None
+    }
+
+    async fn give_back(store: &DynamoStore, outcome: SemaphoreOutcome) {
+        let SemaphoreOutcome::Granted { semaphore, fence } = outcome else {
+            return;
+        };
+        let name = semaphore.name;
+        tracing::info!(semaphore = %name, fence, "waiter left before its grant; releasing it");
+        if let Err(err) = store.release_semaphore(&name, &Holder::Fence(fence)).await {
+            tracing::warn!(semaphore = %name, fence, %err, "could not release an unclaimed grant");
+        }
+    }
+}
 
 /// The first retry delay while the lock is held elsewhere.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -40,24 +181,24 @@ pub enum WaitError {
     TooMany { limit: usize },
 }
 
-type Reply = Result<AcquireOutcome, WaitError>;
+type Reply<K> = Result<<K as Contended>::Outcome, WaitError>;
 
-struct Waiter {
-    request: AcquireRequest,
+struct Waiter<K: Contended> {
+    request: K::Request,
     deadline: Instant,
-    reply: oneshot::Sender<Reply>,
+    reply: oneshot::Sender<Reply<K>>,
 }
 
-struct Queue {
-    arrivals: mpsc::UnboundedSender<Waiter>,
+struct Queue<K: Contended> {
+    arrivals: mpsc::UnboundedSender<Waiter<K>>,
     wake: Arc<Notify>,
     /// The waiters of this queue whose acquire has not returned yet.
     waiting: Arc<AtomicUsize>,
 }
 
-struct Inner {
+struct Inner<K: Contended> {
     store: DynamoStore,
-    queues: Mutex<HashMap<LockName, Queue>>,
+    queues: Mutex<HashMap<LockName, Queue<K>>>,
     closed: watch::Sender<bool>,
     max_per_lock: usize,
 }
@@ -65,13 +206,20 @@ struct Inner {
 /// The waiters one lock may have on one server unless told otherwise.
 pub const DEFAULT_MAX_WAITERS_PER_LOCK: usize = 1000;
 
-/// The waiting acquires of this server, one queue per lock name.
-#[derive(Clone)]
-pub struct Waiters {
-    inner: Arc<Inner>,
+/// The waiting acquires of this server, one queue per name: of locks, unless said.
+pub struct Waiters<K: Contended = Locks> {
+    inner: Arc<Inner<K>>,
 }
 
-impl std::fmt::Debug for Waiters {
+impl<K: Contended> Clone for Waiters<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K: Contended> std::fmt::Debug for Waiters<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waiters")
             .field("names", &self.lock_queues().len())
@@ -79,7 +227,7 @@ impl std::fmt::Debug for Waiters {
     }
 }
 
-impl Waiters {
+impl<K: Contended> Waiters<K> {
     /// Waiters acquiring through `store`, at most `max_per_lock` at once for one name.
     pub fn new(store: DynamoStore, max_per_lock: usize) -> Self {
         Self {
@@ -94,7 +242,7 @@ impl Waiters {
 
     /// Acquires `request`, waiting up to `wait` behind the waiters already queued for
     /// the name. Ends with `Held` (the last holder seen) when the wait runs out.
-    pub async fn acquire(&self, request: AcquireRequest, wait: Duration) -> Reply {
+    pub async fn acquire(&self, request: K::Request, wait: Duration) -> Reply<K> {
         if *self.inner.closed.borrow() {
             return Err(WaitError::ShuttingDown);
         }
@@ -146,7 +294,7 @@ impl Waiters {
         self.lock_queues().len()
     }
 
-    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<LockName, Queue>> {
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<LockName, Queue<K>>> {
         // The map holds no invariant a panic could break halfway.
         self.inner
             .queues
@@ -156,9 +304,9 @@ impl Waiters {
 
     /// Puts `waiter` in its name's queue, starting the queue's task if there is none;
     /// answers the queue's count of waiters, which counts this one.
-    fn enqueue(&self, waiter: Waiter) -> Result<Arc<AtomicUsize>, WaitError> {
+    fn enqueue(&self, waiter: Waiter<K>) -> Result<Arc<AtomicUsize>, WaitError> {
         let mut queues = self.lock_queues();
-        let name = waiter.request.name.clone();
+        let name = K::name(&waiter.request).clone();
         let waiter = match queues.get(&name) {
             Some(queue) => {
                 let limit = self.inner.max_per_lock;
@@ -192,23 +340,23 @@ impl Waiters {
     }
 }
 
-/// What the queue's task last learnt about the lock, to answer a wait that ran out.
-enum LastSeen {
+/// What the queue's task last learnt about the name, to answer a wait that ran out.
+enum LastSeen<O> {
     Nothing,
-    Holder(Lock),
+    Busy(O),
     Failure(StoreError),
 }
 
 /// The one task that acquires for the waiters of `name`, in arrival order.
-async fn serve_queue(
-    waiters: Waiters,
+async fn serve_queue<K: Contended>(
+    waiters: Waiters<K>,
     name: LockName,
-    mut arrivals: mpsc::UnboundedReceiver<Waiter>,
+    mut arrivals: mpsc::UnboundedReceiver<Waiter<K>>,
     wake: Arc<Notify>,
 ) {
     let store = waiters.inner.store.clone();
     let mut closed = waiters.inner.closed.subscribe();
-    let mut queue: VecDeque<Waiter> = VecDeque::new();
+    let mut queue: VecDeque<Waiter<K>> = VecDeque::new();
     let mut last = LastSeen::Nothing;
     let mut backoff = BACKOFF_START;
     let mut attempt_at = Instant::now();
@@ -236,18 +384,28 @@ async fn serve_queue(
         }
         if Instant::now() >= attempt_at {
             let front = queue.front().expect("the queue is not empty");
-            match store.acquire(&front.request).await {
-                Ok(AcquireOutcome::Granted(lock)) => {
+            let attempt = K::attempt(&store, &front.request).await;
+            match attempt.map(|outcome| (K::turn(&store, &outcome), outcome)) {
+                Ok((Turn::Granted { busy_until }, outcome)) => {
                     let waiter = queue.pop_front().expect("the front waiter is still queued");
-                    hand_over(&store, waiter, lock.clone()).await;
+                    last = K::seen_by_others(&outcome).map_or(LastSeen::Nothing, LastSeen::Busy);
+                    if let Err(Ok(unclaimed)) = waiter.reply.send(Ok(outcome)) {
+                        K::give_back(&store, unclaimed).await;
+                    }
                     backoff = BACKOFF_START;
-                    attempt_at = retry_at(&store, &lock, backoff);
-                    last = LastSeen::Holder(lock);
+                    attempt_at = match busy_until {
+                        Some(free_at) => retry_at(&store, free_at, backoff),
+                        None => Instant::now(),
+                    };
                 }
-                Ok(AcquireOutcome::Held(holder)) => {
-                    attempt_at = retry_at(&store, &holder, jittered(backoff));
+                Ok((Turn::Busy { free_at }, outcome)) => {
+                    attempt_at = retry_at(&store, free_at, jittered(backoff));
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    last = LastSeen::Holder(holder);
+                    last = LastSeen::Busy(outcome);
+                }
+                Ok((Turn::Final, outcome)) => {
+                    let waiter = queue.pop_front().expect("the front waiter is still queued");
+                    let _ = waiter.reply.send(Ok(outcome));
                 }
                 Err(err) => {
                     attempt_at = Instant::now() + jittered(backoff);
@@ -270,24 +428,8 @@ async fn serve_queue(
     }
 }
 
-/// Sends a grant to its waiter, or releases it again when the waiter has gone.
-async fn hand_over(store: &DynamoStore, waiter: Waiter, lock: Lock) {
-    let (name, fence) = (lock.name.clone(), lock.fence);
-    if waiter
-        .reply
-        .send(Ok(AcquireOutcome::Granted(lock)))
-        .is_err()
-    {
-        tracing::info!(lock = %name, fence, "waiter left before its grant; releasing it");
-        if let Err(err) = store.release(&name, &Holder::Fence(fence)).await {
-            // The lease still ends on its own at its ttl.
-            tracing::warn!(lock = %name, fence, %err, "could not release an unclaimed grant");
-        }
-    }
-}
-
 /// Drops waiters whose client left and answers those whose wait ran out.
-fn answer_expired(queue: &mut VecDeque<Waiter>, last: &LastSeen) {
+fn answer_expired<K: Contended>(queue: &mut VecDeque<Waiter<K>>, last: &LastSeen<K::Outcome>) {
     let now = Instant::now();
     let mut kept = VecDeque::with_capacity(queue.len());
     for waiter in queue.drain(..) {
@@ -296,7 +438,7 @@ fn answer_expired(queue: &mut VecDeque<Waiter>, last: &LastSeen) {
         }
         let answer = match last {
             _ if waiter.deadline > now => None,
-            LastSeen::Holder(holder) => Some(Ok(AcquireOutcome::Held(holder.clone()))),
+            LastSeen::Busy(outcome) => Some(Ok(outcome.clone())),
             LastSeen::Failure(err) => Some(Err(WaitError::Store(err.clone()))),
             // Nothing is known before the first attempt, which comes next.
             LastSeen::Nothing => None,
@@ -311,11 +453,11 @@ fn answer_expired(queue: &mut VecDeque<Waiter>, last: &LastSeen) {
     *queue = kept;
 }
 
-/// The next attempt while `holder` holds the lock: when its lease is over for
-/// another server too, or after `delay` should it be released early elsewhere.
-fn retry_at(store: &DynamoStore, holder: &Lock, delay: Duration) -> Instant {
+/// The next attempt while the name is held until `free_at`: when that lease is over
+/// for another server too, or after `delay` should it be released early elsewhere.
+fn retry_at(store: &DynamoStore, free_at: Millis, delay: Duration) -> Instant {
     let now_ms = store.clock().now_millis();
-    let until_free = u64::try_from(store.free_at(holder) - now_ms).unwrap_or(0);
+    let until_free = u64::try_from(free_at - now_ms).unwrap_or(0);
     // One millisecond past the end, as takeover needs the end strictly behind.
     Instant::now() + delay.min(Duration::from_millis(until_free + 1))
 }

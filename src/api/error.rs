@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
 use super::view::{rfc3339, with_fence};
-use crate::domain::{Fence, LockName, LockRejection, Millis};
+use crate::domain::{Fence, LockName, LockRejection, Millis, SlotRejection};
 use crate::store::StoreError;
 
 /// How long a client should wait before retrying after DynamoDB failed, in seconds.
@@ -66,8 +66,10 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     /// 403 `not_holder`: the holder's nonce is missing or wrong.
-    #[error("{}", not_holder_sentence(name, *fence, *missing))]
+    #[error("{}", not_holder_sentence(kind, name, *fence, *missing))]
     NotHolder {
+        /// `lock` or `semaphore`.
+        kind: &'static str,
         name: LockName,
         fence: Fence,
         missing: bool,
@@ -87,6 +89,42 @@ pub enum ApiError {
     /// 404 `not_found`: the lock has no record.
     #[error("lock \"{name}\" does not exist; acquire it first")]
     LockNotFound { name: LockName },
+    /// 404 `not_found`: the semaphore has no record.
+    #[error("semaphore \"{name}\" does not exist; acquire a slot of it first")]
+    SemaphoreNotFound { name: LockName },
+    /// 409 `semaphore_full`: every slot is held by another holder.
+    #[error(
+        "semaphore \"{name}\" has all {limit} of its slots held; the first may be free at {}; retry after that, or wait",
+        rfc3339(*free_at)
+    )]
+    SemaphoreFull {
+        name: LockName,
+        limit: u32,
+        free_at: Millis,
+        retry_after_secs: u64,
+    },
+    /// 409 `limit_mismatch`: the semaphore exists with another limit.
+    #[error(
+        "semaphore \"{name}\" has a limit of {limit}, not {asked}: its first acquire set it, and every acquire must name the same one"
+    )]
+    LimitMismatch {
+        name: LockName,
+        limit: u32,
+        asked: u32,
+    },
+    /// 409 `fence_mismatch`: no slot of the semaphore has this fence.
+    #[error(
+        "fence {fence} holds no slot of semaphore \"{name}\": it was released and cleared, taken over after its lease ended, or never issued; acquire a slot again"
+    )]
+    SlotNotHeld { name: LockName, fence: Fence },
+    /// 409 `lease_expired`: the fence's slot is there but its lease is over.
+    #[error("the lease of fence {fence} on semaphore \"{name}\" {}; acquire a slot again",
+        if *released { "was released" } else { "has expired" })]
+    SlotExpired {
+        name: LockName,
+        fence: Fence,
+        released: bool,
+    },
     /// 404 `not_found`: no such route.
     #[error("no route for {method} {path}; see the README for the API")]
     RouteNotFound { method: String, path: String },
@@ -95,10 +133,11 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     /// 503 `unavailable`: DynamoDB failed; retry later.
     #[error(
-        "the lock store is unavailable and could not {operation} lock \"{name}\"; retry shortly"
+        "the lock store is unavailable and could not {operation} {kind} \"{name}\"; retry shortly"
     )]
     Unavailable {
         operation: &'static str,
+        kind: &'static str,
         name: String,
     },
     /// 503 `unavailable`: this server is shutting down; another one can answer.
@@ -134,11 +173,31 @@ impl ApiError {
             },
             LockRejection::TokenMismatch => Self::TokenHoldsNothing { name },
             LockRejection::NotHolder { fence } => Self::NotHolder {
+                kind: "lock",
                 name,
                 fence,
                 missing: false,
             },
             LockRejection::WouldShorten { expires_at } => Self::WouldShorten { name, expires_at },
+        }
+    }
+
+    /// The error for a fence that does not hold a slot of semaphore `name`.
+    pub fn slot_rejected(name: LockName, rejection: SlotRejection) -> Self {
+        match rejection {
+            SlotRejection::NotFound => Self::SemaphoreNotFound { name },
+            SlotRejection::NotHeld { fence } => Self::SlotNotHeld { name, fence },
+            SlotRejection::NotHolder { fence } => Self::NotHolder {
+                kind: "semaphore",
+                name,
+                fence,
+                missing: false,
+            },
+            SlotRejection::LeaseExpired { fence, released } => Self::SlotExpired {
+                name,
+                fence,
+                released,
+            },
         }
     }
 
@@ -161,10 +220,15 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::LockHeld { .. }
+            | Self::SemaphoreFull { .. }
+            | Self::LimitMismatch { .. }
+            | Self::SlotNotHeld { .. }
+            | Self::SlotExpired { .. }
             | Self::FenceMismatch { .. }
             | Self::LeaseExpired { .. }
             | Self::WouldShorten { .. } => StatusCode::CONFLICT,
             Self::LockNotFound { .. }
+            | Self::SemaphoreNotFound { .. }
             | Self::RouteNotFound { .. }
             | Self::TokenHoldsNothing { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -187,10 +251,13 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::LockHeld { .. } => "lock_held",
-            Self::FenceMismatch { .. } => "fence_mismatch",
-            Self::LeaseExpired { .. } => "lease_expired",
+            Self::SemaphoreFull { .. } => "semaphore_full",
+            Self::LimitMismatch { .. } => "limit_mismatch",
+            Self::FenceMismatch { .. } | Self::SlotNotHeld { .. } => "fence_mismatch",
+            Self::LeaseExpired { .. } | Self::SlotExpired { .. } => "lease_expired",
             Self::WouldShorten { .. } => "lease_longer",
             Self::LockNotFound { .. }
+            | Self::SemaphoreNotFound { .. }
             | Self::RouteNotFound { .. }
             | Self::TokenHoldsNothing { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -207,8 +274,15 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable {
-                operation, name, ..
-            } => Self::Unavailable { operation, name },
+                operation,
+                kind,
+                name,
+                ..
+            } => Self::Unavailable {
+                operation,
+                kind,
+                name,
+            },
             StoreError::Malformed(malformed) => {
                 tracing::error!(%malformed, "lock item cannot be read");
                 Self::Internal(malformed.to_string())
@@ -232,7 +306,8 @@ pub struct ErrorBody {
     /// With `lock_held`: the holder's fence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fence: Option<Fence>,
-    /// With `lock_held`: when the holder's lease ends.
+    /// With `lock_held`: when the holder's lease ends; with `semaphore_full`: when
+    /// the first slot may be free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<String>,
 }
@@ -308,7 +383,9 @@ impl IntoResponse for ApiError {
             expire_time: None,
         };
         let fence = match &self {
-            Self::LockHeld { fence, .. } | Self::LeaseExpired { fence, .. } => Some(*fence),
+            Self::LockHeld { fence, .. }
+            | Self::LeaseExpired { fence, .. }
+            | Self::SlotExpired { fence, .. } => Some(*fence),
             Self::FenceMismatch { current, .. } => Some(*current),
             _ => None,
         };
@@ -321,6 +398,14 @@ impl IntoResponse for ApiError {
             } => {
                 body.fence = Some(*fence);
                 body.expire_time = Some(rfc3339(*expires_at));
+                Some(*retry_after_secs)
+            }
+            Self::SemaphoreFull {
+                free_at,
+                retry_after_secs,
+                ..
+            } => {
+                body.expire_time = Some(rfc3339(*free_at));
                 Some(*retry_after_secs)
             }
             Self::Unavailable { .. }
@@ -348,13 +433,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn not_holder_sentence(name: &LockName, fence: Fence, missing: bool) -> String {
+fn not_holder_sentence(kind: &str, name: &LockName, fence: Fence, missing: bool) -> String {
     let problem = if missing {
         "needs the holder's nonce"
     } else {
         "was sent with a nonce that is not the holder's"
     };
     format!(
-        "a change to lock \"{name}\" by fence {fence} {problem}: send it in the Lock-Nonce header or the nonce query parameter; nothing changed"
+        "a change to {kind} \"{name}\" by fence {fence} {problem}: send it in the Lock-Nonce header or the nonce query parameter; nothing changed"
     )
 }

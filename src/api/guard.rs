@@ -127,7 +127,7 @@ impl Caller {
     pub fn check(&self, name: &LockName) -> Result<(), ApiError> {
         match self {
             Self::Token(grant) if !grant.allows(name) => Err(ApiError::Forbidden(format!(
-                "this token may not use namespace \"{}\" (of lock \"{name}\"); ask for a token that lists it",
+                "this token may not use namespace \"{}\" (of \"{name}\"); ask for a token that lists it",
                 name.namespace()
             ))),
             _ => Ok(()),
@@ -143,7 +143,12 @@ impl Caller {
     }
 }
 
-/// The gate: size limits, then the token for `/locks…` and `/api/…`, the token's rate,
+/// The roots of the routes that need a token when the server lists tokens (besides
+/// `/api/…`).
+const PROTECTED: [&str; 3] = ["/locks", "/semaphores", "/lock-groups"];
+
+/// The gate: size limits, then the token for `/locks…`, `/semaphores…`,
+/// `/lock-groups…` and `/api/…`, the token's rate,
 /// and `/metrics`' token. Puts the [`Caller`] in the request for the handlers.
 pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match admit(&app, &mut request) {
@@ -184,7 +189,11 @@ fn admit(app: &AppState, request: &mut Request) -> Result<(), ApiError> {
         }
         return Ok(());
     }
-    let protected = path == "/locks" || path.starts_with("/locks/") || path.starts_with("/api/");
+    let protected = path.starts_with("/api/")
+        || PROTECTED.iter().any(|root| {
+            path.strip_prefix(root)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
     let caller = match (&guard.security.auth, protected) {
         (Some(auth), true) => {
             let grant =

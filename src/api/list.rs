@@ -13,7 +13,7 @@ use super::guard::Caller;
 use super::view::LockView;
 use super::{ApiError, AppState};
 use crate::domain::{LockName, is_namespace};
-use crate::store::ListQuery;
+use crate::store::{ListQuery, SEMAPHORE_KEY_PREFIX};
 
 /// Locks per page when the request does not say.
 const DEFAULT_LIMIT: usize = 100;
@@ -61,21 +61,7 @@ pub async fn list(
     caller: Caller,
     Params(params): Params<ListParams>,
 ) -> Result<Json<LockPage>, ApiError> {
-    if let Caller::Token(grant) = &caller
-        && !grant.list
-    {
-        return Err(ApiError::Forbidden(
-            "this token may not list locks; ask for a token with `list = true`".into(),
-        ));
-    }
-    let query = list_query(params)?;
-    if let Some(namespace) = &query.namespace
-        && !caller.sees_namespace(namespace)
-    {
-        return Err(ApiError::Forbidden(format!(
-            "this token may not use namespace \"{namespace}\"; ask for a token that lists it"
-        )));
-    }
+    let query = listing(&caller, params)?;
     let page = app.store.list(&query).await?;
     let now = app.store.clock().now_millis();
     // A token sees only the namespaces it may use.
@@ -91,8 +77,30 @@ pub async fn list(
             .zip(waiters)
             .map(|(lock, waiters)| LockView::new(lock, now).with_waiters(waiters))
             .collect(),
-        next_cursor: page.next.map(|name| URL_SAFE_NO_PAD.encode(name.as_str())),
+        next_cursor: page.next.map(|key| URL_SAFE_NO_PAD.encode(key)),
     }))
+}
+
+/// The query `params` ask for, once `caller` is known to be allowed to list, and to
+/// list the namespace asked for.
+pub(super) fn listing(caller: &Caller, params: ListParams) -> Result<ListQuery, ApiError> {
+    if let Caller::Token(grant) = caller
+        && !grant.list
+    {
+        return Err(ApiError::Forbidden(
+            "this token may not list locks or semaphores; ask for a token with `list = true`"
+                .into(),
+        ));
+    }
+    let query = list_query(params)?;
+    if let Some(namespace) = &query.namespace
+        && !caller.sees_namespace(namespace)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "this token may not use namespace \"{namespace}\"; ask for a token that lists it"
+        )));
+    }
+    Ok(query)
 }
 
 fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
@@ -128,12 +136,16 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
     })
 }
 
-fn decode_cursor(cursor: &str) -> Result<LockName, ApiError> {
+/// The table key a cursor holds: a lock's name, or a semaphore's key.
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|name| LockName::parse(&name).ok())
+        .filter(|key| {
+            let name = key.strip_prefix(SEMAPHORE_KEY_PREFIX).unwrap_or(key);
+            LockName::parse(name).is_ok()
+        })
         .ok_or_else(|| {
             ApiError::InvalidRequest(format!(
                 "cursor {cursor:?} is not one this API returned; pass nextCursor from the previous page"
@@ -148,7 +160,9 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         let cursor = URL_SAFE_NO_PAD.encode("billing:nightly");
-        assert_eq!(decode_cursor(&cursor).unwrap().as_str(), "billing:nightly");
+        assert_eq!(decode_cursor(&cursor).unwrap(), "billing:nightly");
+        let cursor = URL_SAFE_NO_PAD.encode("semaphore/pool");
+        assert_eq!(decode_cursor(&cursor).unwrap(), "semaphore/pool");
         for bad in ["!!", "", &URL_SAFE_NO_PAD.encode("has space")] {
             assert!(decode_cursor(bad).is_err(), "{bad:?}");
         }

@@ -67,25 +67,25 @@ pub struct AcquireBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct RenewQuery {
+pub(super) struct RenewQuery {
     /// A new lease length, kept for later heartbeats; without it the last one is reused.
     #[param(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$")]
     ttl: Option<String>,
     /// The holder's nonce, as proof (or the `Lock-Nonce` header); required when the
     /// server runs with `FENCELOCK_REQUIRE_NONCE=true`.
     #[param(pattern = r"^[!-~]{1,64}$")]
-    nonce: Option<String>,
+    pub(super) nonce: Option<String>,
 }
 
 /// Query parameters of release.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ReleaseQuery {
+pub(super) struct ReleaseQuery {
     /// The holder's nonce, as proof (or the `Lock-Nonce` header); required when the
     /// server runs with `FENCELOCK_REQUIRE_NONCE=true`.
     #[param(pattern = r"^[!-~]{1,64}$")]
-    nonce: Option<String>,
+    pub(super) nonce: Option<String>,
 }
 
 /// A JSON `ttl`: a string such as `"30s"`, or a whole number of seconds.
@@ -120,7 +120,7 @@ pub(super) fn duration_value<'de, D: Deserializer<'de>>(
 }
 
 /// One value that may come from the query or the JSON body, but not differently from both.
-fn either<T: PartialEq>(
+pub(super) fn either<T: PartialEq>(
     field: &str,
     query: Option<T>,
     body: Option<T>,
@@ -133,7 +133,10 @@ fn either<T: PartialEq>(
     }
 }
 
-fn parse_duration_param(field: &str, raw: Option<&str>) -> Result<Option<Duration>, ApiError> {
+pub(super) fn parse_duration_param(
+    field: &str,
+    raw: Option<&str>,
+) -> Result<Option<Duration>, ApiError> {
     raw.map(parse_duration)
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(format!("{field}: {e}")))
@@ -179,17 +182,7 @@ pub async fn acquire(
         .ttl
         .resolve(ttl)
         .map_err(|e| ApiError::InvalidRequest(e.0))?;
-    if let Some(owner) = &body.owner
-        && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
-    {
-        return Err(ApiError::InvalidRequest(format!(
-            "owner must be 1 to {MAX_OWNER_LEN} bytes long, got {}",
-            owner.len()
-        )));
-    }
-    if let Some(metadata) = &body.metadata {
-        check_depth(metadata)?;
-    }
+    check_details(body.owner.as_deref(), body.metadata.as_ref())?;
     let request = AcquireRequest {
         name,
         nonce,
@@ -199,6 +192,22 @@ pub async fn acquire(
     };
     let lock = take(&app, &caller, request, wait.unwrap_or_default()).await?;
     Ok(LockView::new(lock, now(&app)))
+}
+
+/// Refuses an owner of the wrong length, and metadata nested too deep.
+pub(super) fn check_details(
+    owner: Option<&str>,
+    metadata: Option<&serde_json::Value>,
+) -> Result<(), ApiError> {
+    if let Some(owner) = owner
+        && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "owner must be 1 to {MAX_OWNER_LEN} bytes long, got {}",
+            owner.len()
+        )));
+    }
+    metadata.map_or(Ok(()), check_depth)
 }
 
 /// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`].
@@ -220,8 +229,9 @@ pub(super) fn check_depth(value: &serde_json::Value) -> Result<(), ApiError> {
 
 /// The holder a heartbeat, update or release acts for: with the nonce as proof when
 /// one is sent, which the server may require.
-fn holder(
+pub(super) fn holder(
     app: &AppState,
+    kind: &'static str,
     name: &LockName,
     fence: Fence,
     headers: &HeaderMap,
@@ -241,6 +251,7 @@ fn holder(
             Ok(Holder::Proven(fence, nonce))
         }
         None if app.guard.security.require_nonce => Err(ApiError::NotHolder {
+            kind,
             name: name.clone(),
             fence,
             missing: true,
@@ -307,7 +318,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let holder = holder(&app, &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, "lock", &name, fence, &headers, query.nonce)?;
     let outcome = app.store.heartbeat(&name, &holder, ttl).await?;
     renewed(&app, name, outcome)
 }
@@ -331,12 +342,12 @@ pub async fn update(
     TextBody(body): TextBody,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let holder = holder(&app, &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, "lock", &name, fence, &headers, query.nonce)?;
     let outcome = app.store.update_body(&name, &holder, &body, ttl).await?;
     renewed(&app, name, outcome)
 }
 
-fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Duration>, ApiError> {
+pub(super) fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Duration>, ApiError> {
     parse_duration_param("ttl", query.ttl.as_deref())?
         .map(|ttl| app.ttl.resolve(Some(ttl)))
         .transpose()
@@ -364,7 +375,7 @@ pub async fn release(
     Params(query): Params<ReleaseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let holder = holder(&app, &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, "lock", &name, fence, &headers, query.nonce)?;
     let release = app
         .store
         .release(&name, &holder)
@@ -417,6 +428,6 @@ pub async fn check_fence(
     }
 }
 
-fn now(app: &AppState) -> crate::domain::Millis {
+pub(super) fn now(app: &AppState) -> crate::domain::Millis {
     app.store.clock().now_millis()
 }

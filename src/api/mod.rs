@@ -8,6 +8,7 @@ mod guard;
 mod list;
 mod locks;
 mod ops;
+mod semaphores;
 mod ui;
 mod view;
 
@@ -45,7 +46,7 @@ use std::time::Duration;
 
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
-use crate::wait::{DEFAULT_MAX_WAITERS_PER_LOCK, Waiters};
+use crate::wait::{DEFAULT_MAX_WAITERS_PER_LOCK, Semaphores, Waiters};
 
 /// The header that carries a request's id: taken from the request, or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,8 +55,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: DynamoStore,
-    /// The waiting acquires of this server.
+    /// The waiting acquires of this server, of locks and of semaphores.
     pub waiters: Waiters,
+    pub semaphore_waiters: Waiters<Semaphores>,
     pub ttl: TtlBounds,
     /// The longest a request may wait for a lock; longer waits are cut to this.
     pub max_wait: Duration,
@@ -93,6 +95,7 @@ impl AppState {
         let limits = Limits::default();
         Self {
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
+            semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             store,
             ttl,
             max_wait,
@@ -105,6 +108,7 @@ impl AppState {
     /// The same state with other server limits (and no one waiting yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
+        self.semaphore_waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
         self.limits = limits;
         self
     }
@@ -167,6 +171,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ),
     tags(
         (name = "locks", description = "The glock-style API"),
+        (name = "semaphores", description = "Counting semaphores: at most `limit` holders at once"),
         (name = "gorilla", description = "The Gorilla-compatible API"),
         (name = "operations", description = "The service itself"),
         (name = "ui", description = "The web page, and the files it loads"),
@@ -181,6 +186,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(locks::acquire, locks::status))
         .routes(routes!(locks::update, locks::release, locks::check_fence))
         .routes(routes!(locks::heartbeat))
+        .routes(routes!(semaphores::list))
+        .routes(routes!(semaphores::acquire, semaphores::status))
+        .routes(routes!(semaphores::release, semaphores::check_fence))
+        .routes(routes!(semaphores::heartbeat))
         .routes(routes!(gorilla::acquire))
         .routes(routes!(gorilla::status, gorilla::extend, gorilla::release))
         .routes(routes!(openapi_json))

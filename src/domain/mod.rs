@@ -6,12 +6,17 @@ mod duration;
 mod lock;
 mod name;
 mod nonce;
+mod semaphore;
 mod token;
 
 pub use duration::{TtlBounds, format_duration, parse_duration};
 pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder, parse_fence};
 pub use name::{DEFAULT_NAMESPACE, LockName, is_namespace};
 pub use nonce::{MAX_NONCE_LEN, Nonce};
+pub use semaphore::{
+    AcquirePlan, MAX_LIMIT, MAX_SLOT_DETAILS, Semaphore, Slot, SlotRejection, check_slot,
+    parse_limit, plan_acquire,
+};
 pub use token::Token;
 
 /// The longest owner a lock may carry, in bytes.

@@ -134,7 +134,7 @@ fn millis(duration: Duration) -> i64 {
 }
 
 /// The answer to one conditional write.
-enum Write {
+pub(super) enum Write {
     Applied(Item),
     /// The condition failed; the item as it was (none if there was no item).
     Rejected(Option<Item>),
@@ -171,6 +171,12 @@ impl DynamoStore {
     /// How long after a lease ended without a release another holder may take over.
     pub(super) fn takeover_grace_ms(&self) -> i64 {
         self.skew_ms.saturating_add(self.lock_delay_ms)
+    }
+
+    /// How long after a lease ended without a release another holder may take over,
+    /// in milliseconds: the skew margin and the lock delay.
+    pub fn takeover_grace(&self) -> i64 {
+        self.takeover_grace_ms()
     }
 
     /// When another holder may take over from `holder`.
@@ -261,6 +267,7 @@ impl DynamoStore {
                     self.metrics.expired_takeovers.inc();
                 }
                 self.metrics.locks_granted.inc();
+                self.metrics.grants("lock");
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
                 let body = old.map(|o| o.body).unwrap_or_default();
                 Ok(AcquireOutcome::Granted(Lock {
@@ -279,6 +286,7 @@ impl DynamoStore {
             }
             Write::Rejected(Some(item)) => {
                 self.metrics.lock_conflicts.inc();
+                self.metrics.conflicts("lock");
                 Ok(AcquireOutcome::Held(Lock::try_from(&item)?))
             }
             Write::Rejected(None) => Err(self.unavailable(
@@ -493,32 +501,72 @@ impl DynamoStore {
         name: &LockName,
         op: UpdateItemFluentBuilder,
     ) -> Result<Write, StoreError> {
+        self.write_as(Subject::lock(operation, name), op).await
+    }
+
+    /// Sends one conditional `UpdateItem` about `subject`, counted under its label.
+    pub(super) async fn write_as(
+        &self,
+        subject: Subject<'_>,
+        op: UpdateItemFluentBuilder,
+    ) -> Result<Write, StoreError> {
         let started = Instant::now();
         let result = op.send().await;
         let outcome = outcome_of(&result);
-        self.metrics.dynamodb(operation, outcome, started.elapsed());
+        self.metrics
+            .dynamodb(subject.label, outcome, started.elapsed());
         match result {
             Ok(output) => Ok(Write::Applied(output.attributes.unwrap_or_default())),
             Err(SdkError::ServiceError(context)) => match context.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
                     Ok(Write::Rejected(failed.item))
                 }
-                other => {
-                    Err(self.unavailable(operation, name, DisplayErrorContext(other).to_string()))
-                }
+                other => Err(self.unavailable_as(subject, DisplayErrorContext(other).to_string())),
             },
-            Err(other) => {
-                Err(self.unavailable(operation, name, DisplayErrorContext(other).to_string()))
-            }
+            Err(other) => Err(self.unavailable_as(subject, DisplayErrorContext(other).to_string())),
         }
     }
 
     fn unavailable(&self, operation: &'static str, name: &LockName, detail: String) -> StoreError {
-        tracing::warn!(lock = %name, operation, table = %self.table, %detail, "DynamoDB request failed");
+        self.unavailable_as(Subject::lock(operation, name), detail)
+    }
+
+    pub(super) fn unavailable_as(&self, subject: Subject<'_>, detail: String) -> StoreError {
+        let Subject {
+            kind,
+            operation,
+            name,
+            ..
+        } = subject;
+        tracing::warn!(%kind, lock = %name, operation, table = %self.table, %detail, "DynamoDB request failed");
         StoreError::Unavailable {
             operation,
+            kind,
             name: name.to_string(),
             detail,
+        }
+    }
+}
+
+/// What one DynamoDB request is about, for its metric and its error.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Subject<'a> {
+    /// `lock` or `semaphore`.
+    pub kind: &'static str,
+    /// The verb of an error sentence: `acquire`, `release`, …
+    pub operation: &'static str,
+    /// The `operation` label of the DynamoDB request metric.
+    pub label: &'static str,
+    pub name: &'a LockName,
+}
+
+impl<'a> Subject<'a> {
+    fn lock(operation: &'static str, name: &'a LockName) -> Self {
+        Self {
+            kind: "lock",
+            operation,
+            label: operation,
+            name,
         }
     }
 }

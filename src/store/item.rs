@@ -80,15 +80,15 @@ impl TryFrom<&Item> for Lock {
     }
 }
 
-fn string(item: &Item, attribute: &str) -> Option<String> {
+pub(super) fn string(item: &Item, attribute: &str) -> Option<String> {
     item.get(attribute)?.as_s().ok().cloned()
 }
 
-fn required_string(item: &Item, attribute: &str) -> Result<String, String> {
+pub(super) fn required_string(item: &Item, attribute: &str) -> Result<String, String> {
     string(item, attribute).ok_or_else(|| format!("{attribute} is missing or not a string"))
 }
 
-fn number<T: std::str::FromStr>(item: &Item, attribute: &str) -> Result<T, String> {
+pub(super) fn number<T: std::str::FromStr>(item: &Item, attribute: &str) -> Result<T, String> {
     let raw = item
         .get(attribute)
         .and_then(|v| v.as_n().ok())

@@ -3,9 +3,10 @@
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 
-use super::item::{self, n, s};
+use super::item::{self, Item, n, s};
+use super::semaphore::{KEY_PREFIX, semaphore_from};
 use super::{DynamoStore, StoreError};
-use crate::domain::{DEFAULT_NAMESPACE, Lock, LockName};
+use crate::domain::{DEFAULT_NAMESPACE, Lock, Semaphore};
 
 /// The most `Scan` requests one listing call makes before it answers with what it
 /// has and a cursor, so a sparse filter cannot make one call scan the whole table.
@@ -22,85 +23,150 @@ pub struct ListQuery {
     pub held_only: bool,
     /// The most locks to return.
     pub limit: usize,
-    /// Continue after this name (from the previous page).
-    pub after: Option<LockName>,
+    /// Continue after this key of the table (from the previous page's `next`).
+    pub after: Option<String>,
 }
 
 /// One page of locks, in the table's scan order.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub locks: Vec<Lock>,
-    /// Where the next page starts; `None` on the last page.
-    pub next: Option<LockName>,
+    /// The key the next page starts after; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// One page of semaphores, in the table's scan order.
+#[derive(Debug, Clone)]
+pub struct SemaphorePage {
+    pub semaphores: Vec<Semaphore>,
+    /// The key the next page starts after; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Which records a listing scans for: locks, whose keys are their names, or
+/// semaphores, whose keys are their names after [`KEY_PREFIX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Lock,
+    Semaphore,
+}
+
+impl Kind {
+    fn key_prefix(self) -> &'static str {
+        match self {
+            Self::Lock => "",
+            Self::Semaphore => KEY_PREFIX,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Lock => "list",
+            Self::Semaphore => "semaphore_list",
+        }
+    }
 }
 
 impl DynamoStore {
     /// A page of the locks that `query` asks for.
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let mut locks = Vec::new();
+        let (items, next) = self.scan_pages(query, Kind::Lock).await?;
+        let locks = items.iter().map(Lock::try_from).collect::<Result<_, _>>()?;
+        Ok(Page { locks, next })
+    }
+
+    /// A page of the semaphores that `query` asks for; `held_only` keeps those with
+    /// at least one live holder.
+    pub async fn list_semaphores(&self, query: &ListQuery) -> Result<SemaphorePage, StoreError> {
+        let (items, next) = self.scan_pages(query, Kind::Semaphore).await?;
+        let now = self.clock().now_millis();
+        let mut semaphores = Vec::with_capacity(items.len());
+        for raw in &items {
+            let semaphore = semaphore_from(raw)?;
+            if !query.held_only || semaphore.holders(now).next().is_some() {
+                semaphores.push(semaphore);
+            }
+        }
+        Ok(SemaphorePage { semaphores, next })
+    }
+
+    /// Up to `query.limit` records of `kind`, and the name the next page starts after.
+    async fn scan_pages(
+        &self,
+        query: &ListQuery,
+        kind: Kind,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let unavailable = |detail: String| StoreError::Unavailable {
+            operation: "list",
+            kind: match kind {
+                Kind::Lock => "lock",
+                Kind::Semaphore => "semaphore",
+            },
+            name: query.prefix.clone().unwrap_or_default(),
+            detail,
+        };
+        let mut items = Vec::new();
         let mut after = query.after.clone();
         for _ in 0..MAX_SCANS_PER_PAGE {
-            let remaining = query.limit.saturating_sub(locks.len()).max(1);
+            let remaining = query.limit.saturating_sub(items.len()).max(1);
             let started = std::time::Instant::now();
-            let result = self.scan(query, after.as_ref(), remaining).send().await;
+            let result = self
+                .scan(query, kind, after.as_ref(), remaining)
+                .send()
+                .await;
             self.metrics().dynamodb(
-                "list",
+                kind.label(),
                 super::dynamo::outcome_of(&result),
                 started.elapsed(),
             );
-            let output = result.map_err(|err| StoreError::Unavailable {
-                operation: "list",
-                name: query.prefix.clone().unwrap_or_default(),
-                detail: DisplayErrorContext(err).to_string(),
-            })?;
-            for raw in output.items() {
-                locks.push(Lock::try_from(raw)?);
-            }
-            after = match output
+            let output = result.map_err(|err| unavailable(DisplayErrorContext(err).to_string()))?;
+            items.extend(output.items().iter().cloned());
+            // The key as the table has it: a page of semaphores may end on a lock's
+            // key, and the other way round.
+            after = output
                 .last_evaluated_key()
                 .and_then(|key| key.get(item::NAME))
-            {
-                Some(name) => {
-                    Some(LockName::parse(name.as_s().map_or("", |s| s)).map_err(|e| {
-                        StoreError::Unavailable {
-                            operation: "list",
-                            name: String::new(),
-                            detail: format!("DynamoDB returned a bad last key: {}", e.0),
-                        }
-                    })?)
-                }
-                None => None,
-            };
-            if after.is_none() || locks.len() >= query.limit {
+                .map(|key| key.as_s().cloned().unwrap_or_default());
+            if after.is_none() || items.len() >= query.limit {
                 break;
             }
         }
-        Ok(Page { locks, next: after })
+        Ok((items, after))
     }
 
     fn scan(
         &self,
         query: &ListQuery,
-        after: Option<&LockName>,
+        kind: Kind,
+        after: Option<&String>,
         limit: usize,
     ) -> aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder {
-        let mut filters = Vec::new();
+        let key_prefix = kind.key_prefix();
         let mut scan = self
             .client
             .scan()
             .table_name(self.table.as_ref())
             .consistent_read(true)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX));
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .expression_attribute_names("#name", item::NAME);
+        let mut filters = match kind {
+            // No lock name contains '/'; every other record's key does.
+            Kind::Lock => {
+                scan = scan.expression_attribute_values(":slash", s("/"));
+                vec!["NOT contains(#name, :slash)"]
+            }
+            Kind::Semaphore => {
+                scan = scan.expression_attribute_values(":kind", s(key_prefix));
+                vec!["begins_with(#name, :kind)"]
+            }
+        };
         if let Some(prefix) = query.prefix.as_deref().filter(|p| !p.is_empty()) {
             filters.push("begins_with(#name, :prefix)");
-            scan = scan
-                .expression_attribute_names("#name", item::NAME)
-                .expression_attribute_values(":prefix", s(prefix));
+            scan = scan.expression_attribute_values(":prefix", s(format!("{key_prefix}{prefix}")));
         }
         if let Some(namespace) = &query.namespace {
             scan = scan
-                .expression_attribute_names("#name", item::NAME)
-                .expression_attribute_values(":namespace", s(format!("{namespace}:")));
+                .expression_attribute_values(":namespace", s(format!("{key_prefix}{namespace}:")));
             if namespace == DEFAULT_NAMESPACE {
                 // Names without ':' are in the default namespace too.
                 filters.push("(begins_with(#name, :namespace) OR NOT contains(#name, :colon))");
@@ -109,17 +175,15 @@ impl DynamoStore {
                 filters.push("begins_with(#name, :namespace)");
             }
         }
-        if query.held_only {
+        if query.held_only && kind == Kind::Lock {
             filters.push("#expires_at > :now");
             scan = scan
                 .expression_attribute_names("#expires_at", item::EXPIRES_AT)
                 .expression_attribute_values(":now", n(self.clock().now_millis()));
         }
-        if !filters.is_empty() {
-            scan = scan.filter_expression(filters.join(" AND "));
-        }
+        scan = scan.filter_expression(filters.join(" AND "));
         if let Some(after) = after {
-            scan = scan.exclusive_start_key(item::NAME, s(after.as_str()));
+            scan = scan.exclusive_start_key(item::NAME, s(after));
         }
         scan
     }

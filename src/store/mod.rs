@@ -7,14 +7,18 @@ mod dynamo;
 pub mod item;
 mod list;
 mod reclaim;
+mod semaphore;
 mod table;
 
 use std::time::Duration;
 
 pub use dynamo::{DynamoSettings, DynamoStore, Release, connect};
 pub use item::MalformedItem;
-pub use list::{ListQuery, Page};
+pub use list::{ListQuery, Page, SemaphorePage};
 pub use reclaim::Sweep;
+pub use semaphore::{
+    KEY_PREFIX as SEMAPHORE_KEY_PREFIX, SemaphoreOutcome, SemaphoreRequest, SlotRelease,
+};
 pub use table::{TableError, ensure_table};
 
 use crate::domain::{Lock, LockName, LockRejection, Nonce};
@@ -47,9 +51,11 @@ pub type HolderOutcome = Result<Lock, LockRejection>;
 pub enum StoreError {
     /// DynamoDB could not be reached, throttled us, timed out or failed; the caller
     /// may retry later.
-    #[error("DynamoDB could not {operation} lock {name:?}: {detail}")]
+    #[error("DynamoDB could not {operation} {kind} {name:?}: {detail}")]
     Unavailable {
         operation: &'static str,
+        /// What `name` names: `lock` or `semaphore`.
+        kind: &'static str,
         name: String,
         detail: String,
     },

@@ -155,6 +155,7 @@ fn unavailable(operation: &'static str, name: &str, detail: String) -> StoreErro
     tracing::warn!(lock = name, operation, %detail, "DynamoDB request failed");
     StoreError::Unavailable {
         operation,
+        kind: "lock",
         name: name.to_owned(),
         detail,
     }

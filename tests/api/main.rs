@@ -21,6 +21,7 @@ mod reclaim;
 mod release;
 mod run;
 mod security;
+mod semaphores;
 mod status;
 mod takeover;
 mod tls;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::{SKEW, TestApp};
 
-async fn scrape(app: &TestApp) -> Scrape {
+pub async fn scrape(app: &TestApp) -> Scrape {
     let response = app
         .http
         .get(format!("{}/metrics", app.base))
@@ -27,7 +27,7 @@ async fn scrape(app: &TestApp) -> Scrape {
 }
 
 /// The sum of the samples of `metric` whose labels include `labels`.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     scrape
         .metrics
         .iter()
@@ -42,7 +42,7 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-fn dynamodb(scrape: &Scrape, operation: &str, outcome: &str) -> f64 {
+pub fn dynamodb(scrape: &Scrape, operation: &str, outcome: &str) -> f64 {
     value(
         scrape,
         "fencelock_dynamodb_requests_total",

@@ -172,7 +172,7 @@ async fn a_wait_that_ends_before_the_first_attempt_gets_its_answer() {
     let app = TestApp::spawn().await;
     let holder = app.acquire("job", "holder", "&ttl=60s").await.fence();
     let store = DynamoStore::new(app.dynamo.clone(), &app.table, Arc::new(SystemClock), SKEW);
-    let waiters = Waiters::new(store, fencelock::wait::DEFAULT_MAX_WAITERS_PER_LOCK);
+    let waiters: Waiters = Waiters::new(store, fencelock::wait::DEFAULT_MAX_WAITERS_PER_LOCK);
     let request = AcquireRequest {
         name: LockName::parse("job").unwrap(),
         nonce: Nonce::parse("waiter").unwrap(),

@@ -62,12 +62,54 @@ pub struct Acquire {
     /// Any JSON, shown by status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// With a limit, the acquire is of a slot of the semaphore of that name, which
+    /// allows that many holders at once; without, of the lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Acquire {
+    /// What the acquire takes: a lock, or a semaphore slot when it has a limit.
+    pub fn kind(&self) -> Kind {
+        match self.limit {
+            Some(_) => Kind::Semaphore,
+            None => Kind::Lock,
+        }
+    }
+}
+
+/// What a name is acquired as: a lock (`/locks`) or a slot of a semaphore
+/// (`/semaphores`). A semaphore slot is answered as a lock without a body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    #[default]
+    Lock,
+    Semaphore,
+}
+
+impl Kind {
+    fn root(self) -> &'static str {
+        match self {
+            Self::Lock => "locks",
+            Self::Semaphore => "semaphores",
+        }
+    }
+
+    /// `lock` or `semaphore`, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Lock => "lock",
+            Self::Semaphore => "semaphore",
+        }
+    }
 }
 
 /// One acquisition of a lock, as heartbeat, update and release name it: by its fence,
 /// and by its nonce as proof where the server asks for one.
 #[derive(Debug, Clone, Copy)]
 pub struct Holding<'a> {
+    /// A lock, or a slot of a semaphore.
+    pub kind: Kind,
     pub name: &'a LockName,
     pub fence: Fence,
     /// The nonce the lock was acquired with, sent as `Lock-Nonce`.
@@ -112,13 +154,14 @@ pub struct Release {
 /// Why a request did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Another holder's lease is live (`lock_held`).
+    /// Another holder's lease is live (`lock_held`), or every slot of the semaphore
+    /// is held (`semaphore_full`).
     #[error("{message}")]
     Held {
         message: String,
-        /// The holder's fence.
+        /// The holder's fence (none for a semaphore).
         fence: Option<Fence>,
-        /// When the holder's lease ends, as RFC 3339.
+        /// When the holder's lease ends (for a semaphore, the first one), as RFC 3339.
         expire_time: Option<String>,
     },
     /// The fence no longer holds the lock: it moved on, the lease ended, or its record
@@ -225,7 +268,8 @@ impl Client {
         &self.base
     }
 
-    /// `POST /locks/{name}`: takes the lock, waiting up to `request.wait` on the server.
+    /// `POST /locks/{name}`: takes the lock, waiting up to `request.wait` on the server;
+    /// with `request.limit`, `POST /semaphores/{name}`: takes a slot of the semaphore.
     pub async fn acquire(
         &self,
         name: &LockName,
@@ -233,7 +277,7 @@ impl Client {
     ) -> Result<LockView, ClientError> {
         let timeout = self.timeout + request.wait.unwrap_or_default();
         let call = self
-            .request(Method::POST, &[name.as_str()])
+            .request_in(request.kind(), Method::POST, &[name.as_str()])
             .json(request)
             .timeout(timeout);
         self.json(call).await
@@ -248,7 +292,11 @@ impl Client {
     ) -> Result<LockView, ClientError> {
         let fence = holding.fence.to_string();
         let call = self
-            .request(Method::POST, &[holding.name.as_str(), &fence, "heartbeat"])
+            .request_in(
+                holding.kind,
+                Method::POST,
+                &[holding.name.as_str(), &fence, "heartbeat"],
+            )
             .query(&ttl_query(ttl));
         let call = holding.prove(call);
         self.json(call).await.map_err(ClientError::lost_if_gone)
@@ -275,7 +323,11 @@ impl Client {
     /// `DELETE /locks/{name}/{fence}`: idempotent.
     pub async fn release(&self, holding: &Holding<'_>) -> Result<Release, ClientError> {
         let fence = holding.fence.to_string();
-        let call = self.request(Method::DELETE, &[holding.name.as_str(), &fence]);
+        let call = self.request_in(
+            holding.kind,
+            Method::DELETE,
+            &[holding.name.as_str(), &fence],
+        );
         let response = self.send(holding.prove(call)).await?;
         let current_fence = response
             .headers()
@@ -309,9 +361,14 @@ impl Client {
 
     /// A request to `/locks/` followed by `segments`, each percent-encoded.
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.request_in(Kind::Lock, method, segments)
+    }
+
+    /// A request to `/locks/` or `/semaphores/` followed by `segments`.
+    fn request_in(&self, kind: Kind, method: Method, segments: &[&str]) -> RequestBuilder {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().push("locks").extend(segments);
+            path.pop_if_empty().push(kind.root()).extend(segments);
         }
         let request = self.http.request(method, url).timeout(self.timeout);
         match &self.token {
@@ -360,7 +417,7 @@ impl Client {
             expire_time,
         } = error;
         Err(match (status, code.as_str()) {
-            (StatusCode::CONFLICT, "lock_held") => ClientError::Held {
+            (StatusCode::CONFLICT, "lock_held" | "semaphore_full") => ClientError::Held {
                 message,
                 fence,
                 expire_time,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fencelock::client::{Acquire, Client, ClientError, Holding};
+use fencelock::client::{Acquire, Client, ClientError, Holding, Kind};
 use fencelock::domain::LockName;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -168,6 +168,7 @@ pub async fn client(shared: Arc<Shared>, mix: Arc<Mix>, id: usize, seed: u64) {
         match result {
             Ok(lock) => {
                 let holding = Holding {
+                    kind: Kind::Lock,
                     name,
                     fence: lock.fence,
                     nonce: Some(&nonce),

@@ -26,6 +26,8 @@ pub struct LockView {
     pub ttl: String,
     pub owner: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// Always sent; read as empty when absent, as in a semaphore slot's answer.
+    #[serde(default)]
     pub body: String,
     /// How many waiting acquires the server that answered holds for this lock; in
     /// status and list answers only.

@@ -11,7 +11,7 @@ use super::{
     AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
     PrintArgs, UpdateArgs, exit_code, holder,
 };
-use crate::client::{Acquire, Client, ClientError, ListRequest, LockView, Released};
+use crate::client::{Acquire, Client, ClientError, Kind, ListRequest, LockView, Released};
 use crate::domain::{Fence, LockName};
 
 /// How long to wait before asking again after the server could not answer.
@@ -186,9 +186,11 @@ pub(super) async fn take(
 ) -> Result<(LockView, Instant), ClientError> {
     let deadline = Instant::now() + wait;
     let progress = !wait.is_zero() && std::io::stderr().is_terminal();
+    let kind = request.kind();
     // On a terminal the first try does not wait, to say at once who holds the lock.
     let mut tried = !progress;
     let mut shown: Option<Fence> = None;
+    let mut shown_once = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         request.wait = (tried && !remaining.is_zero()).then_some(remaining);
@@ -196,13 +198,20 @@ pub(super) async fn take(
         match client.acquire(name, &request).await {
             Ok(lock) => return Ok((lock, Instant::now())),
             Err(err) if remaining.is_zero() => return Err(err),
-            Err(ClientError::Held { fence, .. }) => {
-                if progress && shown != fence {
+            Err(ClientError::Held {
+                fence, ref message, ..
+            }) => {
+                if progress && (shown != fence || !shown_once) {
                     shown = fence;
-                    let holder = describe_holder(client, name).await;
+                    shown_once = true;
+                    let holder = match kind {
+                        Kind::Lock => describe_holder(client, name).await,
+                        Kind::Semaphore => message.clone(),
+                    };
                     warn(format_args!(
-                        "waiting up to {} for \"{name}\": {holder}",
-                        humantime::format_duration(whole_seconds(remaining))
+                        "waiting up to {} for {} \"{name}\": {holder}",
+                        humantime::format_duration(whole_seconds(remaining)),
+                        kind.noun()
                     ));
                 }
             }
@@ -231,14 +240,14 @@ async fn with_client(
     };
     match command(&client).await {
         Ok(code) => code,
-        Err(err) => report(&client, name, &err).await,
+        Err(err) => report(&client, Kind::Lock, name, &err).await,
     }
 }
 
 /// Reports `err` about `name` on standard error; answers its exit status.
-pub(super) async fn report(client: &Client, name: &LockName, err: &ClientError) -> u8 {
+pub(super) async fn report(client: &Client, kind: Kind, name: &LockName, err: &ClientError) -> u8 {
     match err {
-        ClientError::Held { .. } => {
+        ClientError::Held { .. } if kind == Kind::Lock => {
             let holder = describe_holder(client, name).await;
             warn(format_args!("lock \"{name}\" is {holder}"));
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientConfig, ClientError, DEFAULT_URL, Holding};
+use crate::client::{Client, ClientConfig, ClientError, DEFAULT_URL, Holding, Kind};
 use crate::config::{ServeConfig, duration};
 use crate::domain::{Fence, LockName};
 
@@ -149,6 +149,7 @@ impl FenceArgs {
     /// The holding these arguments name.
     pub fn holding(&self) -> Holding<'_> {
         Holding {
+            kind: Kind::Lock,
             name: &self.name,
             fence: self.fence,
             nonce: self.nonce.as_deref(),
@@ -233,6 +234,10 @@ pub struct RunArgs {
     /// How long to wait for a held lock, e.g. 5m (default: do not wait).
     #[arg(long, value_parser = duration)]
     pub wait: Option<Duration>,
+    /// Take a slot of the semaphore NAME, which lets at most this many holders (1–100)
+    /// run at once, instead of the lock NAME. Every `run` of NAME must give the same.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub limit: Option<u32>,
     /// After the lock is lost, how long the command has between SIGTERM and SIGKILL.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub kill_grace: Duration,

@@ -17,8 +17,8 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use super::commands::{report, take};
 use super::output::warn;
 use super::{EXIT_FAILED, EXIT_LOST, RunArgs, holder};
-use crate::client::{Acquire, Client, ClientError, Holding};
-use crate::domain::parse_duration;
+use crate::client::{Acquire, Client, ClientError, Holding, Kind};
+use crate::domain::{LockName, parse_duration};
 
 /// The most time between two tries of a heartbeat that failed.
 const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
@@ -26,6 +26,10 @@ const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const ABOUT_RUN: &str = "\
+With --limit K, `run` takes one of the K slots of the semaphore NAME instead of the
+lock NAME, so that at most K copies of CMD run at once (FENCELOCK_LIMIT is then set,
+and FENCELOCK_BODY is empty); all else is the same.
+
 If the lock is held (and any --wait ran out), CMD never starts and `run` exits with
 75; if the server cannot be reached, with 69.
 
@@ -54,6 +58,7 @@ pub async fn run(args: RunArgs) -> u8 {
         name,
         ttl,
         wait,
+        limit,
         kill_grace,
         owner,
         client: options,
@@ -71,14 +76,17 @@ pub async fn run(args: RunArgs) -> u8 {
         nonce: nonce.clone(),
         ttl,
         owner: Some(owner.unwrap_or_else(|| holder::default_owner(&command))),
+        limit,
         ..Acquire::default()
     };
+    let kind = request.kind();
     let (lock, granted) = match take(&client, &name, request, wait.unwrap_or_default()).await {
         Ok(taken) => taken,
-        Err(err) => return report(&client, &name, &err).await,
+        Err(err) => return report(&client, kind, &name, &err).await,
     };
     let fence = lock.fence;
     let holding = Holding {
+        kind,
         name: &name,
         fence,
         nonce: Some(&nonce),
@@ -117,6 +125,9 @@ pub async fn run(args: RunArgs) -> u8 {
     if let Some(ca) = &options.ca {
         child.env("FENCELOCK_CA", ca);
     }
+    if let Some(limit) = limit {
+        child.env("FENCELOCK_LIMIT", limit.to_string());
+    }
     let mut child = match child.spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -149,10 +160,11 @@ pub async fn run(args: RunArgs) -> u8 {
             Some(()) = hangup.recv() => pass_on(group, Signal::SIGHUP),
         }
     };
+    let what = held_thing(kind, &name);
     match &loss {
-        Loss::Taken(reason) => warn(format_args!("lost lock \"{name}\": {reason}")),
+        Loss::Taken(reason) => warn(format_args!("lost {what}: {reason}")),
         Loss::Silent(last) => warn(format_args!(
-            "lost lock \"{name}\": no heartbeat succeeded before the lease of fence {fence} would end{}",
+            "lost {what}: no heartbeat succeeded before the lease of fence {fence} would end{}",
             last.as_deref()
                 .map(|e| format!(" (last failure: {e})"))
                 .unwrap_or_default()
@@ -205,14 +217,25 @@ async fn keep(client: &Client, holding: &Holding<'_>, ttl: Duration, granted: In
     }
 }
 
+/// What `run` holds, for messages: the lock, or a slot of the semaphore.
+fn held_thing(kind: Kind, name: &LockName) -> String {
+    match kind {
+        Kind::Lock => format!("lock \"{name}\""),
+        Kind::Semaphore => format!("its slot of semaphore \"{name}\""),
+    }
+}
+
 /// Releases the lock once CMD ended with `code`; answers `run`'s exit status.
 async fn finish(client: &Client, holding: &Holding<'_>, code: u8) -> u8 {
-    let Holding { name, fence, .. } = *holding;
+    let Holding {
+        kind, name, fence, ..
+    } = *holding;
     match timeout(RELEASE_TIMEOUT, client.release(holding)).await {
         Ok(Ok(release)) if release.released => code,
         Ok(Ok(release)) => {
             warn(format_args!(
-                "the command ended with status {code}, but fence {fence} had lost lock \"{name}\" before (its current fence is {}): the command may have overlapped with another holder",
+                "the command ended with status {code}, but fence {fence} had lost {} before (the last fence is {}): the command may have overlapped with another holder",
+                held_thing(kind, name),
                 release
                     .current_fence
                     .map_or("unknown".to_owned(), |f| f.to_string())

@@ -219,3 +219,75 @@ async fn a_command_that_cannot_start_leaves_the_lock_free() {
     assert!(!lock.held, "{lock:?}");
     assert!(lock.owner.unwrap().contains("/nonexistent/backup.sh"));
 }
+
+#[tokio::test]
+async fn with_a_limit_at_most_that_many_commands_run_at_once() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let runs: Vec<_> = (0..5)
+        .map(|n| {
+            let script = format!(
+                "echo \"start {n} $FENCELOCK_FENCE $FENCELOCK_LIMIT\" >> {log}; sleep 0.4; echo \"end {n}\" >> {log}",
+                log = log.display()
+            );
+            fencelock(&app.base)
+                .args(["run", "--limit", "2", "pool", "--wait", "30s", "--"])
+                .args(["sh", "-c", &script])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let run = finished(run).await;
+        assert_eq!(run.code, Some(0), "{run:?}");
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    let (mut running, mut most, mut fences) = (0, 0, Vec::new());
+    for line in log.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[0] {
+            "start" => {
+                running += 1;
+                most = most.max(running);
+                fences.push(words[2].parse::<u64>().unwrap());
+                assert_eq!(words[3], "2", "FENCELOCK_LIMIT: {log}");
+            }
+            _ => running -= 1,
+        }
+    }
+    assert!(most <= 2, "{most} commands at once:\n{log}");
+    fences.sort_unstable();
+    fences.dedup();
+    assert_eq!(fences.len(), 5, "a fence for each run:\n{log}");
+    // Every slot was released: the lock of the same name was never touched.
+    let status = app
+        .call(reqwest::Method::GET, "/semaphores/pool", None)
+        .await;
+    assert_eq!(status.json["holders"], serde_json::json!([]), "{status:?}");
+    assert_eq!(app.status("pool").await.code(), "not_found");
+}
+
+#[tokio::test]
+async fn with_a_limit_a_full_semaphore_keeps_the_command_from_starting() {
+    let app = TestApp::spawn().await;
+    for holder in ["a", "b"] {
+        let path = format!("/semaphores/pool?nonce={holder}&limit=2");
+        app.call(reqwest::Method::POST, &path, None).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let script = format!("touch {}", marker.display());
+    let run = fencelock_cli(
+        &app.base,
+        &["run", "--limit", "2", "pool", "--", "sh", "-c", &script],
+    )
+    .await;
+    assert_eq!(run.code, HELD, "{run:?}");
+    assert!(run.stderr.contains("all 2 of its slots held"), "{run:?}");
+    assert!(!marker.exists(), "the command ran");
+
+    let other = fencelock_cli(&app.base, &["run", "--limit", "3", "pool", "--", "true"]).await;
+    assert_eq!(other.code, Some(1), "{other:?}");
+    assert!(other.stderr.contains("limit of 2, not 3"), "{other:?}");
+}

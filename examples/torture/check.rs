@@ -1,10 +1,13 @@
 //! The history checker: what a torture run's history must never show.
 //!
+//! - **over_limit**: more clients holding slots of one semaphore at once than its
+//!   limit, with holdings read as for locks.
 //! - **overlap**: two clients holding one lock at once. A client holds from the
 //!   answer to its acquire until the earlier of the sending of its release and `ttl`
 //!   after the sending of the last acquire, heartbeat or update the server confirmed.
 //! - **fence_order**: a grant whose fence is not greater than that of a grant of the
-//!   same name answered before it was asked for; or two grants with one fence.
+//!   same name answered before it was asked for; or two grants with one fence (for
+//!   locks and semaphores alike: each grant of a semaphore issues a new fence).
 //! - **stale_write_accepted**: the downstream store accepting a fence below one it
 //!   had already accepted.
 //! - **lost_update**: an acquire that sees a body other than the last one a
@@ -32,6 +35,8 @@ pub struct Holding {
     pub asked: u64,
     pub from: u64,
     pub until: u64,
+    /// The semaphore's limit; `None` for a lock.
+    pub limit: Option<u32>,
 }
 
 /// The violations in `history`, and its grants.
@@ -39,6 +44,7 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Vec<Holding>) {
     let holdings = holdings(history);
     let mut violations = Vec::new();
     overlaps(&holdings, &mut violations);
+    over_limit(&holdings, &mut violations);
     fence_order(&holdings, &mut violations);
     stale_writes(history, &mut violations);
     lost_updates(history, &mut violations);
@@ -84,6 +90,7 @@ pub fn holdings(history: &[Op]) -> Vec<Holding> {
                             asked: op.start,
                             from: op.end,
                             until: op.start + ttl,
+                            limit: op.limit,
                         },
                         ttl,
                     ));
@@ -122,7 +129,7 @@ fn by_name(holdings: &[Holding]) -> BTreeMap<&str, Vec<&Holding>> {
 
 fn overlaps(holdings: &[Holding], violations: &mut Vec<Violation>) {
     for (name, mut list) in by_name(holdings) {
-        list.retain(|h| h.from < h.until);
+        list.retain(|h| h.from < h.until && h.limit.is_none());
         list.sort_by_key(|h| h.from);
         // Against the one reaching furthest so far, so a long holding is not missed.
         let mut furthest: Option<&Holding> = None;
@@ -141,6 +148,50 @@ fn overlaps(holdings: &[Holding], violations: &mut Vec<Violation>) {
             }
             if furthest.is_none_or(|f| holding.until > f.until) {
                 furthest = Some(holding);
+            }
+        }
+    }
+}
+
+/// More holders of a semaphore at once than its limit: a sweep over the holdings'
+/// starts and ends (an end and a start at one instant do not meet).
+fn over_limit(holdings: &[Holding], violations: &mut Vec<Violation>) {
+    for (name, list) in by_name(holdings) {
+        let Some(limit) = list.iter().find_map(|h| h.limit) else {
+            continue;
+        };
+        let mut events: Vec<(u64, bool, &Holding)> = Vec::new();
+        for holding in list.iter().filter(|h| h.from < h.until) {
+            events.push((holding.from, true, holding));
+            events.push((holding.until, false, holding));
+        }
+        // Ends (false) before starts (true) at the same instant.
+        events.sort_by_key(|(at, start, _)| (*at, *start));
+        let mut held: Vec<&Holding> = Vec::new();
+        for (_, start, holding) in events {
+            if !start {
+                held.retain(|h| !std::ptr::eq(*h, holding));
+                continue;
+            }
+            held.push(holding);
+            if held.len() > limit as usize {
+                let who: Vec<String> = held
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "client {} (fence {}) {}..{} µs",
+                            h.client, h.fence, h.from, h.until
+                        )
+                    })
+                    .collect();
+                violations.push(Violation {
+                    kind: "over_limit",
+                    detail: format!(
+                        "semaphore {name} (limit {limit}): {} holders at once: {}",
+                        held.len(),
+                        who.join(", ")
+                    ),
+                });
             }
         }
     }
@@ -291,6 +342,7 @@ mod tests {
             ttl_ms: 1000,
             body: Some(String::new()),
             seq: None,
+            limit: None,
         }
     }
 
@@ -356,6 +408,27 @@ mod tests {
     fn a_recorded_stale_write_accepted_downstream_is_reported() {
         let history = include_str!("histories/stale-write.jsonl");
         assert_eq!(reported(history), ["stale_write_accepted"]);
+    }
+
+    #[test]
+    fn more_semaphore_holders_than_the_limit_are_reported_and_up_to_it_pass() {
+        let slot = |client, fence, start, end| Op {
+            limit: Some(2),
+            ..op(client, "acquire", fence, start, end, "ok")
+        };
+        // Three holders of a limit of 2, each for 1 s: the third overlaps both.
+        let three = [slot(0, 1, 0, 10), slot(1, 2, 20, 30), slot(2, 3, 40, 50)];
+        let (violations, _) = check(&three);
+        let kinds: Vec<_> = violations.iter().map(|v| v.kind).collect();
+        assert_eq!(kinds, vec!["over_limit"], "{violations:?}");
+        // The first ended before the third: two at a time.
+        let two = [
+            slot(0, 1, 0, 10),
+            slot(1, 2, 20, 30),
+            slot(2, 3, 1_000_000, 1_000_010),
+        ];
+        assert!(check(&two).0.is_empty());
+        assert!(reported(include_str!("histories/over-limit.jsonl")).contains(&"over_limit"));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `make torture`: fencelock's safety promises under faults. DynamoDB Local, three
-//! fencelock instances on one table, and two mixes of clients through all of them:
+//! fencelock instances on one table, and three mixes of clients through all of them:
 //! the fast mix (96 clients, 1,024 locks, leases under a second, short holds: many
-//! grants) and the long mix (8 clients, 4 locks, leases of seconds: long waits and
-//! pauses past a lease), with a downstream store that refuses stale fences. Meanwhile
+//! grants), the long mix (8 clients, 4 locks, leases of seconds: long waits and
+//! pauses past a lease), with a downstream store that refuses stale fences, and the
+//! semaphore mix (16 clients, 4 semaphores of limit 3). `--mode` picks locks,
+//! semaphores or both (the default). Meanwhile
 //! faults from a seeded schedule: instances killed and paused, DynamoDB Local paused,
 //! restarted and cut off, a holder paused past its lease, an instance's clock set
 //! ahead. Every operation is recorded; the checker ([`check`]) reads the history.
@@ -36,6 +38,8 @@ use workload::{Downstream, FaultWindow, Mix, Shared};
 /// The clock offset that stays within the servers' 500 ms skew margin (libfaketime
 /// reads it in seconds).
 const CLOCK_AHEAD: &str = "+0.3";
+/// The limit of the semaphore mix's semaphores.
+const SEMAPHORE_LIMIT: u32 = 3;
 /// The clock offset of `--break skew`: far past the margin and the leases.
 const CLOCK_BROKEN: &str = "+8";
 
@@ -64,6 +68,17 @@ struct Args {
     /// Locks of the long mix.
     #[arg(long, default_value_t = 4)]
     long_locks: usize,
+    /// What the clients take: `locks` (the fast and long mixes), `semaphore` (the
+    /// semaphore mix), or `all` of them at once.
+    #[arg(long, default_value = "all", value_parser = ["all", "locks", "semaphore"])]
+    mode: String,
+    /// Clients of the semaphore mix: slots of a few semaphores of limit 3, leases
+    /// of 0.3-2 s, holds up to 1 s.
+    #[arg(long, default_value_t = 16)]
+    semaphore_clients: usize,
+    /// Semaphores of the semaphore mix.
+    #[arg(long, default_value_t = 4)]
+    semaphores: usize,
     /// The fault kinds to apply (comma-separated), or `none` for the workload alone.
     #[arg(long, value_delimiter = ',', default_value = "all", value_parser = fault_kind)]
     faults: Vec<String>,
@@ -208,13 +223,23 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     let work = args.out.join("run");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("the work folder is made");
+    let mut mixes_said = Vec::new();
+    if args.mode != "semaphore" {
+        mixes_said.push(format!(
+            "{} clients on {} locks (fast mix), {} on {} (long mix)",
+            args.clients, args.locks, args.long_clients, args.long_locks
+        ));
+    }
+    if args.mode != "locks" {
+        mixes_said.push(format!(
+            "{} on {} semaphores of limit {SEMAPHORE_LIMIT} (semaphore mix)",
+            args.semaphore_clients, args.semaphores
+        ));
+    }
     println!(
-        "torture: seed {seed}, {} s, {} clients on {} locks (fast mix), {} on {} (long mix){}",
+        "torture: seed {seed}, {} s, {}{}",
         args.duration,
-        args.clients,
-        args.locks,
-        args.long_clients,
-        args.long_locks,
+        mixes_said.join(", "),
         args.breakage
             .as_deref()
             .map(|b| format!(", broken: {b}"))
@@ -253,6 +278,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         wait_ms: 0..500,
         retry_ms: 0..20,
         released_of_10: 6,
+        limit: None,
     });
     // Leases of seconds on a few locks: long waits, and pauses past a lease.
     let long = Arc::new(Mix {
@@ -262,9 +288,30 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         wait_ms: 0..3000,
         retry_ms: 0..200,
         released_of_10: 8,
+        limit: None,
     });
-    let mixes = std::iter::repeat_n(&fast, args.clients)
-        .chain(std::iter::repeat_n(&long, args.long_clients));
+    // Slots of a few semaphores, more clients than slots: at most 3 holders each.
+    let semaphores = Arc::new(Mix {
+        names: lock_names("sem", args.semaphores),
+        ttl_ms: 300..2000,
+        hold_ms: 0..1000,
+        wait_ms: 0..1000,
+        retry_ms: 0..50,
+        released_of_10: 7,
+        limit: Some(SEMAPHORE_LIMIT),
+    });
+    let (locks, slots) = match args.mode.as_str() {
+        "locks" => (true, false),
+        "semaphore" => (false, true),
+        _ => (true, true),
+    };
+    let count = |on: bool, clients: usize| if on { clients } else { 0 };
+    let mixes = std::iter::repeat_n(&fast, count(locks, args.clients))
+        .chain(std::iter::repeat_n(&long, count(locks, args.long_clients)))
+        .chain(std::iter::repeat_n(
+            &semaphores,
+            count(slots, args.semaphore_clients),
+        ));
     let workers: Vec<_> = mixes
         .enumerate()
         .map(|(id, mix)| {
@@ -311,6 +358,8 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     for holding in &holdings {
         let mix = if holding.name.starts_with("torture:long-") {
             "long"
+        } else if holding.name.starts_with("torture:sem-") {
+            "semaphore"
         } else {
             "fast"
         };
@@ -545,6 +594,7 @@ mod tests {
             asked: from,
             from,
             until: from + 1,
+            limit: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Op {
     pub body: Option<String>,
     /// Downstream writes: the order in which the store decided them.
     pub seq: Option<u64>,
+    /// Operations on a semaphore slot: the semaphore's limit (none for a lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 /// How a group of clients uses its own locks.
@@ -47,6 +50,10 @@ pub struct Mix {
     /// Of 10 holdings, how many are released; the others are abandoned to expire
     /// (and taken over after the lease and the skew margin).
     pub released_of_10: u8,
+    /// With a limit, the names are semaphores of that limit, whose slots the clients
+    /// take and keep by heartbeat (semaphores have no body, and their holders write
+    /// nothing downstream: several hold at once, each with its own fence).
+    pub limit: Option<u32>,
 }
 
 /// A fault while it was in effect: from just before it was applied until it was
@@ -147,6 +154,7 @@ pub async fn client(shared: Arc<Shared>, mix: Arc<Mix>, id: usize, seed: u64) {
             nonce: nonce.clone(),
             ttl: Some(ttl),
             wait,
+            limit: mix.limit,
             ..Acquire::default()
         };
         let sent = Instant::now();
@@ -164,11 +172,12 @@ pub async fn client(shared: Arc<Shared>, mix: Arc<Mix>, id: usize, seed: u64) {
             ttl_ms,
             body: result.as_ref().ok().map(|lock| lock.body.clone()),
             seq: None,
+            limit: mix.limit,
         });
         match result {
             Ok(lock) => {
                 let holding = Holding {
-                    kind: Kind::Lock,
+                    kind: request.kind(),
                     name,
                     fence: lock.fence,
                     nonce: Some(&nonce),
@@ -217,12 +226,14 @@ async fn hold(
         ttl_ms,
         body,
         seq: None,
+        limit: mix.limit,
     };
-    if Instant::now() + margin < belief_end {
+    let lock = holding.kind == Kind::Lock;
+    if lock && Instant::now() + margin < belief_end {
         downstream(shared, id, &name, fence, ttl_ms, "downstream");
     }
 
-    let paused = shared.pause_next_holder.swap(false, Ordering::Relaxed);
+    let paused = lock && shared.pause_next_holder.swap(false, Ordering::Relaxed);
     if paused {
         // A holder paused past its lease (a long GC, a stopped VM) that wakes up and
         // writes with the fence it had.
@@ -248,7 +259,7 @@ async fn hold(
         }
         let server = &shared.clients[rng.usize(..shared.clients.len())];
         let sent = Instant::now();
-        let result = if rng.u8(0..10) < 7 {
+        let result = if !lock || rng.u8(0..10) < 7 {
             let result = server.heartbeat(&holding, Some(ttl)).await;
             shared.record(record("heartbeat", sent, outcome(&result), None));
             result
@@ -264,7 +275,7 @@ async fn hold(
             Err(ClientError::Lost { .. }) => return,
             Err(_) => {}
         }
-        if Instant::now() + margin < belief_end {
+        if lock && Instant::now() + margin < belief_end {
             downstream(shared, id, &name, fence, ttl_ms, "downstream");
         }
     }
@@ -298,6 +309,7 @@ fn downstream(shared: &Shared, id: usize, name: &str, fence: u64, ttl_ms: u64, k
         ttl_ms,
         body: None,
         seq: Some(seq),
+        limit: None,
     });
 }
 

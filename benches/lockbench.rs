@@ -10,7 +10,9 @@
 //! - **fencelock**: acquire + release over HTTP with keep-alive, each worker on a
 //!   lock name of its own;
 //! - **contended**: the same, all workers on 4 names (a refused acquire is an
-//!   operation too).
+//!   operation too);
+//! - **semaphore**: acquire + release of a slot of a semaphore (limit 4) over HTTP,
+//!   each worker on a semaphore of its own: an acquire is a read and a write.
 //!
 //! Each figure is the median of the three rounds. Then the server's idle memory and
 //! its memory with 1,000 waiting connections. It prints the tables (throughput and
@@ -42,6 +44,10 @@ const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 const ROUNDS: usize = 3;
 const CONTENDED_NAMES: usize = 4;
 const WAITERS: usize = 1000;
+/// The routes of a lock cycle, and of a semaphore cycle (one slot of a limit of 4,
+/// each worker on a semaphore of its own, as each `fencelock` worker has its lock).
+const LOCKS: (&str, &str) = ("locks", "");
+const SEMAPHORES: (&str, &str) = ("semaphores", "&limit=4");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Run {
@@ -385,15 +391,19 @@ fn floor_run(endpoint: &str, table: &str, concurrency: usize, seconds: u64) -> R
     run
 }
 
+/// One acquire and, when granted, its release: of the lock `name` at `root` =
+/// `locks`, or of a slot of the semaphore `name` at `root` = `semaphores` (`extra`
+/// holds its limit).
 async fn fencelock_cycle(
     http: &reqwest::Client,
     base: &str,
+    (root, extra): (&str, &str),
     name: &str,
     nonce: &str,
 ) -> Vec<Duration> {
     let started = Instant::now();
     let acquired = http
-        .post(format!("{base}/locks/{name}?nonce={nonce}"))
+        .post(format!("{base}/{root}/{name}?nonce={nonce}{extra}"))
         .send()
         .await
         .unwrap();
@@ -402,7 +412,7 @@ async fn fencelock_cycle(
     let mut latencies = vec![started.elapsed()];
     if status.is_success() {
         let fence = body["fence"].as_u64().unwrap_or(0);
-        latencies.push(timed(http.delete(format!("{base}/locks/{name}/{fence}")).send()).await);
+        latencies.push(timed(http.delete(format!("{base}/{root}/{name}/{fence}")).send()).await);
     }
     latencies
 }
@@ -437,7 +447,7 @@ async fn main() {
         .unwrap();
     // Warm both paths up (DynamoDB Local's JIT too), then note the server's memory at rest.
     for round in 0..200 {
-        fencelock_cycle(&http, &server.base, "warm-up", &format!("w{round}")).await;
+        fencelock_cycle(&http, &server.base, LOCKS, "warm-up", &format!("w{round}")).await;
         floor_acquire(&dynamo, &table, "warm-up-floor", &format!("w{round}")).await;
     }
     floor_run(&endpoint, &table, 16, 2);
@@ -451,7 +461,7 @@ async fn main() {
         let mut runs = Vec::new();
         for &concurrency in &concurrencies {
             runs.push(floor_run(&endpoint, &table, concurrency, seconds));
-            for mode in ["fencelock", "contended"] {
+            for mode in ["fencelock", "contended", "semaphore"] {
                 runs.push(fencelock_run(&http, &server, mode, concurrency, time).await);
             }
         }
@@ -477,12 +487,12 @@ async fn fencelock_run(
     let latencies = drive(concurrency, time, move |worker, round| {
         let (client, base) = (client.clone(), base.clone());
         async move {
-            let name = if mode == "contended" {
-                format!("contended-{}", worker % CONTENDED_NAMES)
-            } else {
-                format!("bench-{concurrency}-{worker}")
+            let (kind, name) = match mode {
+                "contended" => (LOCKS, format!("contended-{}", worker % CONTENDED_NAMES)),
+                "semaphore" => (SEMAPHORES, format!("bench-{concurrency}-{worker}")),
+                _ => (LOCKS, format!("bench-{concurrency}-{worker}")),
             };
-            fencelock_cycle(&client, &base, &name, &format!("n{worker}-{round}")).await
+            fencelock_cycle(&client, &base, kind, &name, &format!("n{worker}-{round}")).await
         }
     })
     .await;
@@ -493,7 +503,7 @@ async fn fencelock_run(
     let cpu_ms_per_op = (after.cpu_ms - before.cpu_ms) / http_ops;
     run.dynamodb_per_op = Some((after.dynamodb - before.dynamodb) / http_ops);
     run.server_cpu_ms_per_1000 = Some(cpu_ms_per_op * 1000.0);
-    if mode == "fencelock" {
+    if mode != "contended" {
         // Every acquire is granted and released: a cycle is two operations.
         run.cpu_us_per_cycle = Some(cpu_ms_per_op * 2.0 * 1000.0);
     }
@@ -723,7 +733,12 @@ fn chart(runs: &[Run], path: &std::path::Path) {
     let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).unwrap();
     let (left, right) = root.split_horizontally(500);
-    let modes = [("floor", BLUE), ("fencelock", RED), ("contended", GREEN)];
+    let modes = [
+        ("floor", BLUE),
+        ("fencelock", RED),
+        ("contended", GREEN),
+        ("semaphore", MAGENTA),
+    ];
     let x_range = 0.0..(CONCURRENCY.len() as f64 - 1.0);
     let x_label = |x: &f64| {
         CONCURRENCY

@@ -415,6 +415,7 @@ impl Client {
             code,
             fence,
             expire_time,
+            ..
         } = error;
         Err(match (status, code.as_str()) {
             (StatusCode::CONFLICT, "lock_held" | "semaphore_full") => ClientError::Held {

@@ -63,10 +63,12 @@ fn shutdown_handle(
     let stopping = handle.clone();
     let waiters = state.waiters.clone();
     let semaphore_waiters = state.semaphore_waiters.clone();
+    let group_waiters = state.group_waiters.clone();
     tokio::spawn(async move {
         shutdown.await;
         waiters.close();
         semaphore_waiters.close();
+        group_waiters.close();
         stopping.graceful_shutdown(Some(grace));
     });
     handle

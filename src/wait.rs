@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 use crate::domain::{Holder, LockName, Millis};
 use crate::store::{
-    AcquireOutcome, AcquireRequest, DynamoStore, SemaphoreOutcome, SemaphoreRequest, StoreError,
+    AcquireOutcome, AcquireRequest, DynamoStore, GroupOutcome, SemaphoreOutcome, SemaphoreRequest,
+    StoreError,
 };
 
 /// What a queue of waiters waits for: a lock ([`Locks`]) or a semaphore slot
@@ -113,6 +114,77 @@ impl Contended for Locks {
         if let Err(err) = store.release(&name, &Holder::Fence(fence)).await {
             // The lease still ends on its own at its ttl.
             tracing::warn!(lock = %name, fence, %err, "could not release an unclaimed grant");
+        }
+    }
+}
+
+/// A group acquire: every lock of `names` (sorted, without repeats), as `request`
+/// asks for one (its own name is the first of `names`).
+#[derive(Debug, Clone)]
+pub struct GroupRequest {
+    pub names: Vec<LockName>,
+    pub request: AcquireRequest,
+}
+
+/// Waiting for every lock of a group at once. A group waits in the queue of its
+/// first name in sorted order, behind the groups there before it, and holds nothing
+/// while it waits: it is granted all its locks in one transaction or none, so no two
+/// waiting groups can each hold a lock the other needs.
+#[derive(Debug)]
+pub struct Groups;
+
+impl Contended for Groups {
+    type Request = GroupRequest;
+    type Outcome = GroupOutcome;
+
+    fn name(request: &GroupRequest) -> &LockName {
+        &request.names[0]
+    }
+
+    async fn attempt(
+        store: &DynamoStore,
+        request: &GroupRequest,
+    ) -> Result<GroupOutcome, StoreError> {
+        store.acquire_group(&request.names, &request.request).await
+    }
+
+    fn turn(store: &DynamoStore, outcome: &GroupOutcome) -> Turn {
+        match outcome {
+            GroupOutcome::Granted(locks) => Turn::Granted {
+                busy_until: locks.first().map(|lock| store.free_at(lock)),
+            },
+            // Every holder must be gone: the last of them to go frees the group.
+            GroupOutcome::Held(holders) => Turn::Busy {
+                free_at: holders
+                    .iter()
+                    .map(|lock| store.free_at(lock))
+                    .max()
+                    .unwrap_or_else(|| store.clock().now_millis()),
+            },
+        }
+    }
+
+    fn seen_by_others(granted: &GroupOutcome) -> Option<GroupOutcome> {
+        match granted {
+            GroupOutcome::Granted(locks) => Some(GroupOutcome::Held(locks.clone())),
+            GroupOutcome::Held(_) => None,
+        }
+    }
+
+    async fn give_back(store: &DynamoStore, outcome: GroupOutcome) {
+        let GroupOutcome::Granted(locks) = outcome else {
+            return;
+        };
+        let holders: Vec<_> = locks
+            .into_iter()
+            .map(|lock| (lock.name, Holder::Fence(lock.fence)))
+            .collect();
+        tracing::info!(
+            locks = holders.len(),
+            "group waiter left before its grant; releasing it"
+        );
+        if let Err(err) = store.release_group(&holders).await {
+            tracing::warn!(%err, "could not release an unclaimed group grant");
         }
     }
 }

@@ -112,6 +112,17 @@ pub enum ApiError {
         limit: u32,
         asked: u32,
     },
+    /// 409 `lock_held`: some locks of a group are held by other holders; nothing was
+    /// taken.
+    #[error("{}", group_held_sentence(holders))]
+    GroupHeld {
+        holders: Vec<GroupHolder>,
+        retry_after_secs: u64,
+    },
+    /// A group heartbeat or release some of whose locks refused: each lock's own
+    /// error, the first deciding the status and code; nothing changed.
+    #[error("{}", refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    GroupRefused { refusals: Vec<ApiError> },
     /// 409 `fence_mismatch`: no slot of the semaphore has this fence.
     #[error(
         "fence {fence} holds no slot of semaphore \"{name}\": it was released and cleared, taken over after its lease ended, or never issued; acquire a slot again"
@@ -210,6 +221,28 @@ impl ApiError {
         }
     }
 
+    /// This error about one lock of a group, as a [`LockError`].
+    fn lock_error(&self) -> LockError {
+        let (name, fence) = match self {
+            Self::FenceMismatch { name, current, .. } => (name.to_string(), Some(*current)),
+            Self::LeaseExpired { name, fence, .. } | Self::NotHolder { name, fence, .. } => {
+                (name.to_string(), Some(*fence))
+            }
+            Self::LockNotFound { name } | Self::TokenHoldsNothing { name } => {
+                (name.to_string(), None)
+            }
+            _ => (String::new(), None),
+        };
+        LockError {
+            name,
+            code: self.code().to_owned(),
+            error: self.to_string(),
+            fence,
+            owner: None,
+            expire_time: None,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -219,7 +252,11 @@ impl ApiError {
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::GroupRefused { refusals } => refusals
+                .first()
+                .map_or(StatusCode::CONFLICT, ApiError::status),
             Self::LockHeld { .. }
+            | Self::GroupHeld { .. }
             | Self::SemaphoreFull { .. }
             | Self::LimitMismatch { .. }
             | Self::SlotNotHeld { .. }
@@ -250,7 +287,8 @@ impl ApiError {
             Self::UriTooLong { .. } => "uri_too_long",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
-            Self::LockHeld { .. } => "lock_held",
+            Self::LockHeld { .. } | Self::GroupHeld { .. } => "lock_held",
+            Self::GroupRefused { refusals } => refusals.first().map_or("conflict", ApiError::code),
             Self::SemaphoreFull { .. } => "semaphore_full",
             Self::LimitMismatch { .. } => "limit_mismatch",
             Self::FenceMismatch { .. } | Self::SlotNotHeld { .. } => "fence_mismatch",
@@ -310,6 +348,65 @@ pub struct ErrorBody {
     /// the first slot may be free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<String>,
+    /// For a lock group: each lock that refused, with its own error (for `lock_held`,
+    /// its holder's fence, owner and lease end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<Vec<LockError>>,
+}
+
+/// One lock of a group that refused, in an error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockError {
+    pub name: String,
+    pub code: String,
+    pub error: String,
+    /// With `lock_held`: the holder's fence; otherwise the lock's current fence, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Fence>,
+    /// With `lock_held`: who holds the lock, if its holder said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// With `lock_held`: when the holder's lease ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_time: Option<String>,
+}
+
+/// A holder that kept a group from being taken.
+#[derive(Debug, Clone)]
+pub struct GroupHolder {
+    pub name: LockName,
+    pub fence: Fence,
+    pub owner: Option<String>,
+    pub expires_at: Millis,
+}
+
+fn group_held_sentence(holders: &[GroupHolder]) -> String {
+    let each: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            let owner = h
+                .owner
+                .as_deref()
+                .map(|owner| format!(", owner {owner:?}"))
+                .unwrap_or_default();
+            format!(
+                "\"{}\" (fence {}{owner}, until {})",
+                h.name,
+                h.fence,
+                rfc3339(h.expires_at)
+            )
+        })
+        .collect();
+    format!(
+        "{} of the group held by other holders: {}; nothing was taken; retry after that, or wait",
+        if holders.len() == 1 {
+            "a lock is"
+        } else {
+            "locks are"
+        },
+        each.join(", ")
+    )
 }
 
 // Error answers shared by several routes, for the OpenAPI document only: the
@@ -381,6 +478,7 @@ impl IntoResponse for ApiError {
             code: self.code().to_owned(),
             fence: None,
             expire_time: None,
+            locks: None,
         };
         let fence = match &self {
             Self::LockHeld { fence, .. }
@@ -399,6 +497,33 @@ impl IntoResponse for ApiError {
                 body.fence = Some(*fence);
                 body.expire_time = Some(rfc3339(*expires_at));
                 Some(*retry_after_secs)
+            }
+            Self::GroupHeld {
+                holders,
+                retry_after_secs,
+            } => {
+                body.locks = Some(
+                    holders
+                        .iter()
+                        .map(|h| LockError {
+                            name: h.name.to_string(),
+                            code: "lock_held".into(),
+                            error: format!(
+                                "lock \"{}\" is held by another holder until {}",
+                                h.name,
+                                rfc3339(h.expires_at)
+                            ),
+                            fence: Some(h.fence),
+                            owner: h.owner.clone(),
+                            expire_time: Some(rfc3339(h.expires_at)),
+                        })
+                        .collect(),
+                );
+                Some(*retry_after_secs)
+            }
+            Self::GroupRefused { refusals } => {
+                body.locks = Some(refusals.iter().map(ApiError::lock_error).collect());
+                None
             }
             Self::SemaphoreFull {
                 free_at,

@@ -221,6 +221,7 @@ pub async fn release(
         .map_err(|rejection| ApiError::token_rejected(name.clone(), rejection))?;
     if release.released {
         app.waiters.released(&name);
+        app.group_waiters.released(&name);
         Ok(with_fence(release.fence, StatusCode::NO_CONTENT))
     } else {
         Err(ApiError::TokenHoldsNothing { name })

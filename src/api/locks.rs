@@ -33,13 +33,13 @@ pub const MAX_JSON_DEPTH: usize = 32;
 pub struct AcquireQuery {
     /// A value unique to this holder, 1–64 printable characters; required here or in the body.
     #[param(pattern = r"^[!-~]{1,64}$")]
-    nonce: Option<String>,
+    pub(super) nonce: Option<String>,
     /// Lease length: `30s`, `1500ms`, `2m` or whole seconds.
     #[param(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$")]
-    ttl: Option<String>,
+    pub(super) ttl: Option<String>,
     /// How long to wait for the lock (default 0: answer 409 at once).
     #[param(pattern = r"^[0-9]{1,9}(ms|s|m|h)?$")]
-    wait: Option<String>,
+    pub(super) wait: Option<String>,
 }
 
 /// JSON body of acquire; every field optional, `nonce` required here or in the query.
@@ -89,12 +89,16 @@ pub(super) struct ReleaseQuery {
 }
 
 /// A JSON `ttl`: a string such as `"30s"`, or a whole number of seconds.
-fn ttl_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+pub(super) fn ttl_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
     duration_value(deserializer, "ttl")
 }
 
 /// A JSON `wait`, read as `ttl` is.
-fn wait_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+pub(super) fn wait_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
     duration_value(deserializer, "wait")
 }
 
@@ -162,26 +166,14 @@ pub async fn acquire(
     OptionalJson(body): OptionalJson<AcquireBody>,
 ) -> LockResult {
     let body = body.unwrap_or_default();
-    let wait = either(
-        "wait",
-        parse_duration_param("wait", query.wait.as_deref())?,
+    let Terms { nonce, ttl, wait } = terms(
+        &app,
+        &format!("lock \"{name}\""),
+        (query.nonce, query.ttl, query.wait),
+        body.nonce,
+        body.ttl,
         body.wait,
     )?;
-    let nonce = either("nonce", query.nonce, body.nonce)?.ok_or_else(|| {
-        ApiError::InvalidRequest(format!(
-            "acquiring lock \"{name}\" needs a nonce (?nonce=… or {{\"nonce\": …}}): a value unique to this holder"
-        ))
-    })?;
-    let nonce = Nonce::parse(&nonce).map_err(|e| ApiError::InvalidRequest(e.0))?;
-    let ttl = either(
-        "ttl",
-        parse_duration_param("ttl", query.ttl.as_deref())?,
-        body.ttl,
-    )?;
-    let ttl = app
-        .ttl
-        .resolve(ttl)
-        .map_err(|e| ApiError::InvalidRequest(e.0))?;
     check_details(body.owner.as_deref(), body.metadata.as_ref())?;
     let request = AcquireRequest {
         name,
@@ -190,8 +182,54 @@ pub async fn acquire(
         owner: body.owner,
         metadata: body.metadata,
     };
-    let lock = take(&app, &caller, request, wait.unwrap_or_default()).await?;
+    let lock = take(&app, &caller, request, wait).await?;
     Ok(LockView::new(lock, now(&app)))
+}
+
+/// What every acquire asks for, each given in the query or the JSON body (or the same
+/// in both): the holder's nonce, the lease and the wait.
+pub(super) struct Terms {
+    pub nonce: Nonce,
+    pub ttl: Duration,
+    /// Not yet cut to the server's longest wait.
+    pub wait: Duration,
+}
+
+/// The [`Terms`] of an acquire of `subject` (`lock "x"`, …) from its query's nonce,
+/// ttl and wait and its body's.
+pub(super) fn terms(
+    app: &AppState,
+    subject: &str,
+    (query_nonce, query_ttl, query_wait): (Option<String>, Option<String>, Option<String>),
+    nonce: Option<String>,
+    ttl: Option<Duration>,
+    wait: Option<Duration>,
+) -> Result<Terms, ApiError> {
+    let wait = either(
+        "wait",
+        parse_duration_param("wait", query_wait.as_deref())?,
+        wait,
+    )?;
+    let nonce = either("nonce", query_nonce, nonce)?.ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "acquiring {subject} needs a nonce (?nonce=… or {{\"nonce\": …}}): a value unique to this holder"
+        ))
+    })?;
+    let nonce = Nonce::parse(&nonce).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    let ttl = either(
+        "ttl",
+        parse_duration_param("ttl", query_ttl.as_deref())?,
+        ttl,
+    )?;
+    let ttl = app
+        .ttl
+        .resolve(ttl)
+        .map_err(|e| ApiError::InvalidRequest(e.0))?;
+    Ok(Terms {
+        nonce,
+        ttl,
+        wait: wait.unwrap_or_default(),
+    })
 }
 
 /// Refuses an owner of the wrong length, and metadata nested too deep.
@@ -383,6 +421,7 @@ pub async fn release(
         .map_err(|rejection| ApiError::rejected(name.clone(), rejection))?;
     if release.released {
         app.waiters.released(&name);
+        app.group_waiters.released(&name);
     }
     Ok(with_fence(
         release.fence,

@@ -4,6 +4,7 @@
 mod error;
 mod extract;
 mod gorilla;
+mod groups;
 mod guard;
 mod list;
 mod locks;
@@ -34,7 +35,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, LockError};
 pub use guard::{Caller, MAX_HEADER_BYTES, MAX_URI_BYTES, Security};
 pub use list::LockPage;
 pub use locks::{MAX_JSON_DEPTH, NONCE_HEADER};
@@ -46,7 +47,7 @@ use std::time::Duration;
 
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
-use crate::wait::{DEFAULT_MAX_WAITERS_PER_LOCK, Semaphores, Waiters};
+use crate::wait::{DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
 
 /// The header that carries a request's id: taken from the request, or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,6 +59,7 @@ pub struct AppState {
     /// The waiting acquires of this server, of locks and of semaphores.
     pub waiters: Waiters,
     pub semaphore_waiters: Waiters<Semaphores>,
+    pub group_waiters: Waiters<Groups>,
     pub ttl: TtlBounds,
     /// The longest a request may wait for a lock; longer waits are cut to this.
     pub max_wait: Duration,
@@ -96,6 +98,7 @@ impl AppState {
         Self {
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
+            group_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             store,
             ttl,
             max_wait,
@@ -109,6 +112,7 @@ impl AppState {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
         self.semaphore_waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
+        self.group_waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
         self.limits = limits;
         self
     }
@@ -172,6 +176,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     tags(
         (name = "locks", description = "The glock-style API"),
         (name = "semaphores", description = "Counting semaphores: at most `limit` holders at once"),
+        (name = "lock-groups", description = "Several locks taken, renewed and released together, all or nothing"),
         (name = "gorilla", description = "The Gorilla-compatible API"),
         (name = "operations", description = "The service itself"),
         (name = "ui", description = "The web page, and the files it loads"),
@@ -186,6 +191,9 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(locks::acquire, locks::status))
         .routes(routes!(locks::update, locks::release, locks::check_fence))
         .routes(routes!(locks::heartbeat))
+        .routes(routes!(groups::acquire))
+        .routes(routes!(groups::heartbeat))
+        .routes(routes!(groups::release))
         .routes(routes!(semaphores::list))
         .routes(routes!(semaphores::acquire, semaphores::status))
         .routes(routes!(semaphores::release, semaphores::check_fence))

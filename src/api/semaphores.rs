@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{CommonErrors, ErrorBody, FenceErrors, ProofErrors};
@@ -17,13 +17,12 @@ use super::extract::{FencePath, LockPath, NonceHeader, OptionalJson, Params};
 use super::guard::Caller;
 use super::list::{ListParams, listing};
 use super::locks::{
-    ReleaseQuery, RenewQuery, check_details, duration_value, either, holder, now,
-    parse_duration_param, renew_ttl,
+    ReleaseQuery, RenewQuery, Terms, check_details, either, holder, now, renew_ttl, terms,
 };
 use super::view::{Released, rfc3339, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{
-    Fence, Holder, MAX_LIMIT, MAX_SLOT_DETAILS, Millis, Nonce, Semaphore, Slot, check_slot,
+    Fence, Holder, MAX_LIMIT, MAX_SLOT_DETAILS, Millis, Semaphore, Slot, check_slot,
     format_duration, parse_limit,
 };
 use crate::store::{SemaphoreOutcome, SemaphoreRequest};
@@ -60,25 +59,17 @@ pub struct SemaphoreBody {
     #[schema(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Lease length: `"30s"`, `"1500ms"`, `"2m"`, or a whole number of seconds.
-    #[serde(default, deserialize_with = "ttl_value")]
+    #[serde(default, deserialize_with = "super::locks::ttl_value")]
     #[schema(value_type = Option<String>, example = "30s")]
     ttl: Option<Duration>,
     /// How long to wait for a slot, as `ttl` is written.
-    #[serde(default, deserialize_with = "wait_value")]
+    #[serde(default, deserialize_with = "super::locks::wait_value")]
     #[schema(value_type = Option<String>, example = "10s")]
     wait: Option<Duration>,
     /// Who holds the slot, shown by status; 1–255 bytes.
     owner: Option<String>,
     /// Any JSON, shown by status; with the owner, at most 2048 bytes.
     metadata: Option<serde_json::Value>,
-}
-
-fn ttl_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    duration_value(deserializer, "ttl")
-}
-
-fn wait_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    duration_value(deserializer, "wait")
 }
 
 /// One holder of a semaphore, as everyone may see it: never its nonce.
@@ -228,19 +219,15 @@ pub async fn acquire(
     OptionalJson(body): OptionalJson<SemaphoreBody>,
 ) -> Result<HeldSlotView, ApiError> {
     let body = body.unwrap_or_default();
-    let wait = either(
-        "wait",
-        parse_duration_param("wait", query.wait.as_deref())?,
+    let Terms { nonce, ttl, wait } = terms(
+        &app,
+        &format!("a slot of semaphore \"{name}\""),
+        (query.nonce, query.ttl, query.wait),
+        body.nonce,
+        body.ttl,
         body.wait,
-    )?
-    .unwrap_or_default()
-    .min(app.max_wait);
-    let nonce = either("nonce", query.nonce, body.nonce)?.ok_or_else(|| {
-        ApiError::InvalidRequest(format!(
-            "acquiring a slot of semaphore \"{name}\" needs a nonce (?nonce=… or {{\"nonce\": …}}): a value unique to this holder"
-        ))
-    })?;
-    let nonce = Nonce::parse(&nonce).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    )?;
+    let wait = wait.min(app.max_wait);
     let query_limit = query
         .limit
         .as_deref()
@@ -255,15 +242,6 @@ pub async fn acquire(
             "acquiring a slot of semaphore \"{name}\" needs its limit (?limit=… or {{\"limit\": …}}): the most holders at once, 1 to {MAX_LIMIT}"
         ))
     })?;
-    let ttl = either(
-        "ttl",
-        parse_duration_param("ttl", query.ttl.as_deref())?,
-        body.ttl,
-    )?;
-    let ttl = app
-        .ttl
-        .resolve(ttl)
-        .map_err(|e| ApiError::InvalidRequest(e.0))?;
     check_details(body.owner.as_deref(), body.metadata.as_ref())?;
     let details = body.owner.as_ref().map_or(0, String::len)
         + body.metadata.as_ref().map_or(0, |m| m.to_string().len());

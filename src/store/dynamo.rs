@@ -2,6 +2,7 @@
 //! strongly consistent `GetItem` for status), with their conflicts read from
 //! `ReturnValuesOnConditionCheckFailure = ALL_OLD` instead of a second request.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use std::time::Instant;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
@@ -67,12 +68,12 @@ pub struct DynamoStore {
 }
 
 /// What a heartbeat, body update or extend changes besides the heartbeat time.
-struct Renewal<'a> {
+pub(super) struct Renewal<'a> {
     /// A new lease length; `None` reuses the one granted.
-    ttl: Option<Duration>,
-    body: Option<&'a str>,
+    pub ttl: Option<Duration>,
+    pub body: Option<&'a str>,
     /// Refuse a lease that would end sooner than the current one.
-    keep_longer: bool,
+    pub keep_longer: bool,
 }
 
 /// The condition that `holder` is the lock's current holder (`:holder`).
@@ -84,21 +85,96 @@ fn holder_condition(holder: &Holder) -> &'static str {
     }
 }
 
-/// Binds the names and value [`holder_condition`] uses.
-fn with_holder(op: UpdateItemFluentBuilder, holder: &Holder) -> UpdateItemFluentBuilder {
-    match holder {
-        Holder::Fence(fence) => op
-            .expression_attribute_names("#fence", item::FENCE)
-            .expression_attribute_values(":holder", n(fence)),
-        Holder::Proven(fence, nonce) => op
-            .expression_attribute_names("#fence", item::FENCE)
-            .expression_attribute_values(":holder", n(fence))
-            .expression_attribute_names("#nonce", item::NONCE)
-            .expression_attribute_values(":nonce", s(nonce.as_str())),
-        Holder::Token(token) => op
-            .expression_attribute_names("#token", item::TOKEN)
-            .expression_attribute_values(":holder", s(token.as_str())),
+/// The expressions of one conditional update, with the names and values they use:
+/// the same whether sent alone (`UpdateItem`) or in a transaction.
+#[derive(Debug, Default)]
+pub(super) struct Expression {
+    pub update: String,
+    pub condition: String,
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+impl Expression {
+    fn name(&mut self, placeholder: &str, attribute: &str) -> &mut Self {
+        self.names
+            .insert(placeholder.to_owned(), attribute.to_owned());
+        self
     }
+
+    fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
+        self.values.insert(placeholder.to_owned(), value);
+        self
+    }
+
+    /// Binds the names and value [`holder_condition`] uses.
+    fn holder(&mut self, holder: &Holder) -> &mut Self {
+        match holder {
+            Holder::Fence(fence) => self.name("#fence", item::FENCE).value(":holder", n(fence)),
+            Holder::Proven(fence, nonce) => self
+                .name("#fence", item::FENCE)
+                .value(":holder", n(fence))
+                .name("#nonce", item::NONCE)
+                .value(":nonce", s(nonce.as_str())),
+            Holder::Token(token) => self
+                .name("#token", item::TOKEN)
+                .value(":holder", s(token.as_str())),
+        }
+    }
+
+    /// `op` with these expressions.
+    fn on(self, op: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
+        op.update_expression(self.update)
+            .condition_expression(self.condition)
+            .set_expression_attribute_names(Some(self.names))
+            .set_expression_attribute_values(Some(self.values))
+    }
+}
+
+/// The update of a heartbeat, body update or extend by `holder` at `now`.
+pub(super) fn renew_expression(holder: &Holder, renewal: &Renewal<'_>, now: Millis) -> Expression {
+    let mut set = vec!["#heartbeat_at = :now"];
+    let mut condition = vec![holder_condition(holder), "#expires_at > :now"];
+    let mut e = Expression::default();
+    e.holder(holder)
+        .name("#heartbeat_at", item::HEARTBEAT_AT)
+        .name("#expires_at", item::EXPIRES_AT)
+        .name("#ttl_ms", item::TTL_MS)
+        .value(":now", n(now));
+    match renewal.ttl {
+        Some(ttl) => {
+            let ttl_ms = millis(ttl);
+            set.extend(["#expires_at = :expires_at", "#ttl_ms = :ttl_ms"]);
+            if renewal.keep_longer {
+                condition.push("#expires_at <= :expires_at");
+            }
+            e.value(":expires_at", n(now.saturating_add(ttl_ms)))
+                .value(":ttl_ms", n(ttl_ms));
+        }
+        None => set.push("#expires_at = :now + #ttl_ms"),
+    }
+    if let Some(body) = renewal.body {
+        set.push("#body = :body");
+        e.name("#body", item::BODY).value(":body", s(body));
+    }
+    e.update = format!("SET {}", set.join(", "));
+    e.condition = condition.join(" AND ");
+    e
+}
+
+/// The update of a release by `holder` at `now`.
+pub(super) fn release_expression(holder: &Holder, now: Millis) -> Expression {
+    let mut e = Expression {
+        update: "SET #expires_at = :zero, #released_at = :now".to_owned(),
+        condition: format!("{} AND #expires_at <> :zero", holder_condition(holder)),
+        ..Expression::default()
+    };
+    e.holder(holder)
+        .name("#expires_at", item::EXPIRES_AT)
+        .name("#released_at", item::RELEASED_AT)
+        .value(":zero", n(0))
+        .value(":now", n(now));
+    e
 }
 
 /// The answer to a release.
@@ -193,67 +269,12 @@ impl DynamoStore {
     /// ago, or the caller's nonce holds it already; each grant issues a new fence.
     pub async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, StoreError> {
         let now_micros = self.clock.now_micros();
-        let now = now_micros.div_euclid(1000);
-        let ttl_ms = millis(request.ttl);
         let token = Token::generate();
-        let mut set = vec![
-            // A record created anew continues above every fence the name issued before
-            // it was deleted: fences are floored by the time in microseconds.
-            "#fence = if_not_exists(#fence, :floor) + :one",
-            "#nonce = :nonce",
-            "#token = :token",
-            "#acquired_at = :now",
-            "#heartbeat_at = :now",
-            "#expires_at = :expires_at",
-            "#ttl_ms = :ttl_ms",
-        ];
-        let mut remove = vec!["#released_at"];
-        let mut op = self
-            .update(&request.name)
-            .condition_expression(
-                "attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce",
-            )
-            .expression_attribute_names("#fence", item::FENCE)
-            .expression_attribute_names("#nonce", item::NONCE)
-            .expression_attribute_names("#token", item::TOKEN)
-            .expression_attribute_names("#acquired_at", item::ACQUIRED_AT)
-            .expression_attribute_names("#heartbeat_at", item::HEARTBEAT_AT)
-            .expression_attribute_names("#expires_at", item::EXPIRES_AT)
-            .expression_attribute_names("#ttl_ms", item::TTL_MS)
-            .expression_attribute_names("#owner", item::OWNER)
-            .expression_attribute_names("#metadata", item::METADATA)
-            .expression_attribute_names("#released_at", item::RELEASED_AT)
-            .expression_attribute_values(":floor", n(now_micros))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":nonce", s(request.nonce.as_str()))
-            .expression_attribute_values(":token", s(token.as_str()))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
-            .expression_attribute_values(":ttl_ms", n(ttl_ms))
-            .expression_attribute_values(":takeover", n(now - self.takeover_grace_ms()));
-        // A new holder never inherits the previous holder's owner or metadata.
-        match &request.owner {
-            Some(owner) => {
-                set.push("#owner = :owner");
-                op = op.expression_attribute_values(":owner", s(owner));
-            }
-            None => remove.push("#owner"),
-        }
-        match &request.metadata {
-            Some(metadata) => {
-                set.push("#metadata = :metadata");
-                op = op.expression_attribute_values(":metadata", s(metadata.to_string()));
-            }
-            None => remove.push("#metadata"),
-        }
-        let mut expression = format!("SET {}", set.join(", "));
-        if !remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
-        }
         // The record as it was, so the grant can tell a takeover; the new record is
-        // exactly what the update expression above writes over it.
-        let op = op
-            .update_expression(expression)
+        // exactly what the update expression writes over it.
+        let op = self
+            .acquire_expression(request, &token, now_micros)
+            .on(self.update(&request.name))
             .return_values(ReturnValue::AllOld);
         match self.write("acquire", &request.name, op).await? {
             Write::Applied(old) => {
@@ -268,6 +289,7 @@ impl DynamoStore {
                 }
                 self.metrics.locks_granted.inc();
                 self.metrics.grants("lock");
+                let now = now_micros.div_euclid(1000);
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
                 let body = old.map(|o| o.body).unwrap_or_default();
                 Ok(AcquireOutcome::Granted(Lock {
@@ -279,7 +301,7 @@ impl DynamoStore {
                     metadata: request.metadata.clone(),
                     acquired_at: now,
                     heartbeat_at: now,
-                    expires_at: now.saturating_add(ttl_ms),
+                    expires_at: now.saturating_add(millis(request.ttl)),
                     ttl: request.ttl,
                     body,
                 }))
@@ -295,6 +317,69 @@ impl DynamoStore {
                 "the condition failed on a missing item".into(),
             )),
         }
+    }
+
+    /// The update of an acquire at `now_micros`, issuing `token`.
+    pub(super) fn acquire_expression(
+        &self,
+        request: &AcquireRequest,
+        token: &Token,
+        now_micros: i64,
+    ) -> Expression {
+        let now = now_micros.div_euclid(1000);
+        let ttl_ms = millis(request.ttl);
+        let mut set = vec![
+            // A record created anew continues above every fence the name issued before
+            // it was deleted: fences are floored by the time in microseconds.
+            "#fence = if_not_exists(#fence, :floor) + :one",
+            "#nonce = :nonce",
+            "#token = :token",
+            "#acquired_at = :now",
+            "#heartbeat_at = :now",
+            "#expires_at = :expires_at",
+            "#ttl_ms = :ttl_ms",
+        ];
+        let mut remove = vec!["#released_at"];
+        let mut e = Expression {
+            condition: "attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce"
+                .to_owned(),
+            ..Expression::default()
+        };
+        e.name("#fence", item::FENCE)
+            .name("#nonce", item::NONCE)
+            .name("#token", item::TOKEN)
+            .name("#acquired_at", item::ACQUIRED_AT)
+            .name("#heartbeat_at", item::HEARTBEAT_AT)
+            .name("#expires_at", item::EXPIRES_AT)
+            .name("#ttl_ms", item::TTL_MS)
+            .name("#owner", item::OWNER)
+            .name("#metadata", item::METADATA)
+            .name("#released_at", item::RELEASED_AT)
+            .value(":floor", n(now_micros))
+            .value(":one", n(1))
+            .value(":nonce", s(request.nonce.as_str()))
+            .value(":token", s(token.as_str()))
+            .value(":now", n(now))
+            .value(":expires_at", n(now.saturating_add(ttl_ms)))
+            .value(":ttl_ms", n(ttl_ms))
+            .value(":takeover", n(now - self.takeover_grace_ms()));
+        // A new holder never inherits the previous holder's owner or metadata.
+        match &request.owner {
+            Some(owner) => {
+                set.push("#owner = :owner");
+                e.value(":owner", s(owner));
+            }
+            None => remove.push("#owner"),
+        }
+        match &request.metadata {
+            Some(metadata) => {
+                set.push("#metadata = :metadata");
+                e.value(":metadata", s(metadata.to_string()));
+            }
+            None => remove.push("#metadata"),
+        }
+        e.update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        e
     }
 
     /// Extends the lease of `holder` by `ttl` (or by the lease length it was granted with).
@@ -357,35 +442,7 @@ impl DynamoStore {
         renewal: Renewal<'_>,
     ) -> Result<HolderOutcome, StoreError> {
         let now = self.clock.now_millis();
-        let mut set = vec!["#heartbeat_at = :now"];
-        let mut condition = vec![holder_condition(holder), "#expires_at > :now"];
-        let mut op = with_holder(self.update(name), holder)
-            .expression_attribute_names("#heartbeat_at", item::HEARTBEAT_AT)
-            .expression_attribute_names("#expires_at", item::EXPIRES_AT)
-            .expression_attribute_names("#ttl_ms", item::TTL_MS)
-            .expression_attribute_values(":now", n(now));
-        match renewal.ttl {
-            Some(ttl) => {
-                let ttl_ms = millis(ttl);
-                set.extend(["#expires_at = :expires_at", "#ttl_ms = :ttl_ms"]);
-                if renewal.keep_longer {
-                    condition.push("#expires_at <= :expires_at");
-                }
-                op = op
-                    .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
-                    .expression_attribute_values(":ttl_ms", n(ttl_ms));
-            }
-            None => set.push("#expires_at = :now + #ttl_ms"),
-        }
-        if let Some(body) = renewal.body {
-            set.push("#body = :body");
-            op = op
-                .expression_attribute_names("#body", item::BODY)
-                .expression_attribute_values(":body", s(body));
-        }
-        let op = op
-            .update_expression(format!("SET {}", set.join(", ")))
-            .condition_expression(condition.join(" AND "));
+        let op = renew_expression(holder, &renewal, now).on(self.update(name));
         match self.write(operation, name, op).await? {
             Write::Applied(item) => {
                 if operation == "heartbeat" {
@@ -419,16 +476,7 @@ impl DynamoStore {
         name: &LockName,
         holder: &Holder,
     ) -> Result<Result<Release, LockRejection>, StoreError> {
-        let op = with_holder(self.update(name), holder)
-            .update_expression("SET #expires_at = :zero, #released_at = :now")
-            .condition_expression(format!(
-                "{} AND #expires_at <> :zero",
-                holder_condition(holder)
-            ))
-            .expression_attribute_names("#expires_at", item::EXPIRES_AT)
-            .expression_attribute_names("#released_at", item::RELEASED_AT)
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":now", n(self.clock.now_millis()));
+        let op = release_expression(holder, self.clock.now_millis()).on(self.update(name));
         let lock = match self.write("release", name, op).await? {
             Write::Applied(item) => {
                 self.metrics.releases.inc();

@@ -4,6 +4,7 @@
 //! this module.
 
 mod dynamo;
+mod group;
 pub mod item;
 mod list;
 mod reclaim;
@@ -13,6 +14,7 @@ mod table;
 use std::time::Duration;
 
 pub use dynamo::{DynamoSettings, DynamoStore, Release, connect};
+pub use group::{GroupOutcome, MAX_GROUP};
 pub use item::MalformedItem;
 pub use list::{ListQuery, Page, SemaphorePage};
 pub use reclaim::Sweep;

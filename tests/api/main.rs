@@ -8,6 +8,7 @@ mod contention;
 mod errors;
 mod fences;
 mod gorilla;
+mod groups;
 mod helpers;
 mod lease;
 mod limits;

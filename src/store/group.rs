@@ -1,0 +1,415 @@
+//! Lock groups: several locks taken, renewed or released together, all or nothing, in
+//! one DynamoDB `TransactWriteItems` whose updates are exactly those of the single-lock
+//! operations. A group is just locks taken together: each lock of a group is an
+//! ordinary lock record, which every single-lock route serves.
+//!
+//! - **Acquire**: one transaction (up to [`MAX_GROUP`] updates); when it is cancelled,
+//!   the cancellation reasons carry each refused lock as it was (`ALL_OLD`), so the
+//!   answer names every holder without a second read. Once granted, one strongly
+//!   consistent `BatchGetItem` reads the fences the transaction issued (a transaction
+//!   returns no values): 2 requests per grant, 1 per refusal.
+//! - **Heartbeat**: one transaction, then one read for the new leases; a group with
+//!   one lock lost renews none of them and says which.
+//! - **Release**: one transaction; a lock of the group that another holder has taken
+//!   meanwhile is left out, and the rest released by a second transaction.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    KeysAndAttributes, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+
+use super::dynamo::{Expression, Release, Renewal, Subject, release_expression, renew_expression};
+use super::item::{self, Item, s};
+use super::{AcquireRequest, DynamoStore, StoreError};
+use crate::domain::{Holder, Lock, LockName, LockRejection, Token, check_holder};
+
+/// The most locks in one group: DynamoDB's limit of updates in one transaction.
+pub const MAX_GROUP: usize = 100;
+
+/// How many times a transaction that met another one on the same items is tried
+/// before the answer is 503.
+const MAX_TRANSACTION_CONFLICTS: usize = 4;
+
+/// How a group acquire ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupOutcome {
+    /// The caller holds every lock, each under a new fence, in the order asked.
+    Granted(Vec<Lock>),
+    /// Nothing was taken: these locks are held by other holders.
+    Held(Vec<Lock>),
+}
+
+/// How a transaction ended.
+enum Transaction {
+    Applied,
+    /// Cancelled: for each update, in order, the record it was refused on (`None`
+    /// for the updates that would have succeeded).
+    Refused(Vec<Option<Item>>),
+}
+
+impl DynamoStore {
+    /// Takes every lock of `request.names`, or none: each as [`DynamoStore::acquire`]
+    /// takes one, with the same nonce, lease, owner and metadata.
+    pub async fn acquire_group(
+        &self,
+        names: &[LockName],
+        request: &AcquireRequest,
+    ) -> Result<GroupOutcome, StoreError> {
+        let now_micros = self.clock().now_micros();
+        let tokens: Vec<Token> = names.iter().map(|_| Token::generate()).collect();
+        let updates = names
+            .iter()
+            .zip(&tokens)
+            .map(|(name, token)| {
+                let single = AcquireRequest {
+                    name: name.clone(),
+                    ..request.clone()
+                };
+                (name, self.acquire_expression(&single, token, now_micros))
+            })
+            .collect();
+        match self
+            .transact("acquire", "group_acquire", names, updates)
+            .await?
+        {
+            Transaction::Refused(items) => {
+                let held = items
+                    .iter()
+                    .flatten()
+                    .map(Lock::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.metrics().conflicts("group");
+                Ok(GroupOutcome::Held(held))
+            }
+            Transaction::Applied => {
+                let locks = self.read_all("group_read", names).await?;
+                // Each record is this grant's unless its lease ended in between and
+                // another holder took it, which only a lease shorter than the time
+                // between the two requests allows.
+                for (lock, token) in locks.iter().zip(&tokens) {
+                    if lock.token.as_ref() != Some(token) {
+                        return Err(self.unavailable_as(
+                            group_subject("acquire", "group_read", &lock.name),
+                            "the lease ended before its grant could be read; acquire again".into(),
+                        ));
+                    }
+                }
+                self.metrics().grants("group");
+                Ok(GroupOutcome::Granted(locks))
+            }
+        }
+    }
+
+    /// Renews every lock of the group, or none: each as a heartbeat renews one.
+    /// Answers the renewed locks in order, or why each refused lock refused.
+    pub async fn heartbeat_group(
+        &self,
+        holders: &[(LockName, Holder)],
+        ttl: Option<std::time::Duration>,
+    ) -> Result<Result<Vec<Lock>, Vec<(LockName, LockRejection)>>, StoreError> {
+        let now = self.clock().now_millis();
+        let renewal = Renewal {
+            ttl,
+            body: None,
+            keep_longer: false,
+        };
+        let names: Vec<LockName> = holders.iter().map(|(name, _)| name.clone()).collect();
+        let updates = holders
+            .iter()
+            .map(|(name, holder)| (name, renew_expression(holder, &renewal, now)))
+            .collect();
+        match self
+            .transact("heartbeat", "group_heartbeat", &names, updates)
+            .await?
+        {
+            Transaction::Applied => Ok(Ok(self.read_all("group_read", &names).await?)),
+            Transaction::Refused(items) => {
+                let mut refused = Vec::new();
+                for ((name, holder), item) in holders.iter().zip(items) {
+                    let Some(item) = item else { continue };
+                    let lock = Lock::try_from(&item)?;
+                    let rejection = check_holder(Some(&lock), holder, now).err().unwrap_or(
+                        LockRejection::LeaseExpired {
+                            fence: lock.fence,
+                            released: lock.is_released(),
+                        },
+                    );
+                    refused.push((name.clone(), rejection));
+                }
+                Ok(Err(refused))
+            }
+        }
+    }
+
+    /// Releases every lock of the group its holder still holds: one transaction, and
+    /// a second without the locks that moved on. Answers each lock's [`Release`] in
+    /// order, or the locks whose nonce sent as proof is not their holder's (and then
+    /// nothing changed).
+    pub async fn release_group(
+        &self,
+        holders: &[(LockName, Holder)],
+    ) -> Result<Result<Vec<Release>, Vec<(LockName, LockRejection)>>, StoreError> {
+        let now = self.clock().now_millis();
+        let mut answers: Vec<Option<Release>> = vec![None; holders.len()];
+        let mut pending: Vec<usize> = (0..holders.len()).collect();
+        let mut first = true;
+        while !pending.is_empty() {
+            let names: Vec<LockName> = pending.iter().map(|&i| holders[i].0.clone()).collect();
+            let updates = pending
+                .iter()
+                .map(|&i| (&holders[i].0, release_expression(&holders[i].1, now)))
+                .collect();
+            let items = match self
+                .transact("release", "group_release", &names, updates)
+                .await?
+            {
+                Transaction::Applied => {
+                    for &i in &pending {
+                        let fence = match &holders[i].1 {
+                            Holder::Fence(fence) | Holder::Proven(fence, _) => Some(*fence),
+                            Holder::Token(_) => None,
+                        };
+                        answers[i] = Some(Release {
+                            released: true,
+                            fence,
+                        });
+                    }
+                    break;
+                }
+                Transaction::Refused(items) => items,
+            };
+            let mut still = Vec::new();
+            let mut not_holder = Vec::new();
+            for (&i, item) in pending.iter().zip(items) {
+                let Some(item) = item else {
+                    still.push(i);
+                    continue;
+                };
+                let lock = Lock::try_from(&item)?;
+                let (name, holder) = &holders[i];
+                match holder {
+                    Holder::Proven(fence, nonce)
+                        if lock.fence == *fence && lock.nonce != *nonce =>
+                    {
+                        not_holder.push((name.clone(), LockRejection::NotHolder { fence: *fence }));
+                    }
+                    _ => {
+                        let same = match holder {
+                            Holder::Fence(fence) | Holder::Proven(fence, _) => lock.fence == *fence,
+                            Holder::Token(token) => lock.token.as_ref() == Some(token),
+                        };
+                        answers[i] = Some(Release {
+                            released: same && lock.is_released(),
+                            fence: Some(lock.fence),
+                        });
+                    }
+                }
+            }
+            // A wrong proof refuses the whole release, as it refuses a single one;
+            // the first transaction was cancelled, so nothing changed.
+            if first && !not_holder.is_empty() {
+                return Ok(Err(not_holder));
+            }
+            first = false;
+            pending = still;
+        }
+        self.metrics().releases.inc_by(
+            answers
+                .iter()
+                .flatten()
+                .filter(|release| release.released)
+                .count() as u64,
+        );
+        Ok(Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or(Release {
+                    released: false,
+                    fence: None,
+                })
+            })
+            .collect()))
+    }
+
+    /// Sends `updates` as one transaction, retrying a few times when it met another
+    /// transaction on the same items.
+    async fn transact(
+        &self,
+        operation: &'static str,
+        label: &'static str,
+        names: &[LockName],
+        updates: Vec<(&LockName, Expression)>,
+    ) -> Result<Transaction, StoreError> {
+        let items = updates
+            .into_iter()
+            .map(|(name, e)| {
+                let update = Update::builder()
+                    .table_name(self.table.as_ref())
+                    .key(item::NAME, s(name.as_str()))
+                    .update_expression(e.update)
+                    .condition_expression(e.condition)
+                    .set_expression_attribute_names(Some(e.names))
+                    .set_expression_attribute_values(Some(e.values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .map_err(|err| {
+                        self.unavailable_as(group_subject(operation, label, name), err.to_string())
+                    })?;
+                Ok(TransactWriteItem::builder().update(update).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let first = &names[0];
+        let mut conflicts = 0;
+        loop {
+            let started = Instant::now();
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let reasons = match &result {
+                Err(SdkError::ServiceError(context)) => match context.err() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                        Some(cancelled.cancellation_reasons().to_vec())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let refused = reasons.as_ref().is_some_and(|reasons| {
+                reasons
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
+            });
+            let outcome = match (&result, refused) {
+                (Ok(_), _) => "granted",
+                (_, true) => "conflict",
+                (Err(err), false) => match err.code() {
+                    Some("TransactionCanceledException") => "cancelled",
+                    Some("ThrottlingException" | "ProvisionedThroughputExceededException") => {
+                        "throttled"
+                    }
+                    _ => "error",
+                },
+            };
+            self.metrics().dynamodb(label, outcome, started.elapsed());
+            match (result, reasons) {
+                (Ok(_), _) => return Ok(Transaction::Applied),
+                (_, Some(reasons)) if refused => {
+                    return Ok(Transaction::Refused(
+                        reasons
+                            .into_iter()
+                            .map(|r| {
+                                (r.code() == Some("ConditionalCheckFailed"))
+                                    .then(|| r.item.unwrap_or_default())
+                            })
+                            .collect(),
+                    ));
+                }
+                // Another transaction held one of the items for a moment.
+                (_, Some(reasons))
+                    if conflicts < MAX_TRANSACTION_CONFLICTS
+                        && reasons
+                            .iter()
+                            .any(|r| r.code() == Some("TransactionConflict")) =>
+                {
+                    conflicts += 1;
+                    let pause = 10 * conflicts as u64 + fastrand::u64(0..20);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                (Err(err), _) => {
+                    return Err(self.unavailable_as(
+                        group_subject(operation, label, first),
+                        DisplayErrorContext(err).to_string(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The records of `names`, in their order, read strongly consistently.
+    async fn read_all(
+        &self,
+        label: &'static str,
+        names: &[LockName],
+    ) -> Result<Vec<Lock>, StoreError> {
+        let mut keys: Vec<HashMap<String, _>> = names
+            .iter()
+            .map(|name| HashMap::from([(item::NAME.to_owned(), s(name.as_str()))]))
+            .collect();
+        let mut found: HashMap<String, Lock> = HashMap::new();
+        // DynamoDB may leave keys unprocessed under load; they are asked for again.
+        for _ in 0..10 {
+            let started = Instant::now();
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys.clone()))
+                .consistent_read(true)
+                .build()
+                .map_err(|err| {
+                    self.unavailable_as(group_subject("read", label, &names[0]), err.to_string())
+                })?;
+            let result = self
+                .client
+                .batch_get_item()
+                .request_items(self.table.as_ref(), request)
+                .send()
+                .await;
+            self.metrics()
+                .dynamodb(label, super::dynamo::outcome_of(&result), started.elapsed());
+            let output = result.map_err(|err| {
+                self.unavailable_as(
+                    group_subject("read", label, &names[0]),
+                    DisplayErrorContext(err).to_string(),
+                )
+            })?;
+            for raw in output
+                .responses()
+                .and_then(|tables| tables.get(self.table.as_ref()))
+                .into_iter()
+                .flatten()
+            {
+                let lock = Lock::try_from(raw)?;
+                found.insert(lock.name.to_string(), lock);
+            }
+            keys = output
+                .unprocessed_keys()
+                .and_then(|tables| tables.get(self.table.as_ref()))
+                .map(|left| left.keys().to_vec())
+                .unwrap_or_default();
+            if keys.is_empty() {
+                break;
+            }
+        }
+        names
+            .iter()
+            .map(|name| {
+                found.remove(name.as_str()).ok_or_else(|| {
+                    self.unavailable_as(
+                        group_subject("read", label, name),
+                        "the record was not found right after the transaction wrote it".into(),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn group_subject<'a>(
+    operation: &'static str,
+    label: &'static str,
+    name: &'a LockName,
+) -> Subject<'a> {
+    Subject {
+        kind: "lock",
+        operation,
+        label,
+        name,
+    }
+}

@@ -221,6 +221,27 @@ impl ApiError {
         }
     }
 
+    /// The error of a waiting acquire of `name` that ended without an answer about
+    /// it; `subject` names what waited (`lock "x"`, …).
+    pub fn waited(
+        err: crate::wait::WaitError,
+        name: &LockName,
+        subject: impl FnOnce() -> String,
+    ) -> Self {
+        use crate::wait::WaitError;
+        match err {
+            WaitError::Store(err) => Self::from(err),
+            WaitError::ShuttingDown => Self::ShuttingDown { name: name.clone() },
+            WaitError::TooMany { limit } => Self::TooManyRequests {
+                message: format!(
+                    "{} already has {limit} waiters on this server, its limit; retry later",
+                    subject()
+                ),
+                retry_after_secs: 1,
+            },
+        }
+    }
+
     /// This error about one lock of a group, as a [`LockError`].
     fn lock_error(&self) -> LockError {
         let (name, fence) = match self {

@@ -21,7 +21,7 @@ use super::view::LockView;
 use super::{ApiError, AppState};
 use crate::domain::{Fence, LockName};
 use crate::store::{AcquireRequest, GroupOutcome, MAX_GROUP};
-use crate::wait::{GroupRequest, WaitError};
+use crate::wait::GroupRequest;
 
 /// JSON body of a group acquire.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -171,15 +171,10 @@ pub async fn acquire(
         app.group_waiters
             .acquire(request, wait)
             .await
-            .map_err(|err| match err {
-                WaitError::Store(err) => ApiError::from(err),
-                WaitError::ShuttingDown => ApiError::ShuttingDown { name: first.clone() },
-                WaitError::TooMany { limit } => ApiError::TooManyRequests {
-                    message: format!(
-                        "groups starting with lock \"{first}\" already have {limit} waiters on this server, the limit; retry later"
-                    ),
-                    retry_after_secs: 1,
-                },
+            .map_err(|err| {
+                ApiError::waited(err, &first, || {
+                    format!("the lock group starting with \"{first}\"")
+                })
             })?
     };
     let now = now(&app);

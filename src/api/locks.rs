@@ -16,7 +16,6 @@ use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{Fence, Holder, Lock, LockName, MAX_OWNER_LEN, Nonce, parse_duration};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
-use crate::wait::WaitError;
 
 type LockResult = Result<LockView, ApiError>;
 
@@ -315,16 +314,7 @@ pub(super) async fn take(
         app.waiters
             .acquire(request, wait)
             .await
-            .map_err(|err| match err {
-                WaitError::Store(err) => ApiError::from(err),
-                WaitError::ShuttingDown => ApiError::ShuttingDown { name: name.clone() },
-                WaitError::TooMany { limit } => ApiError::TooManyRequests {
-                    message: format!(
-                        "lock \"{name}\" already has {limit} waiters on this server, its limit; retry later"
-                    ),
-                    retry_after_secs: 1,
-                },
-            })?
+            .map_err(|err| ApiError::waited(err, &name, || format!("lock \"{name}\"")))?
     };
     match outcome {
         AcquireOutcome::Granted(lock) => Ok(lock),

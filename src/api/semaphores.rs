@@ -26,7 +26,6 @@ use crate::domain::{
     format_duration, parse_limit,
 };
 use crate::store::{SemaphoreOutcome, SemaphoreRequest};
-use crate::wait::WaitError;
 
 /// Query parameters of a semaphore acquire.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -265,16 +264,7 @@ pub async fn acquire(
         app.semaphore_waiters
             .acquire(request, wait)
             .await
-            .map_err(|err| match err {
-                WaitError::Store(err) => ApiError::from(err),
-                WaitError::ShuttingDown => ApiError::ShuttingDown { name: name.clone() },
-                WaitError::TooMany { limit } => ApiError::TooManyRequests {
-                    message: format!(
-                        "semaphore \"{name}\" already has {limit} waiters on this server, its limit; retry later"
-                    ),
-                    retry_after_secs: 1,
-                },
-            })?
+            .map_err(|err| ApiError::waited(err, &name, || format!("semaphore \"{name}\"")))?
     };
     match outcome {
         SemaphoreOutcome::Granted { semaphore, fence } => {

@@ -8,8 +8,10 @@
 //!   is free, 1 when none is. Only acquires change the fence, so a heartbeat or release
 //!   in between never makes an acquire retry. Two acquires that read the same fence
 //!   race: one write wins, the other's condition fails and returns the item as it now
-//!   is (`ALL_OLD`), from which it decides again without another read; each retry is 1
-//!   request, and every failed write means another acquire was granted.
+//!   is (`ALL_OLD`), from which it decides again without another read, after a short
+//!   random pause (up to 20 ms) so that the losers of a race do not race again in
+//!   step; each retry is 1 request, and every failed write means another acquire was
+//!   granted.
 //! - **Heartbeat** and **release** are 1 conditional `UpdateItem` on the slot's own
 //!   path in the map. A release marks the slot released (a retried release answers
 //!   the same); the next acquire clears released slots and slots whose lease ended
@@ -43,7 +45,11 @@ pub const SLOTS: &str = "slots";
 /// An acquire tries this many conditional writes before it answers 503: each failed
 /// write means another acquire was granted, so it takes heavy contention for a free
 /// slot to be lost this often.
-const MAX_WRITES: usize = 16;
+const MAX_WRITES: usize = 32;
+
+/// The longest pause after a lost write before the next: racers that lost together
+/// spread out, so that the next round is not the same race again.
+const MAX_LOST_PAUSE_MS: u64 = 20;
 
 /// What a semaphore acquire asks for.
 #[derive(Debug, Clone)]
@@ -99,6 +105,7 @@ impl DynamoStore {
         request: &SemaphoreRequest,
     ) -> Result<SemaphoreOutcome, StoreError> {
         let mut seen = self.get_semaphore(&request.name).await?;
+        let mut lost = 0u32;
         for _ in 0..MAX_WRITES {
             let now_micros = self.clock().now_micros();
             let now = now_micros.div_euclid(1000);
@@ -142,6 +149,9 @@ impl DynamoStore {
                 // Another acquire was granted since: decide again on what it wrote.
                 Write::Rejected(item) => {
                     seen = item.as_ref().map(semaphore_from).transpose()?;
+                    lost += 1;
+                    let pause = fastrand::u64(0..=(1u64 << lost.min(5)).min(MAX_LOST_PAUSE_MS));
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             }
         }

@@ -33,12 +33,12 @@ endif
 screenshots: tools
 	FENCELOCK_SCREENSHOTS=$(CURDIR)/docs cargo test --test api -- browser::screenshots
 
-# The torture run: DynamoDB Local, three servers, 120 clients in three mixes and faults
+# The torture run: DynamoDB Local, three servers, 136 clients in four mixes and faults
 # from a seeded schedule, then the history checker; summary in
 # target/torture/summary.json. DURATION (seconds, default 60), SEED (random by
 # default), BREAK=skew (an instance's clock far ahead: the run must report
-# violations; refuses to start without libfaketime), MODE=locks|semaphore (default:
-# both at once). Faults that need root (a
+# violations; refuses to start without libfaketime), MODE=locks|semaphore|multi
+# (default: all at once). Faults that need root (a
 # network namespace), nftables or libfaketime are reported as not possible without
 # them, and not counted. Release build; TORTURE_PROFILE=debug for the debug one
 # (`make test` uses it: it has that build already).

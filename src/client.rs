@@ -10,9 +10,13 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::api::{ErrorBody, LockPage, LockView, Released};
+pub use crate::api::{ErrorBody, GroupReleasedLock, LockPage, LockView, Released};
 use crate::api::{FENCE_HEADER, NONCE_HEADER};
+use crate::api::{GroupReleased, GroupView};
 use crate::domain::{Fence, LockName, format_duration};
+
+/// The root of the lock-group routes.
+const GROUPS: &str = "lock-groups";
 
 /// Where the command line looks for a server when not told otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:12345";
@@ -359,6 +363,63 @@ impl Client {
             .await
     }
 
+    /// `POST /lock-groups`: takes every lock of `names` or none, with `request`'s
+    /// nonce, lease, wait, owner and metadata; answers the locks in the order named.
+    pub async fn acquire_group(
+        &self,
+        names: &[&LockName],
+        request: &Acquire,
+    ) -> Result<Vec<LockView>, ClientError> {
+        let mut body = serde_json::to_value(request).unwrap_or_default();
+        body["names"] = names.iter().map(|name| name.as_str()).collect();
+        let timeout = self.timeout + request.wait.unwrap_or_default();
+        let call = self
+            .request_at(GROUPS, Method::POST, &[])
+            .json(&body)
+            .timeout(timeout);
+        let GroupView { locks } = self.json(call).await?;
+        Ok(locks)
+    }
+
+    /// `POST /lock-groups/heartbeat`: extends every lease of the group, or none
+    /// ([`ClientError::Lost`] when one lock is no longer held).
+    pub async fn heartbeat_group(
+        &self,
+        holdings: &[Holding<'_>],
+        ttl: Option<Duration>,
+    ) -> Result<Vec<LockView>, ClientError> {
+        let call = self
+            .group_call("heartbeat", holdings)
+            .query(&ttl_query(ttl));
+        let GroupView { locks } = self.json(call).await.map_err(ClientError::lost_if_gone)?;
+        Ok(locks)
+    }
+
+    /// `POST /lock-groups/release`: releases every lock the group still holds;
+    /// answers for each whether it was released.
+    pub async fn release_group(
+        &self,
+        holdings: &[Holding<'_>],
+    ) -> Result<Vec<GroupReleasedLock>, ClientError> {
+        let GroupReleased { locks } = self.json(self.group_call("release", holdings)).await?;
+        Ok(locks)
+    }
+
+    /// `POST /lock-groups/{action}` for `holdings`, with the nonce of the first as proof.
+    fn group_call(&self, action: &str, holdings: &[Holding<'_>]) -> RequestBuilder {
+        let locks: Vec<serde_json::Value> = holdings
+            .iter()
+            .map(|h| serde_json::json!({"name": h.name.as_str(), "fence": h.fence}))
+            .collect();
+        let call = self
+            .request_at(GROUPS, Method::POST, &[action])
+            .json(&serde_json::json!({ "locks": locks }));
+        match holdings.first() {
+            Some(first) => first.prove(call),
+            None => call,
+        }
+    }
+
     /// A request to `/locks/` followed by `segments`, each percent-encoded.
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         self.request_in(Kind::Lock, method, segments)
@@ -366,9 +427,14 @@ impl Client {
 
     /// A request to `/locks/` or `/semaphores/` followed by `segments`.
     fn request_in(&self, kind: Kind, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.request_at(kind.root(), method, segments)
+    }
+
+    /// A request to `/{root}/` followed by `segments`, each percent-encoded.
+    fn request_at(&self, root: &str, method: Method, segments: &[&str]) -> RequestBuilder {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().push(kind.root()).extend(segments);
+            path.pop_if_empty().push(root).extend(segments);
         }
         let request = self.http.request(method, url).timeout(self.timeout);
         match &self.token {

@@ -66,10 +66,15 @@ pub fn parse_history(text: &str) -> Result<Vec<Op>, String> {
 }
 
 pub fn holdings(history: &[Op]) -> Vec<Holding> {
-    // Each client's operations in its own order: a client does one thing at a time.
-    let mut by_client: BTreeMap<usize, Vec<&Op>> = BTreeMap::new();
+    // Each client's operations on each name in its own order: a client does one
+    // thing at a time with a name (a group's acquire, heartbeat and release are
+    // recorded once for each of its locks).
+    let mut by_client: BTreeMap<(usize, &str), Vec<&Op>> = BTreeMap::new();
     for op in history {
-        by_client.entry(op.client).or_default().push(op);
+        by_client
+            .entry((op.client, op.name.as_str()))
+            .or_default()
+            .push(op);
     }
     let mut holdings = Vec::new();
     for ops in by_client.values_mut() {

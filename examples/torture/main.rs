@@ -3,8 +3,9 @@
 //! the fast mix (96 clients, 1,024 locks, leases under a second, short holds: many
 //! grants), the long mix (8 clients, 4 locks, leases of seconds: long waits and
 //! pauses past a lease), with a downstream store that refuses stale fences, and the
-//! semaphore mix (16 clients, 4 semaphores of limit 3). `--mode` picks locks,
-//! semaphores or both (the default). Meanwhile
+//! semaphore mix (16 clients, 4 semaphores of limit 3), and the lock-group mix (16
+//! clients taking groups of 2-4 of 8 locks, and single locks among them). `--mode`
+//! picks locks, semaphores, groups (`multi`) or all of them (the default). Meanwhile
 //! faults from a seeded schedule: instances killed and paused, DynamoDB Local paused,
 //! restarted and cut off, a holder paused past its lease, an instance's clock set
 //! ahead. Every operation is recorded; the checker ([`check`]) reads the history.
@@ -69,9 +70,16 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     long_locks: usize,
     /// What the clients take: `locks` (the fast and long mixes), `semaphore` (the
-    /// semaphore mix), or `all` of them at once.
-    #[arg(long, default_value = "all", value_parser = ["all", "locks", "semaphore"])]
+    /// semaphore mix), `multi` (the lock-group mix), or `all` of them at once.
+    #[arg(long, default_value = "all", value_parser = ["all", "locks", "semaphore", "multi"])]
     mode: String,
+    /// Clients of the lock-group mix: groups of 2-4 locks (and single locks among
+    /// them) of a few names, leases of 0.3-2 s.
+    #[arg(long, default_value_t = 16)]
+    group_clients: usize,
+    /// Locks of the lock-group mix.
+    #[arg(long, default_value_t = 8)]
+    group_locks: usize,
     /// Clients of the semaphore mix: slots of a few semaphores of limit 3, leases
     /// of 0.3-2 s, holds up to 1 s.
     #[arg(long, default_value_t = 16)]
@@ -224,16 +232,22 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("the work folder is made");
     let mut mixes_said = Vec::new();
-    if args.mode != "semaphore" {
+    if matches!(args.mode.as_str(), "all" | "locks") {
         mixes_said.push(format!(
             "{} clients on {} locks (fast mix), {} on {} (long mix)",
             args.clients, args.locks, args.long_clients, args.long_locks
         ));
     }
-    if args.mode != "locks" {
+    if matches!(args.mode.as_str(), "all" | "semaphore") {
         mixes_said.push(format!(
             "{} on {} semaphores of limit {SEMAPHORE_LIMIT} (semaphore mix)",
             args.semaphore_clients, args.semaphores
+        ));
+    }
+    if matches!(args.mode.as_str(), "all" | "multi") {
+        mixes_said.push(format!(
+            "{} taking groups of 2-4 of {} locks (lock-group mix)",
+            args.group_clients, args.group_locks
         ));
     }
     println!(
@@ -279,6 +293,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         retry_ms: 0..20,
         released_of_10: 6,
         limit: None,
+        group_of: None,
     });
     // Leases of seconds on a few locks: long waits, and pauses past a lease.
     let long = Arc::new(Mix {
@@ -289,6 +304,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         retry_ms: 0..200,
         released_of_10: 8,
         limit: None,
+        group_of: None,
     });
     // Slots of a few semaphores, more clients than slots: at most 3 holders each.
     let semaphores = Arc::new(Mix {
@@ -299,11 +315,24 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         retry_ms: 0..50,
         released_of_10: 7,
         limit: Some(SEMAPHORE_LIMIT),
+        group_of: None,
     });
-    let (locks, slots) = match args.mode.as_str() {
-        "locks" => (true, false),
-        "semaphore" => (false, true),
-        _ => (true, true),
+    // Groups of 2-4 of a few locks, with single acquires of the same locks among them.
+    let groups = Arc::new(Mix {
+        names: lock_names("grp", args.group_locks),
+        ttl_ms: 300..2000,
+        hold_ms: 0..1000,
+        wait_ms: 0..1000,
+        retry_ms: 0..50,
+        released_of_10: 7,
+        limit: None,
+        group_of: Some(2..5),
+    });
+    let (locks, slots, multi) = match args.mode.as_str() {
+        "locks" => (true, false, false),
+        "semaphore" => (false, true, false),
+        "multi" => (false, false, true),
+        _ => (true, true, true),
     };
     let count = |on: bool, clients: usize| if on { clients } else { 0 };
     let mixes = std::iter::repeat_n(&fast, count(locks, args.clients))
@@ -311,6 +340,10 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         .chain(std::iter::repeat_n(
             &semaphores,
             count(slots, args.semaphore_clients),
+        ))
+        .chain(std::iter::repeat_n(
+            &groups,
+            count(multi, args.group_clients),
         ));
     let workers: Vec<_> = mixes
         .enumerate()
@@ -360,6 +393,8 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
             "long"
         } else if holding.name.starts_with("torture:sem-") {
             "semaphore"
+        } else if holding.name.starts_with("torture:grp-") {
+            "multi"
         } else {
             "fast"
         };

@@ -54,6 +54,9 @@ pub struct Mix {
     /// take and keep by heartbeat (semaphores have no body, and their holders write
     /// nothing downstream: several hold at once, each with its own fence).
     pub limit: Option<u32>,
+    /// With sizes, 7 in 10 acquires take a group of that many of the names at once
+    /// (`/lock-groups`), the others one name alone, so groups and single locks meet.
+    pub group_of: Option<Range<usize>>,
 }
 
 /// A fault while it was in effect: from just before it was applied until it was
@@ -150,6 +153,21 @@ pub async fn client(shared: Arc<Shared>, mix: Arc<Mix>, id: usize, seed: u64) {
         };
         let server = &shared.clients[rng.usize(..shared.clients.len())];
         let nonce = format!("c{id}-{attempt}");
+        if let Some(sizes) = mix.group_of.clone()
+            && rng.u8(0..10) < 7
+        {
+            let mut names = mix.names.clone();
+            rng.shuffle(&mut names);
+            names.truncate(rng.usize(sizes).min(names.len()));
+            let request = Acquire {
+                nonce: nonce.clone(),
+                ttl: Some(ttl),
+                wait,
+                ..Acquire::default()
+            };
+            take_group(&shared, &mix, &mut rng, id, server, &names, request).await;
+            continue;
+        }
         let request = Acquire {
             nonce: nonce.clone(),
             ttl: Some(ttl),
@@ -194,6 +212,179 @@ pub async fn client(shared: Arc<Shared>, mix: Arc<Mix>, id: usize, seed: u64) {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(rng.u64(100..300))).await,
         }
+    }
+}
+
+/// Takes `names` as a group and holds them, as [`hold`] holds one lock: each lock of
+/// the group is recorded as a lock of its own (acquire, heartbeat, release), so the
+/// checker sees whether anyone else held one of them meanwhile.
+async fn take_group(
+    shared: &Shared,
+    mix: &Mix,
+    rng: &mut fastrand::Rng,
+    id: usize,
+    server: &Client,
+    names: &[LockName],
+    request: Acquire,
+) {
+    let ttl = request.ttl.unwrap_or_default();
+    let ttl_ms = ttl.as_millis() as u64;
+    let record_each = |kind: &str, sent: Instant, outcomes: &[(String, Option<u64>, String)]| {
+        let end = shared.micros(Instant::now());
+        for (name, fence, outcome) in outcomes {
+            shared.record(Op {
+                client: id,
+                kind: kind.to_owned(),
+                name: name.clone(),
+                fence: *fence,
+                start: shared.micros(sent),
+                end,
+                outcome: outcome.clone(),
+                ttl_ms,
+                body: None,
+                seq: None,
+                limit: None,
+            });
+        }
+    };
+    let sent = Instant::now();
+    let refs: Vec<&LockName> = names.iter().collect();
+    let result = server.acquire_group(&refs, &request).await;
+    let locks = match result {
+        Ok(locks) => locks,
+        Err(err) => {
+            let outcomes: Vec<_> = names
+                .iter()
+                .map(|name| {
+                    (
+                        name.to_string(),
+                        None,
+                        outcome::<()>(&Err(clone_kind(&err))),
+                    )
+                })
+                .collect();
+            record_each("acquire", sent, &outcomes);
+            let pause = match err {
+                ClientError::Held { .. } => rng.u64(mix.retry_ms.clone()),
+                ClientError::Unavailable { retry_after, .. } => {
+                    retry_after.map_or(1000, |d| d.as_millis() as u64) + rng.u64(0..200)
+                }
+                _ => rng.u64(100..300),
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            return;
+        }
+    };
+    let outcomes: Vec<_> = locks
+        .iter()
+        .map(|lock| (lock.name.clone(), Some(lock.fence), "ok".to_owned()))
+        .collect();
+    record_each("acquire", sent, &outcomes);
+    let holdings: Vec<Holding> = names
+        .iter()
+        .zip(&locks)
+        .map(|(name, lock)| Holding {
+            kind: Kind::Lock,
+            name,
+            fence: lock.fence,
+            nonce: Some(&request.nonce),
+        })
+        .collect();
+    let margin = Duration::from_millis(150);
+    let mut belief_end = sent + ttl;
+    let write_all = |belief_end: Instant| {
+        if Instant::now() + margin < belief_end {
+            for holding in &holdings {
+                downstream(
+                    shared,
+                    id,
+                    holding.name.as_str(),
+                    holding.fence,
+                    ttl_ms,
+                    "downstream",
+                );
+            }
+        }
+    };
+    write_all(belief_end);
+    let until = Instant::now() + Duration::from_millis(rng.u64(mix.hold_ms.clone()));
+    loop {
+        tokio::time::sleep_until((Instant::now() + ttl / 3).min(until)).await;
+        if Instant::now() + margin >= belief_end || shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if Instant::now() >= until {
+            break;
+        }
+        let server = &shared.clients[rng.usize(..shared.clients.len())];
+        let sent = Instant::now();
+        let result = server.heartbeat_group(&holdings, Some(ttl)).await;
+        let said = outcome(&result);
+        let outcomes: Vec<_> = holdings
+            .iter()
+            .map(|h| (h.name.to_string(), Some(h.fence), said.clone()))
+            .collect();
+        record_each("heartbeat", sent, &outcomes);
+        match result {
+            Ok(_) => belief_end = sent + ttl,
+            Err(ClientError::Lost { .. }) => return,
+            Err(_) => {}
+        }
+        write_all(belief_end);
+    }
+    let sent = Instant::now();
+    if rng.u8(0..10) < mix.released_of_10 {
+        let server = &shared.clients[rng.usize(..shared.clients.len())];
+        let outcomes: Vec<_> = match server.release_group(&holdings).await {
+            Ok(released) => holdings
+                .iter()
+                .zip(released)
+                .map(|(h, r)| {
+                    let said = if r.released { "ok" } else { "not_released" };
+                    (h.name.to_string(), Some(h.fence), said.to_owned())
+                })
+                .collect(),
+            Err(err) => {
+                let said = outcome::<()>(&Err(err));
+                holdings
+                    .iter()
+                    .map(|h| (h.name.to_string(), Some(h.fence), said.clone()))
+                    .collect()
+            }
+        };
+        record_each("release", sent, &outcomes);
+    } else {
+        let outcomes: Vec<_> = holdings
+            .iter()
+            .map(|h| (h.name.to_string(), Some(h.fence), "ok".to_owned()))
+            .collect();
+        record_each("abandon", sent, &outcomes);
+    }
+}
+
+/// An error of the same kind as `err`, for recording (errors are not `Clone`).
+fn clone_kind(err: &ClientError) -> ClientError {
+    match err {
+        ClientError::Held { .. } => ClientError::Held {
+            message: String::new(),
+            fence: None,
+            expire_time: None,
+        },
+        ClientError::Lost { code, .. } => ClientError::Lost {
+            code: code.clone(),
+            message: String::new(),
+        },
+        ClientError::NotFound { .. } => ClientError::NotFound {
+            message: String::new(),
+        },
+        ClientError::Unavailable { retry_after, .. } => ClientError::Unavailable {
+            message: String::new(),
+            retry_after: *retry_after,
+        },
+        other => ClientError::Unreachable {
+            url: String::new(),
+            detail: other.to_string(),
+        },
     }
 }
 

@@ -36,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody, LockError};
+pub use groups::{GroupReleased, GroupReleasedLock, GroupView};
 pub use guard::{Caller, MAX_HEADER_BYTES, MAX_URI_BYTES, Security};
 pub use list::LockPage;
 pub use locks::{MAX_JSON_DEPTH, NONCE_HEADER};

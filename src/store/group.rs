@@ -46,9 +46,17 @@ pub enum GroupOutcome {
 /// How a transaction ended.
 enum Transaction {
     Applied,
-    /// Cancelled: for each update, in order, the record it was refused on (`None`
-    /// for the updates that would have succeeded).
-    Refused(Vec<Option<Item>>),
+    /// Cancelled: for each update, in order, whether its condition failed, and on
+    /// which record (none when the lock has no record).
+    Refused(Vec<Refusal>),
+}
+
+/// One update of a cancelled transaction.
+enum Refusal {
+    /// Its condition held; another update's did not.
+    Passed,
+    /// Its condition failed on this record, or on no record.
+    Failed(Option<Item>),
 }
 
 impl DynamoStore {
@@ -76,11 +84,14 @@ impl DynamoStore {
             .transact("acquire", "group_acquire", names, updates)
             .await?
         {
-            Transaction::Refused(items) => {
-                let held = items
+            Transaction::Refused(refusals) => {
+                // An acquire's condition holds on a missing record: each failed on one.
+                let held = refusals
                     .iter()
-                    .flatten()
-                    .map(Lock::try_from)
+                    .filter_map(|refusal| match refusal {
+                        Refusal::Failed(Some(item)) => Some(Lock::try_from(item)),
+                        _ => None,
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 self.metrics().conflicts("group");
                 Ok(GroupOutcome::Held(held))
@@ -127,15 +138,17 @@ impl DynamoStore {
             .await?
         {
             Transaction::Applied => Ok(Ok(self.read_all("group_read", &names).await?)),
-            Transaction::Refused(items) => {
+            Transaction::Refused(refusals) => {
                 let mut refused = Vec::new();
-                for ((name, holder), item) in holders.iter().zip(items) {
-                    let Some(item) = item else { continue };
-                    let lock = Lock::try_from(&item)?;
-                    let rejection = check_holder(Some(&lock), holder, now).err().unwrap_or(
+                for ((name, holder), refusal) in holders.iter().zip(refusals) {
+                    let Refusal::Failed(item) = refusal else {
+                        continue;
+                    };
+                    let lock = item.as_ref().map(Lock::try_from).transpose()?;
+                    let rejection = check_holder(lock.as_ref(), holder, now).err().unwrap_or(
                         LockRejection::LeaseExpired {
-                            fence: lock.fence,
-                            released: lock.is_released(),
+                            fence: lock.as_ref().map_or(0, |lock| lock.fence),
+                            released: lock.as_ref().is_some_and(Lock::is_released),
                         },
                     );
                     refused.push((name.clone(), rejection));
@@ -163,7 +176,7 @@ impl DynamoStore {
                 .iter()
                 .map(|&i| (&holders[i].0, release_expression(&holders[i].1, now)))
                 .collect();
-            let items = match self
+            let refusals = match self
                 .transact("release", "group_release", &names, updates)
                 .await?
             {
@@ -180,14 +193,24 @@ impl DynamoStore {
                     }
                     break;
                 }
-                Transaction::Refused(items) => items,
+                Transaction::Refused(refusals) => refusals,
             };
             let mut still = Vec::new();
             let mut not_holder = Vec::new();
-            for (&i, item) in pending.iter().zip(items) {
-                let Some(item) = item else {
-                    still.push(i);
-                    continue;
+            for (&i, refusal) in pending.iter().zip(refusals) {
+                let item = match refusal {
+                    Refusal::Passed => {
+                        still.push(i);
+                        continue;
+                    }
+                    Refusal::Failed(None) => {
+                        answers[i] = Some(Release {
+                            released: false,
+                            fence: None,
+                        });
+                        continue;
+                    }
+                    Refusal::Failed(Some(item)) => item,
                 };
                 let lock = Lock::try_from(&item)?;
                 let (name, holder) = &holders[i];
@@ -307,8 +330,11 @@ impl DynamoStore {
                         reasons
                             .into_iter()
                             .map(|r| {
-                                (r.code() == Some("ConditionalCheckFailed"))
-                                    .then(|| r.item.unwrap_or_default())
+                                if r.code() == Some("ConditionalCheckFailed") {
+                                    Refusal::Failed(r.item.filter(|item| !item.is_empty()))
+                                } else {
+                                    Refusal::Passed
+                                }
                             })
                             .collect(),
                     ));

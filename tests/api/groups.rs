@@ -393,3 +393,32 @@ async fn waiting_groups_in_opposite_orders_and_single_locks_never_deadlock_or_ov
         }
     }
 }
+
+#[tokio::test]
+async fn a_group_naming_a_lock_without_a_record_is_answered_not_a_500() {
+    let app = TestApp::spawn().await;
+    let granted = take_group(&app, &["x"], "g", "").await;
+    let x = fence_of(&granted, "x");
+    let group =
+        json!({"locks": [{"name": "x", "fence": x}, {"name": "never", "fence": 1}]}).to_string();
+    let beat = app
+        .call(Method::POST, "/lock-groups/heartbeat", Some(&group))
+        .await;
+    assert_eq!(
+        (beat.status, beat.code()),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{beat:?}"
+    );
+    assert_eq!(beat.json["locks"][0]["name"], "never");
+    let released = app
+        .call(Method::POST, "/lock-groups/release", Some(&group))
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{released:?}");
+    assert_eq!(
+        released.json["locks"],
+        json!([
+            {"name": "x", "released": true, "fence": x},
+            {"name": "never", "released": false, "fence": null},
+        ])
+    );
+}

@@ -419,13 +419,13 @@ fn group_held_sentence(holders: &[GroupHolder]) -> String {
             )
         })
         .collect();
+    let which = if holders.len() == 1 {
+        "a lock of the group is held by another holder"
+    } else {
+        "locks of the group are held by other holders"
+    };
     format!(
-        "{} of the group held by other holders: {}; nothing was taken; retry after that, or wait",
-        if holders.len() == 1 {
-            "a lock is"
-        } else {
-            "locks are"
-        },
+        "{which}: {}; nothing was taken; retry after that, or wait",
         each.join(", ")
     )
 }

@@ -437,6 +437,16 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_of_a_group_held_by_another_client_meanwhile_is_reported() {
+        // Client 0 holds two locks as a group until 0.7 s; client 1 takes the second
+        // alone at 0.4 s. Each lock of the group is followed on its own.
+        assert_eq!(
+            reported(include_str!("histories/group-overlap.jsonl")),
+            vec!["overlap"]
+        );
+    }
+
+    #[test]
     fn a_recorded_lost_update_is_reported() {
         let history = include_str!("histories/lost-update.jsonl");
         assert_eq!(reported(history), ["lost_update"]);

@@ -275,11 +275,23 @@ async fn take_group(
             return;
         }
     };
-    let outcomes: Vec<_> = locks
-        .iter()
-        .map(|lock| (lock.name.clone(), Some(lock.fence), "ok".to_owned()))
-        .collect();
-    record_each("acquire", sent, &outcomes);
+    let answered = shared.micros(Instant::now());
+    for lock in &locks {
+        // With the body each lock had: the lost-update check reads it.
+        shared.record(Op {
+            client: id,
+            kind: "acquire".into(),
+            name: lock.name.clone(),
+            fence: Some(lock.fence),
+            start: shared.micros(sent),
+            end: answered,
+            outcome: "ok".into(),
+            ttl_ms,
+            body: Some(lock.body.clone()),
+            seq: None,
+            limit: None,
+        });
+    }
     let holdings: Vec<Holding> = names
         .iter()
         .zip(&locks)

@@ -12,7 +12,9 @@
 //! - **contended**: the same, all workers on 4 names (a refused acquire is an
 //!   operation too);
 //! - **semaphore**: acquire + release of a slot of a semaphore (limit 4) over HTTP,
-//!   each worker on a semaphore of its own: an acquire is a read and a write.
+//!   each worker on a semaphore of its own: an acquire is a read and a write;
+//! - **group3**: acquire + release of a group of 3 locks (`/lock-groups`), each
+//!   worker on locks of its own: an acquire is a transaction and a read.
 //!
 //! Each figure is the median of the three rounds. Then the server's idle memory and
 //! its memory with 1,000 waiting connections. It prints the tables (throughput and
@@ -417,6 +419,36 @@ async fn fencelock_cycle(
     latencies
 }
 
+/// One acquire of a group of 3 locks (`{name}-0` to `{name}-2`) and, when granted,
+/// its release.
+async fn group_cycle(http: &reqwest::Client, base: &str, name: &str, nonce: &str) -> Vec<Duration> {
+    let names: Vec<String> = (0..3).map(|i| format!("{name}-{i}")).collect();
+    let started = Instant::now();
+    let acquired = http
+        .post(format!("{base}/lock-groups?nonce={nonce}"))
+        .json(&json!({ "names": names }))
+        .send()
+        .await
+        .unwrap();
+    let status = acquired.status();
+    let body: serde_json::Value = acquired.json().await.unwrap_or_default();
+    let mut latencies = vec![started.elapsed()];
+    if status.is_success() {
+        let locks: Vec<serde_json::Value> = body["locks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|lock| json!({"name": lock["name"], "fence": lock["fence"]}))
+            .collect();
+        let release = http
+            .post(format!("{base}/lock-groups/release"))
+            .json(&json!({ "locks": locks }))
+            .send();
+        latencies.push(timed(release).await);
+    }
+    latencies
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -461,7 +493,7 @@ async fn main() {
         let mut runs = Vec::new();
         for &concurrency in &concurrencies {
             runs.push(floor_run(&endpoint, &table, concurrency, seconds));
-            for mode in ["fencelock", "contended", "semaphore"] {
+            for mode in ["fencelock", "contended", "semaphore", "group3"] {
                 runs.push(fencelock_run(&http, &server, mode, concurrency, time).await);
             }
         }
@@ -487,12 +519,17 @@ async fn fencelock_run(
     let latencies = drive(concurrency, time, move |worker, round| {
         let (client, base) = (client.clone(), base.clone());
         async move {
+            let nonce = format!("n{worker}-{round}");
             let (kind, name) = match mode {
                 "contended" => (LOCKS, format!("contended-{}", worker % CONTENDED_NAMES)),
                 "semaphore" => (SEMAPHORES, format!("bench-{concurrency}-{worker}")),
+                "group3" => {
+                    let name = format!("group-{concurrency}-{worker}");
+                    return group_cycle(&client, &base, &name, &nonce).await;
+                }
                 _ => (LOCKS, format!("bench-{concurrency}-{worker}")),
             };
-            fencelock_cycle(&client, &base, kind, &name, &format!("n{worker}-{round}")).await
+            fencelock_cycle(&client, &base, kind, &name, &nonce).await
         }
     })
     .await;
@@ -738,6 +775,7 @@ fn chart(runs: &[Run], path: &std::path::Path) {
         ("fencelock", RED),
         ("contended", GREEN),
         ("semaphore", MAGENTA),
+        ("group3", CYAN),
     ];
     let x_range = 0.0..(CONCURRENCY.len() as f64 - 1.0);
     let x_label = |x: &f64| {

@@ -181,12 +181,30 @@ pub async fn list(args: ListArgs) -> u8 {
 pub(super) async fn take(
     client: &Client,
     name: &LockName,
-    mut request: Acquire,
+    request: Acquire,
     wait: Duration,
 ) -> Result<(LockView, Instant), ClientError> {
+    let kind = request.kind();
+    let what = format!("{} \"{name}\"", kind.noun());
+    let lock = (kind == Kind::Lock).then_some(name);
+    take_with(client, &what, lock, request, wait, async |request| {
+        client.acquire(name, request).await
+    })
+    .await
+}
+
+/// As [`take`], for `what` (`lock "x"`, `locks "a", "b"`, …) acquired by `attempt`;
+/// on a terminal, says who holds `lock` when it is one lock, else what the server said.
+pub(super) async fn take_with<T>(
+    client: &Client,
+    what: &str,
+    lock: Option<&LockName>,
+    mut request: Acquire,
+    wait: Duration,
+    attempt: impl AsyncFn(&Acquire) -> Result<T, ClientError>,
+) -> Result<(T, Instant), ClientError> {
     let deadline = Instant::now() + wait;
     let progress = !wait.is_zero() && std::io::stderr().is_terminal();
-    let kind = request.kind();
     // On a terminal the first try does not wait, to say at once who holds the lock.
     let mut tried = !progress;
     let mut shown: Option<Fence> = None;
@@ -195,8 +213,8 @@ pub(super) async fn take(
         let remaining = deadline.saturating_duration_since(Instant::now());
         request.wait = (tried && !remaining.is_zero()).then_some(remaining);
         tried = true;
-        match client.acquire(name, &request).await {
-            Ok(lock) => return Ok((lock, Instant::now())),
+        match attempt(&request).await {
+            Ok(taken) => return Ok((taken, Instant::now())),
             Err(err) if remaining.is_zero() => return Err(err),
             Err(ClientError::Held {
                 fence, ref message, ..
@@ -204,14 +222,13 @@ pub(super) async fn take(
                 if progress && (shown != fence || !shown_once) {
                     shown = fence;
                     shown_once = true;
-                    let holder = match kind {
-                        Kind::Lock => describe_holder(client, name).await,
-                        Kind::Semaphore => message.clone(),
+                    let holder = match lock {
+                        Some(name) => describe_holder(client, name).await,
+                        None => message.clone(),
                     };
                     warn(format_args!(
-                        "waiting up to {} for {} \"{name}\": {holder}",
+                        "waiting up to {} for {what}: {holder}",
                         humantime::format_duration(whole_seconds(remaining)),
-                        kind.noun()
                     ));
                 }
             }
@@ -240,18 +257,19 @@ async fn with_client(
     };
     match command(&client).await {
         Ok(code) => code,
-        Err(err) => report(&client, Kind::Lock, name, &err).await,
+        Err(err) => report(&client, Some(name), &err).await,
     }
 }
 
-/// Reports `err` about `name` on standard error; answers its exit status.
-pub(super) async fn report(client: &Client, kind: Kind, name: &LockName, err: &ClientError) -> u8 {
-    match err {
-        ClientError::Held { .. } if kind == Kind::Lock => {
+/// Reports `err` on standard error; for a held `lock` (when it is one lock), who
+/// holds it. Answers the exit status.
+pub(super) async fn report(client: &Client, lock: Option<&LockName>, err: &ClientError) -> u8 {
+    match (err, lock) {
+        (ClientError::Held { .. }, Some(name)) => {
             let holder = describe_holder(client, name).await;
             warn(format_args!("lock \"{name}\" is {holder}"));
         }
-        other => warn(other),
+        (other, _) => warn(other),
     }
     exit_code(err)
 }

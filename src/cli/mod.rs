@@ -224,9 +224,10 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The lock's name: 1–255 of [A-Za-z0-9._:-].
-    #[arg(value_parser = lock_name)]
-    pub name: LockName,
+    /// The lock's name: 1–255 of [A-Za-z0-9._:-]. Several names: all those locks at
+    /// once, or none (a lock group).
+    #[arg(value_parser = lock_name, required = true, num_args = 1.., value_name = "NAME")]
+    pub names: Vec<LockName>,
     /// Lease length, e.g. 30s (the server's default when not given); heartbeats are
     /// sent every third of it.
     #[arg(long, value_parser = duration)]

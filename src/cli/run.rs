@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
-use super::commands::{report, take};
+use super::commands::{report, take, take_with};
 use super::output::warn;
 use super::{EXIT_FAILED, EXIT_LOST, RunArgs, holder};
 use crate::client::{Acquire, Client, ClientError, Holding, Kind};
@@ -26,6 +26,10 @@ const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const ABOUT_RUN: &str = "\
+With several NAMEs, `run` takes all those locks at once or none (a lock group),
+heartbeats and releases them together, and lists their names and fences, in order
+and separated by spaces, in FENCELOCK_NAME and FENCELOCK_FENCE.
+
 With --limit K, `run` takes one of the K slots of the semaphore NAME instead of the
 lock NAME, so that at most K copies of CMD run at once (FENCELOCK_LIMIT is then set,
 and FENCELOCK_BODY is empty); all else is the same.
@@ -55,7 +59,7 @@ enum Loss {
 
 pub async fn run(args: RunArgs) -> u8 {
     let RunArgs {
-        name,
+        names,
         ttl,
         wait,
         limit,
@@ -64,6 +68,10 @@ pub async fn run(args: RunArgs) -> u8 {
         client: options,
         command,
     } = args;
+    if limit.is_some() && names.len() > 1 {
+        warn("--limit takes one NAME, the semaphore's; several names are a group of locks");
+        return EXIT_FAILED;
+    }
     let client = match options.client() {
         Ok(client) => client,
         Err(err) => {
@@ -80,23 +88,45 @@ pub async fn run(args: RunArgs) -> u8 {
         ..Acquire::default()
     };
     let kind = request.kind();
-    let (lock, granted) = match take(&client, &name, request, wait.unwrap_or_default()).await {
+    let wait = wait.unwrap_or_default();
+    let taken = match names.as_slice() {
+        [name] => take(&client, name, request, wait)
+            .await
+            .map(|(lock, at)| (vec![lock], at)),
+        _ => {
+            let refs: Vec<&LockName> = names.iter().collect();
+            let what = format!("locks {}", quoted(&names));
+            take_with(&client, &what, None, request, wait, async |request| {
+                client.acquire_group(&refs, request).await
+            })
+            .await
+        }
+    };
+    let (locks, granted) = match taken {
         Ok(taken) => taken,
-        Err(err) => return report(&client, kind, &name, &err).await,
+        Err(err) => {
+            let lock = (kind == Kind::Lock && names.len() == 1).then(|| &names[0]);
+            return report(&client, lock, &err).await;
+        }
     };
-    let fence = lock.fence;
-    let holding = Holding {
-        kind,
-        name: &name,
-        fence,
-        nonce: Some(&nonce),
+    let held = Held {
+        holdings: names
+            .iter()
+            .zip(&locks)
+            .map(|(name, lock)| Holding {
+                kind,
+                name,
+                fence: lock.fence,
+                nonce: Some(&nonce),
+            })
+            .collect(),
     };
-    let Ok(ttl) = parse_duration(&lock.ttl) else {
+    let Ok(ttl) = parse_duration(&locks[0].ttl) else {
         warn(format_args!(
             "the server answered a lease of {:?}, which is not a duration",
-            lock.ttl
+            locks[0].ttl
         ));
-        release(&client, &holding).await;
+        release(&client, &held).await;
         return EXIT_FAILED;
     };
     // Listen before CMD starts, so that no signal finds `run` with its default action.
@@ -106,16 +136,20 @@ pub async fn run(args: RunArgs) -> u8 {
         signal(SignalKind::hangup()),
     ) else {
         warn("cannot listen for signals; CMD was not started");
-        release(&client, &holding).await;
+        release(&client, &held).await;
         return EXIT_FAILED;
     };
     let mut child = Command::new(&command[0]);
+    // With several names, FENCELOCK_NAME and FENCELOCK_FENCE list them in the same
+    // order, separated by spaces, and FENCELOCK_BODY is the first lock's.
+    let fences: Vec<String> = locks.iter().map(|lock| lock.fence.to_string()).collect();
+    let listed: Vec<&str> = names.iter().map(LockName::as_str).collect();
     child
         .args(&command[1..])
-        .env("FENCELOCK_NAME", name.as_str())
-        .env("FENCELOCK_FENCE", fence.to_string())
+        .env("FENCELOCK_NAME", listed.join(" "))
+        .env("FENCELOCK_FENCE", fences.join(" "))
         .env("FENCELOCK_NONCE", &nonce)
-        .env("FENCELOCK_BODY", &lock.body)
+        .env("FENCELOCK_BODY", &locks[0].body)
         .env("FENCELOCK_URL", client.base().as_str())
         .process_group(0);
     // So that CMD's own `fencelock update` reaches the server as `run` does.
@@ -132,7 +166,7 @@ pub async fn run(args: RunArgs) -> u8 {
         Ok(child) => child,
         Err(err) => {
             warn(format_args!("cannot start {:?}: {err}", command[0]));
-            release(&client, &holding).await;
+            release(&client, &held).await;
             return if err.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -142,17 +176,17 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         warn("CMD ended before it could be watched");
-        release(&client, &holding).await;
+        release(&client, &held).await;
         return EXIT_FAILED;
     };
     let group = Pid::from_raw(group);
-    let keeper = keep(&client, &holding, ttl, granted);
+    let keeper = keep(&client, &held, ttl, granted);
     tokio::pin!(keeper);
     let loss = loop {
         tokio::select! {
             status = child.wait() => {
                 let code = status.map_or(EXIT_FAILED, exit_status);
-                return finish(&client, &holding, code).await;
+                return finish(&client, &held, code).await;
             }
             loss = &mut keeper => break loss,
             Some(()) = interrupt.recv() => pass_on(group, Signal::SIGINT),
@@ -160,11 +194,11 @@ pub async fn run(args: RunArgs) -> u8 {
             Some(()) = hangup.recv() => pass_on(group, Signal::SIGHUP),
         }
     };
-    let what = held_thing(kind, &name);
+    let what = held.what();
     match &loss {
         Loss::Taken(reason) => warn(format_args!("lost {what}: {reason}")),
         Loss::Silent(last) => warn(format_args!(
-            "lost {what}: no heartbeat succeeded before the lease of fence {fence} would end{}",
+            "lost {what}: no heartbeat succeeded before the lease would end{}",
             last.as_deref()
                 .map(|e| format!(" (last failure: {e})"))
                 .unwrap_or_default()
@@ -178,7 +212,7 @@ pub async fn run(args: RunArgs) -> u8 {
     stop(&mut child, group, kill_grace).await;
     if let Loss::Silent(_) = loss {
         // The lease may still be this fence's if only the answers were lost.
-        release(&client, &holding).await;
+        release(&client, &held).await;
     }
     EXIT_LOST
 }
@@ -186,8 +220,8 @@ pub async fn run(args: RunArgs) -> u8 {
 /// Heartbeats every third of `ttl` until the lock is lost. The lease is counted from
 /// when each heartbeat was sent (and from `granted` for the first), so `run` gives up
 /// no later than the server lets the lease end.
-async fn keep(client: &Client, holding: &Holding<'_>, ttl: Duration, granted: Instant) -> Loss {
-    let name = holding.name;
+async fn keep(client: &Client, held: &Held<'_>, ttl: Duration, granted: Instant) -> Loss {
+    let what = held.what();
     let interval = ttl / 3;
     let retry = (ttl / 10).min(MAX_HEARTBEAT_RETRY);
     let mut lease_end = granted + ttl;
@@ -196,7 +230,7 @@ async fn keep(client: &Client, holding: &Holding<'_>, ttl: Duration, granted: In
     loop {
         sleep_until(next.min(lease_end)).await;
         let sent = Instant::now();
-        match timeout_at(lease_end, client.heartbeat(holding, Some(ttl))).await {
+        match timeout_at(lease_end, held.heartbeat(client, ttl)).await {
             Err(_) => return Loss::Silent(last_failure),
             Ok(Ok(_)) => {
                 lease_end = sent + ttl;
@@ -207,7 +241,7 @@ async fn keep(client: &Client, holding: &Holding<'_>, ttl: Duration, granted: In
             Ok(Err(err)) => {
                 let left = lease_end.saturating_duration_since(Instant::now());
                 warn(format_args!(
-                    "heartbeat of \"{name}\" failed: {err}; trying again (the lease ends in {})",
+                    "heartbeat of {what} failed: {err}; trying again (the lease ends in {})",
                     humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
                 ));
                 last_failure = Some(err.to_string());
@@ -217,55 +251,106 @@ async fn keep(client: &Client, holding: &Holding<'_>, ttl: Duration, granted: In
     }
 }
 
-/// What `run` holds, for messages: the lock, or a slot of the semaphore.
-fn held_thing(kind: Kind, name: &LockName) -> String {
-    match kind {
-        Kind::Lock => format!("lock \"{name}\""),
-        Kind::Semaphore => format!("its slot of semaphore \"{name}\""),
+/// What `run` holds: one lock, a slot of a semaphore, or a group of locks.
+struct Held<'a> {
+    holdings: Vec<Holding<'a>>,
+}
+
+impl Held<'_> {
+    /// For messages: `lock "x"`, `its slot of semaphore "x"` or `locks "a", "b"`.
+    fn what(&self) -> String {
+        match self.holdings.as_slice() {
+            [one] if one.kind == Kind::Semaphore => {
+                format!("its slot of semaphore \"{}\"", one.name)
+            }
+            [one] => format!("lock \"{}\"", one.name),
+            many => format!(
+                "locks {}",
+                quoted(&many.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
+            ),
+        }
+    }
+
+    async fn heartbeat(&self, client: &Client, ttl: Duration) -> Result<(), ClientError> {
+        match self.holdings.as_slice() {
+            [one] => client.heartbeat(one, Some(ttl)).await.map(|_| ()),
+            many => client.heartbeat_group(many, Some(ttl)).await.map(|_| ()),
+        }
+    }
+
+    /// Releases what is held; answers what had been lost before, if anything.
+    async fn release(&self, client: &Client) -> Result<Option<String>, ClientError> {
+        match self.holdings.as_slice() {
+            [one] => {
+                let release = client.release(one).await?;
+                Ok((!release.released).then(|| {
+                    format!(
+                        "fence {} had lost {} before (the last fence is {})",
+                        one.fence,
+                        self.what(),
+                        release
+                            .current_fence
+                            .map_or("unknown".to_owned(), |f| f.to_string())
+                    )
+                }))
+            }
+            many => {
+                let released = client.release_group(many).await?;
+                let lost: Vec<String> = released
+                    .iter()
+                    .filter(|lock| !lock.released)
+                    .map(|lock| format!("\"{}\"", lock.name))
+                    .collect();
+                Ok((!lost.is_empty())
+                    .then(|| format!("the group had lost {} before", lost.join(", "))))
+            }
+        }
     }
 }
 
-/// Releases the lock once CMD ended with `code`; answers `run`'s exit status.
-async fn finish(client: &Client, holding: &Holding<'_>, code: u8) -> u8 {
-    let Holding {
-        kind, name, fence, ..
-    } = *holding;
-    match timeout(RELEASE_TIMEOUT, client.release(holding)).await {
-        Ok(Ok(release)) if release.released => code,
-        Ok(Ok(release)) => {
+/// Names as `"a", "b"`.
+fn quoted(names: &[LockName]) -> String {
+    names
+        .iter()
+        .map(|name| format!("\"{name}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Releases what `run` holds once CMD ended with `code`; answers `run`'s exit status.
+async fn finish(client: &Client, held: &Held<'_>, code: u8) -> u8 {
+    let what = held.what();
+    match timeout(RELEASE_TIMEOUT, held.release(client)).await {
+        Ok(Ok(None)) => code,
+        Ok(Ok(Some(lost))) => {
             warn(format_args!(
-                "the command ended with status {code}, but fence {fence} had lost {} before (the last fence is {}): the command may have overlapped with another holder",
-                held_thing(kind, name),
-                release
-                    .current_fence
-                    .map_or("unknown".to_owned(), |f| f.to_string())
+                "the command ended with status {code}, but {lost}: the command may have overlapped with another holder"
             ));
             EXIT_LOST
         }
         Ok(Err(err)) => {
             warn(format_args!(
-                "cannot release \"{name}\": {err}; its lease ends by itself"
+                "cannot release {what}: {err}; its lease ends by itself"
             ));
             code
         }
         Err(_) => {
             warn(format_args!(
-                "no answer to the release of \"{name}\" in time; its lease ends by itself"
+                "no answer to the release of {what} in time; its lease ends by itself"
             ));
             code
         }
     }
 }
 
-/// Releases the lock without CMD having run to its end; failures are only reported.
-async fn release(client: &Client, holding: &Holding<'_>) {
-    let name = holding.name;
-    match timeout(RELEASE_TIMEOUT, client.release(holding)).await {
+/// Releases what `run` holds without CMD having run to its end; failures are only
+/// reported.
+async fn release(client: &Client, held: &Held<'_>) {
+    let what = held.what();
+    match timeout(RELEASE_TIMEOUT, held.release(client)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(err)) => warn(format_args!("cannot release \"{name}\": {err}")),
-        Err(_) => warn(format_args!(
-            "no answer to the release of \"{name}\" in time"
-        )),
+        Ok(Err(err)) => warn(format_args!("cannot release {what}: {err}")),
+        Err(_) => warn(format_args!("no answer to the release of {what} in time")),
     }
 }
 

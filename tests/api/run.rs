@@ -291,3 +291,33 @@ async fn with_a_limit_a_full_semaphore_keeps_the_command_from_starting() {
     assert_eq!(other.code, Some(1), "{other:?}");
     assert!(other.stderr.contains("limit of 2, not 3"), "{other:?}");
 }
+
+#[tokio::test]
+async fn several_names_are_taken_together_or_not_at_all() {
+    let app = TestApp::spawn().await;
+    let b = app.acquire("b", "other", "").await.fence();
+    let script = "echo \"$FENCELOCK_NAME|$FENCELOCK_FENCE\"";
+    let refused = fencelock_cli(&app.base, &["run", "a", "b", "--", "sh", "-c", script]).await;
+    assert_eq!(refused.code, HELD, "{refused:?}");
+    assert!(refused.stderr.contains("\"b\""), "{refused:?}");
+    assert_eq!(app.status("a").await.code(), "not_found", "a was taken");
+
+    app.release("b", b).await;
+    let run = fencelock_cli(&app.base, &["run", "a", "b", "--", "sh", "-c", script]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (names, fences) = run.stdout.trim().split_once('|').unwrap();
+    assert_eq!(names, "a b");
+    let fences: Vec<u64> = fences.split(' ').map(|f| f.parse().unwrap()).collect();
+    for (name, fence) in ["a", "b"].iter().zip(&fences) {
+        let status = app.status(name).await;
+        assert_eq!(
+            (status.fence(), &status.json["held"]),
+            (*fence, &serde_json::json!(false))
+        );
+    }
+    assert!(fences[1] > b);
+
+    let both = fencelock_cli(&app.base, &["run", "--limit", "2", "a", "b", "--", "true"]).await;
+    assert_eq!(both.code, Some(1), "{both:?}");
+    assert!(both.stderr.contains("--limit takes one NAME"), "{both:?}");
+}

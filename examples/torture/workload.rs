@@ -124,15 +124,19 @@ impl Downstream {
 }
 
 fn outcome<T>(result: &Result<T, ClientError>) -> String {
-    match result {
-        Ok(_) => "ok",
-        Err(ClientError::Held { .. }) => "held",
-        Err(ClientError::Lost { .. }) => "lost",
-        Err(ClientError::NotFound { .. }) => "not_found",
-        Err(ClientError::Unavailable { .. }) => "unavailable",
-        Err(ClientError::Unreachable { .. }) => "unreachable",
-        Err(ClientError::Refused { .. }) => "refused",
-        Err(ClientError::Unexpected { .. }) => "unexpected",
+    result.as_ref().map_or_else(failure, |_| "ok".to_owned())
+}
+
+/// How an error is recorded.
+fn failure(err: &ClientError) -> String {
+    match err {
+        ClientError::Held { .. } => "held",
+        ClientError::Lost { .. } => "lost",
+        ClientError::NotFound { .. } => "not_found",
+        ClientError::Unavailable { .. } => "unavailable",
+        ClientError::Unreachable { .. } => "unreachable",
+        ClientError::Refused { .. } => "refused",
+        ClientError::Unexpected { .. } => "unexpected",
     }
     .to_owned()
 }
@@ -255,13 +259,7 @@ async fn take_group(
         Err(err) => {
             let outcomes: Vec<_> = names
                 .iter()
-                .map(|name| {
-                    (
-                        name.to_string(),
-                        None,
-                        outcome::<()>(&Err(clone_kind(&err))),
-                    )
-                })
+                .map(|name| (name.to_string(), None, failure(&err)))
                 .collect();
             record_each("acquire", sent, &outcomes);
             let pause = match err {
@@ -357,7 +355,7 @@ async fn take_group(
                 })
                 .collect(),
             Err(err) => {
-                let said = outcome::<()>(&Err(err));
+                let said = failure(&err);
                 holdings
                     .iter()
                     .map(|h| (h.name.to_string(), Some(h.fence), said.clone()))
@@ -371,32 +369,6 @@ async fn take_group(
             .map(|h| (h.name.to_string(), Some(h.fence), "ok".to_owned()))
             .collect();
         record_each("abandon", sent, &outcomes);
-    }
-}
-
-/// An error of the same kind as `err`, for recording (errors are not `Clone`).
-fn clone_kind(err: &ClientError) -> ClientError {
-    match err {
-        ClientError::Held { .. } => ClientError::Held {
-            message: String::new(),
-            fence: None,
-            expire_time: None,
-        },
-        ClientError::Lost { code, .. } => ClientError::Lost {
-            code: code.clone(),
-            message: String::new(),
-        },
-        ClientError::NotFound { .. } => ClientError::NotFound {
-            message: String::new(),
-        },
-        ClientError::Unavailable { retry_after, .. } => ClientError::Unavailable {
-            message: String::new(),
-            retry_after: *retry_after,
-        },
-        other => ClientError::Unreachable {
-            url: String::new(),
-            detail: other.to_string(),
-        },
     }
 }
 

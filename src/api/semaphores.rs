@@ -22,7 +22,7 @@ use super::locks::{
 use super::view::{Released, rfc3339, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{
-    Fence, Holder, MAX_LIMIT, MAX_SLOT_DETAILS, Millis, Semaphore, Slot, check_slot,
+    Fence, Holder, MAX_LIMIT, MAX_SLOT_DETAILS, Millis, Semaphore, Slot, check_limit, check_slot,
     format_duration, parse_limit,
 };
 use crate::store::{SemaphoreOutcome, SemaphoreRequest};
@@ -234,7 +234,7 @@ pub async fn acquire(
         .transpose()
         .map_err(|e| ApiError::InvalidRequest(e.0))?;
     if let Some(limit) = body.limit {
-        parse_limit(&limit.to_string()).map_err(|e| ApiError::InvalidRequest(e.0))?;
+        check_limit(limit).map_err(|e| ApiError::InvalidRequest(e.0))?;
     }
     let limit = either("limit", query_limit, body.limit)?.ok_or_else(|| {
         ApiError::InvalidRequest(format!(

@@ -69,6 +69,16 @@ pub enum Holder {
     Token(Token),
 }
 
+impl Holder {
+    /// The fence this holder names; `None` for a token, which names none.
+    pub fn fence(&self) -> Option<Fence> {
+        match self {
+            Self::Fence(fence) | Self::Proven(fence, _) => Some(*fence),
+            Self::Token(_) => None,
+        }
+    }
+}
+
 /// Why a holder does not (or no longer) hold a lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockRejection {

@@ -14,8 +14,8 @@ pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder, parse_f
 pub use name::{DEFAULT_NAMESPACE, LockName, is_namespace};
 pub use nonce::{MAX_NONCE_LEN, Nonce};
 pub use semaphore::{
-    AcquirePlan, MAX_LIMIT, MAX_SLOT_DETAILS, Semaphore, Slot, SlotRejection, check_slot,
-    parse_limit, plan_acquire,
+    AcquirePlan, MAX_LIMIT, MAX_SLOT_DETAILS, Semaphore, Slot, SlotRejection, check_limit,
+    check_slot, parse_limit, plan_acquire,
 };
 pub use token::Token;
 

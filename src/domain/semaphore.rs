@@ -18,12 +18,22 @@ pub const MAX_SLOT_DETAILS: usize = 2048;
 pub fn parse_limit(raw: &str) -> Result<u32, InvalidInput> {
     raw.parse()
         .ok()
-        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-        .ok_or_else(|| {
-            InvalidInput::new(format!(
-                "limit {raw:?} is not one; expected the most holders at once, a whole number from 1 to {MAX_LIMIT}"
-            ))
-        })
+        .map_or_else(|| Err(bad_limit(raw)), check_limit)
+}
+
+/// Checks a semaphore limit given as a number.
+pub fn check_limit(limit: u32) -> Result<u32, InvalidInput> {
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(bad_limit(&limit.to_string()))
+    }
+}
+
+fn bad_limit(raw: &str) -> InvalidInput {
+    InvalidInput::new(format!(
+        "limit {raw:?} is not one; expected the most holders at once, a whole number from 1 to {MAX_LIMIT}"
+    ))
 }
 
 /// One holder's slot. `expires_at` is 0 once released.
@@ -170,11 +180,11 @@ pub fn check_slot(
     now: Millis,
 ) -> Result<(), SlotRejection> {
     let semaphore = semaphore.ok_or(SlotRejection::NotFound)?;
-    let (fence, nonce) = match holder {
-        Holder::Fence(fence) => (*fence, None),
-        Holder::Proven(fence, nonce) => (*fence, Some(nonce)),
-        // Semaphores issue no tokens; a token names nothing here.
-        Holder::Token(_) => (0, None),
+    // Semaphores issue no tokens; a token names fence 0, which no slot has.
+    let fence = holder.fence().unwrap_or(0);
+    let nonce = match holder {
+        Holder::Proven(_, nonce) => Some(nonce),
+        _ => None,
     };
     let slot = semaphore
         .slot(fence)

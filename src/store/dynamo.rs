@@ -205,7 +205,7 @@ pub(super) fn outcome_of<T, E: ProvideErrorMetadata>(
     }
 }
 
-fn millis(duration: Duration) -> i64 {
+pub(super) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -182,13 +182,9 @@ impl DynamoStore {
             {
                 Transaction::Applied => {
                     for &i in &pending {
-                        let fence = match &holders[i].1 {
-                            Holder::Fence(fence) | Holder::Proven(fence, _) => Some(*fence),
-                            Holder::Token(_) => None,
-                        };
                         answers[i] = Some(Release {
                             released: true,
-                            fence,
+                            fence: holders[i].1.fence(),
                         });
                     }
                     break;

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::dynamo::{Subject, Write, outcome_of};
+use super::dynamo::{Subject, Write, millis, outcome_of};
 use super::item::{self, Item, n, number, required_string, s, string};
 use super::{DynamoStore, MalformedItem, StoreError};
 use crate::domain::{
@@ -357,14 +357,7 @@ impl DynamoStore {
 /// The fence a semaphore holder names (semaphores issue no tokens, so a token names
 /// fence 0, which no slot has).
 fn slot_fence(holder: &Holder) -> Fence {
-    match holder {
-        Holder::Fence(fence) | Holder::Proven(fence, _) => *fence,
-        Holder::Token(_) => 0,
-    }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+    holder.fence().unwrap_or(0)
 }
 
 fn slot_value(slot: &Slot) -> AttributeValue {

@@ -13,7 +13,10 @@
 //! - a waiter whose client went away leaves the queue, and a grant it can no longer
 //!   receive is released again, so no lock is left held by nobody;
 //! - on shutdown ([`Waiters::close`]) every waiter is answered at once, or once the
-//!   one DynamoDB request in flight for its name returns.
+//!   one DynamoDB request in flight for its name returns;
+//! - a waiting lock group that is refused reserves its locks, so that single-lock
+//!   acquires do not keep taking them before it; a group that leaves without a grant
+//!   clears its reservations before it is answered ([`Contended::abandon`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -34,7 +37,7 @@ use crate::store::{
 /// ([`Semaphores`]).
 pub trait Contended: Send + Sync + 'static {
     type Request: Send + Sync + 'static;
-    type Outcome: Clone + Send + 'static;
+    type Outcome: Clone + Send + Sync + 'static;
 
     /// The name whose queue the request joins.
     fn name(request: &Self::Request) -> &LockName;
@@ -54,6 +57,10 @@ pub trait Contended: Send + Sync + 'static {
 
     /// Releases a grant whose waiter left before it was handed over.
     fn give_back(store: &DynamoStore, outcome: Self::Outcome) -> impl Future<Output = ()> + Send;
+
+    /// Undoes what the attempts of a waiter that leaves without a grant left behind
+    /// (a group's reservations); called before it is answered.
+    fn abandon(store: &DynamoStore, request: &Self::Request) -> impl Future<Output = ()> + Send;
 }
 
 /// What an attempt's outcome means for the queue.
@@ -116,6 +123,7 @@ impl Contended for Locks {
             tracing::warn!(lock = %name, fence, %err, "could not release an unclaimed grant");
         }
     }
+    async fn abandon(_: &DynamoStore, _: &AcquireRequest) {}
 }
 
 /// A group acquire: every lock of `names` (sorted, without repeats), as `request`
@@ -141,11 +149,26 @@ impl Contended for Groups {
         &request.names[0]
     }
 
+    /// A refused attempt reserves the group's locks, so that single-lock acquires
+    /// cannot keep taking one of them before it ([`DynamoStore::reserve_group`]).
     async fn attempt(
         store: &DynamoStore,
         request: &GroupRequest,
     ) -> Result<GroupOutcome, StoreError> {
-        store.acquire_group(&request.names, &request.request).await
+        let outcome = store
+            .acquire_group(&request.names, &request.request)
+            .await?;
+        if let GroupOutcome::Held(_) = outcome {
+            // Without its reservations the group still waits, only not ahead of
+            // single-lock acquires; the refusal is the answer either way.
+            if let Err(err) = store
+                .reserve_group(&request.names, &request.request.nonce)
+                .await
+            {
+                tracing::warn!(%err, "could not reserve the locks of a waiting group");
+            }
+        }
+        Ok(outcome)
     }
 
     fn turn(store: &DynamoStore, outcome: &GroupOutcome) -> Turn {
@@ -185,6 +208,16 @@ impl Contended for Groups {
         );
         if let Err(err) = store.release_group(&holders).await {
             tracing::warn!(%err, "could not release an unclaimed group grant");
+        }
+    }
+
+    async fn abandon(store: &DynamoStore, request: &GroupRequest) {
+        if let Err(err) = store
+            .unreserve_group(&request.names, &request.request.nonce)
+            .await
+        {
+            // They end on their own within a few seconds.
+            tracing::warn!(%err, "could not clear the reservations of a group that stopped waiting");
         }
     }
 }
@@ -233,6 +266,7 @@ impl Contended for Semaphores {
             tracing::warn!(semaphore = %name, fence, %err, "could not release an unclaimed grant");
         }
     }
+    async fn abandon(_: &DynamoStore, _: &SemaphoreRequest) {}
 }
 
 /// The first retry delay while the lock is held elsewhere.
@@ -259,6 +293,19 @@ struct Waiter<K: Contended> {
     request: K::Request,
     deadline: Instant,
     reply: oneshot::Sender<Reply<K>>,
+    /// Whether an attempt was made for it: then it is abandoned if it leaves
+    /// without a grant.
+    attempted: bool,
+}
+
+impl<K: Contended> Waiter<K> {
+    /// Answers a waiter that leaves without a grant, undoing its attempts first.
+    async fn leave(self, store: &DynamoStore, answer: Reply<K>) {
+        if self.attempted {
+            K::abandon(store, &self.request).await;
+        }
+        let _ = self.reply.send(answer);
+    }
 }
 
 struct Queue<K: Contended> {
@@ -323,6 +370,7 @@ impl<K: Contended> Waiters<K> {
             request,
             deadline: Instant::now() + wait,
             reply,
+            attempted: false,
         };
         let in_queue = self.enqueue(waiter)?;
         let waiting = &self.inner.store.metrics().waiters;
@@ -438,10 +486,10 @@ async fn serve_queue<K: Contended>(
         }
         if *closed.borrow_and_update() {
             for waiter in queue.drain(..) {
-                let _ = waiter.reply.send(Err(WaitError::ShuttingDown));
+                waiter.leave(&store, Err(WaitError::ShuttingDown)).await;
             }
         }
-        answer_expired(&mut queue, &last);
+        answer_expired(&store, &mut queue, &last).await;
         if queue.is_empty() {
             // Leave under the registry lock, so no waiter is sent to a task that quit.
             let mut queues = waiters.lock_queues();
@@ -455,7 +503,8 @@ async fn serve_queue<K: Contended>(
             continue;
         }
         if Instant::now() >= attempt_at {
-            let front = queue.front().expect("the queue is not empty");
+            let front = queue.front_mut().expect("the queue is not empty");
+            front.attempted = true;
             let attempt = K::attempt(&store, &front.request).await;
             match attempt.map(|outcome| (K::turn(&store, &outcome), outcome)) {
                 Ok((Turn::Granted { busy_until }, outcome)) => {
@@ -501,11 +550,19 @@ async fn serve_queue<K: Contended>(
 }
 
 /// Drops waiters whose client left and answers those whose wait ran out.
-fn answer_expired<K: Contended>(queue: &mut VecDeque<Waiter<K>>, last: &LastSeen<K::Outcome>) {
+async fn answer_expired<K: Contended>(
+    store: &DynamoStore,
+    queue: &mut VecDeque<Waiter<K>>,
+    last: &LastSeen<K::Outcome>,
+) {
     let now = Instant::now();
     let mut kept = VecDeque::with_capacity(queue.len());
-    for waiter in queue.drain(..) {
+    let waiters: Vec<Waiter<K>> = queue.drain(..).collect();
+    for waiter in waiters {
         if waiter.reply.is_closed() {
+            if waiter.attempted {
+                K::abandon(store, &waiter.request).await;
+            }
             continue;
         }
         let answer = match last {
@@ -516,9 +573,7 @@ fn answer_expired<K: Contended>(queue: &mut VecDeque<Waiter<K>>, last: &LastSeen
             LastSeen::Nothing => None,
         };
         match answer {
-            Some(answer) => {
-                let _ = waiter.reply.send(answer);
-            }
+            Some(answer) => waiter.leave(store, answer).await,
             None => kept.push_back(waiter),
         }
     }

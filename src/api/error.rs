@@ -23,15 +23,16 @@ pub enum ApiError {
     /// 413 `body_too_large`.
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
-    /// 409 `lock_held`: another holder's lease is live.
-    #[error(
-        "lock \"{name}\" is held by another holder until {}; retry after that, or acquire with the holder's nonce",
-        rfc3339(*expires_at)
-    )]
+    /// 409 `lock_held`: another holder's lease is live, or a waiting lock group has
+    /// reserved the lock.
+    #[error("{}", lock_held_sentence(name, *expires_at, *reserved_until))]
     LockHeld {
         name: LockName,
         fence: Fence,
+        /// 0 when the last holder released the lock.
         expires_at: Millis,
+        /// When a waiting lock group's reservation of the lock ends.
+        reserved_until: Option<Millis>,
         retry_after_secs: u64,
     },
     /// 409 `fence_mismatch`: the lock has moved on to another fence.
@@ -261,6 +262,7 @@ impl ApiError {
             fence,
             owner: None,
             expire_time: None,
+            reserved_until: None,
         }
     }
 
@@ -369,6 +371,10 @@ pub struct ErrorBody {
     /// the first slot may be free.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<String>,
+    /// With `lock_held`: when a waiting lock group's reservation of the lock ends;
+    /// until then, nobody else takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_until: Option<String>,
     /// For a lock group: each lock that refused, with its own error (for `lock_held`,
     /// its holder's fence, owner and lease end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,6 +397,10 @@ pub struct LockError {
     /// With `lock_held`: when the holder's lease ends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<String>,
+    /// With `lock_held`: when another waiting lock group's reservation of the lock
+    /// ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_until: Option<String>,
 }
 
 /// A holder that kept a group from being taken.
@@ -399,7 +409,42 @@ pub struct GroupHolder {
     pub name: LockName,
     pub fence: Fence,
     pub owner: Option<String>,
+    /// 0 when the last holder released the lock.
     pub expires_at: Millis,
+    /// When another waiting group's reservation of the lock ends.
+    pub reserved_until: Option<Millis>,
+}
+
+/// Why lock `name` was not taken: a live lease ending at `expires_at` (0: released),
+/// a waiting group's reservation ending at `reserved_until`, or both.
+fn lock_held_sentence(
+    name: &LockName,
+    expires_at: Millis,
+    reserved_until: Option<Millis>,
+) -> String {
+    match reserved_until {
+        None => format!(
+            "lock \"{name}\" is held by another holder until {}; retry after that, or acquire with the holder's nonce",
+            rfc3339(expires_at)
+        ),
+        Some(until) => format!(
+            "lock \"{name}\" {}reserved for a waiting lock group until {}, which takes it next; retry after that",
+            lease_and(expires_at),
+            rfc3339(until)
+        ),
+    }
+}
+
+/// "was released and is " or "is held by another holder until … and ".
+fn lease_and(expires_at: Millis) -> String {
+    if expires_at == 0 {
+        "was released and is ".to_owned()
+    } else {
+        format!(
+            "is held by another holder until {} and ",
+            rfc3339(expires_at)
+        )
+    }
 }
 
 fn group_held_sentence(holders: &[GroupHolder]) -> String {
@@ -411,12 +456,19 @@ fn group_held_sentence(holders: &[GroupHolder]) -> String {
                 .as_deref()
                 .map(|owner| format!(", owner {owner:?}"))
                 .unwrap_or_default();
-            format!(
-                "\"{}\" (fence {}{owner}, until {})",
-                h.name,
-                h.fence,
-                rfc3339(h.expires_at)
-            )
+            let why = match (h.reserved_until, h.expires_at) {
+                (None, end) => format!("until {}", rfc3339(end)),
+                (Some(until), 0) => format!(
+                    "released, reserved for another waiting group until {}",
+                    rfc3339(until)
+                ),
+                (Some(until), end) => format!(
+                    "until {}, reserved for another waiting group until {}",
+                    rfc3339(end),
+                    rfc3339(until)
+                ),
+            };
+            format!("\"{}\" (fence {}{owner}, {why})", h.name, h.fence)
         })
         .collect();
     let which = if holders.len() == 1 {
@@ -499,6 +551,7 @@ impl IntoResponse for ApiError {
             code: self.code().to_owned(),
             fence: None,
             expire_time: None,
+            reserved_until: None,
             locks: None,
         };
         let fence = match &self {
@@ -512,11 +565,13 @@ impl IntoResponse for ApiError {
             Self::LockHeld {
                 fence,
                 expires_at,
+                reserved_until,
                 retry_after_secs,
                 ..
             } => {
                 body.fence = Some(*fence);
-                body.expire_time = Some(rfc3339(*expires_at));
+                body.expire_time = (*expires_at != 0).then(|| rfc3339(*expires_at));
+                body.reserved_until = reserved_until.map(rfc3339);
                 Some(*retry_after_secs)
             }
             Self::GroupHeld {
@@ -529,14 +584,23 @@ impl IntoResponse for ApiError {
                         .map(|h| LockError {
                             name: h.name.to_string(),
                             code: "lock_held".into(),
-                            error: format!(
-                                "lock \"{}\" is held by another holder until {}",
-                                h.name,
-                                rfc3339(h.expires_at)
-                            ),
+                            error: match h.reserved_until {
+                                None => format!(
+                                    "lock \"{}\" is held by another holder until {}",
+                                    h.name,
+                                    rfc3339(h.expires_at)
+                                ),
+                                Some(until) => format!(
+                                    "lock \"{}\" {}reserved for another waiting lock group until {}",
+                                    h.name,
+                                    lease_and(h.expires_at),
+                                    rfc3339(until)
+                                ),
+                            },
                             fence: Some(h.fence),
                             owner: h.owner.clone(),
-                            expire_time: Some(rfc3339(h.expires_at)),
+                            expire_time: (h.expires_at != 0).then(|| rfc3339(h.expires_at)),
+                            reserved_until: h.reserved_until.map(rfc3339),
                         })
                         .collect(),
                 );

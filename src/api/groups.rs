@@ -199,6 +199,7 @@ pub async fn acquire(
                 holders: held
                     .into_iter()
                     .map(|lock| GroupHolder {
+                        reserved_until: lock.reserved_until(now),
                         name: lock.name,
                         fence: lock.fence,
                         owner: lock.owner,

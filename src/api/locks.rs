@@ -319,12 +319,14 @@ pub(super) async fn take(
     match outcome {
         AcquireOutcome::Granted(lock) => Ok(lock),
         AcquireOutcome::Held(holder) => {
-            let wait_ms = app.store.free_at(&holder) - now(app);
+            let now = now(app);
+            let wait_ms = app.store.free_at(&holder) - now;
             Err(ApiError::LockHeld {
                 retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
                 name,
                 fence: holder.fence,
                 expires_at: holder.expires_at,
+                reserved_until: holder.reserved_until(now),
             })
         }
     }

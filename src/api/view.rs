@@ -29,6 +29,11 @@ pub struct LockView {
     /// Always sent; read as empty when absent, as in a semaphore slot's answer.
     #[serde(default)]
     pub body: String,
+    /// Until when a waiting lock group has reserved the lock: it takes the lock next,
+    /// and nobody else does before this time. Absent when there is no such
+    /// reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_until: Option<String>,
     /// How many waiting acquires the server that answered holds for this lock; in
     /// status and list answers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +45,7 @@ impl LockView {
     pub fn new(lock: Lock, now: Millis) -> Self {
         Self {
             held: lock.is_held(now),
+            reserved_until: lock.reserved_until(now).map(rfc3339),
             expire_time: (!lock.is_released()).then(|| rfc3339(lock.expires_at)),
             name: lock.name.to_string(),
             fence: lock.fence,

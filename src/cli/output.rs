@@ -69,6 +69,12 @@ pub fn lock_details(lock: &LockView) -> String {
     if let Some(metadata) = &lock.metadata {
         text.push_str(&format!("\n  metadata: {metadata}"));
     }
+    if let Some(until) = &lock.reserved_until {
+        text.push_str(&format!(
+            "\n  reserved for a waiting lock group until {}: nobody else takes it before",
+            when(until)
+        ));
+    }
     if let Some(waiters @ 1..) = lock.waiters {
         text.push_str(&format!("\n  acquires waiting on this server: {waiters}"));
     }
@@ -102,6 +108,7 @@ mod tests {
             owner: Some("backup on db1".into()),
             metadata: None,
             body: "step 3".into(),
+            reserved_until: None,
             waiters: Some(2),
         }
     }
@@ -126,5 +133,16 @@ mod tests {
         let details = lock_details(&view(false, None));
         assert!(details.contains("body: \"step 3\""), "{details}");
         assert!(details.contains("waiting on this server: 2"), "{details}");
+        assert!(!details.contains("reserved"), "{details}");
+        let until = (Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+        let reserved = LockView {
+            reserved_until: Some(until),
+            ..view(false, None)
+        };
+        let details = lock_details(&reserved);
+        assert!(
+            details.contains("reserved for a waiting lock group until "),
+            "{details}"
+        );
     }
 }

@@ -43,9 +43,36 @@ pub struct Lock {
     pub ttl: Duration,
     /// The recovery value, kept across holders.
     pub body: String,
+    /// The last reservation a waiting lock group made of this lock, live or not.
+    pub reservation: Option<Reservation>,
+}
+
+/// A waiting lock group's claim to be the next holder of a lock: until `until`, no
+/// acquire by another nonce takes the lock once it is free. It never ends a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// The waiting group's nonce; a secret, never shown.
+    pub by: Nonce,
+    pub until: Millis,
 }
 
 impl Lock {
+    /// When a reservation live at `now` ends, whoever made it.
+    pub fn reserved_until(&self, now: Millis) -> Option<Millis> {
+        self.reservation
+            .as_ref()
+            .filter(|r| r.until > now)
+            .map(|r| r.until)
+    }
+
+    /// The same record as `nonce` sees it: without a reservation of its own.
+    pub fn seen_by(mut self, nonce: &Nonce) -> Self {
+        if self.reservation.as_ref().is_some_and(|r| r.by == *nonce) {
+            self.reservation = None;
+        }
+        self
+    }
+
     /// Whether a lease is live at `now`.
     pub fn is_held(&self, now: Millis) -> bool {
         self.expires_at > now
@@ -153,6 +180,7 @@ mod tests {
             expires_at,
             ttl: Duration::from_secs(30),
             body: String::new(),
+            reservation: None,
         }
     }
 
@@ -221,6 +249,23 @@ mod tests {
             released: true,
         };
         assert_eq!(check_holder(Some(&l), &F(7), 2_000), Err(released));
+    }
+
+    #[test]
+    fn a_reservation_is_live_until_it_ends_and_unseen_by_its_own_group() {
+        let group = Nonce::parse("group").unwrap();
+        let other = Nonce::parse("other").unwrap();
+        let l = Lock {
+            reservation: Some(Reservation {
+                by: group.clone(),
+                until: 5_000,
+            }),
+            ..lock(7, 0)
+        };
+        assert_eq!(l.reserved_until(4_999), Some(5_000));
+        assert_eq!(l.reserved_until(5_000), None);
+        assert_eq!(l.clone().seen_by(&other).reserved_until(0), Some(5_000));
+        assert_eq!(l.seen_by(&group).reserved_until(0), None);
     }
 
     #[test]

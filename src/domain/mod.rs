@@ -10,7 +10,9 @@ mod semaphore;
 mod token;
 
 pub use duration::{TtlBounds, format_duration, parse_duration};
-pub use lock::{Fence, Holder, Lock, LockRejection, Millis, check_holder, parse_fence};
+pub use lock::{
+    Fence, Holder, Lock, LockRejection, Millis, Reservation, check_holder, parse_fence,
+};
 pub use name::{DEFAULT_NAMESPACE, LockName, is_namespace};
 pub use nonce::{MAX_NONCE_LEN, Nonce};
 pub use semaphore::{

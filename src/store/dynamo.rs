@@ -96,13 +96,13 @@ pub(super) struct Expression {
 }
 
 impl Expression {
-    fn name(&mut self, placeholder: &str, attribute: &str) -> &mut Self {
+    pub(super) fn name(&mut self, placeholder: &str, attribute: &str) -> &mut Self {
         self.names
             .insert(placeholder.to_owned(), attribute.to_owned());
         self
     }
 
-    fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
+    pub(super) fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
         self.values.insert(placeholder.to_owned(), value);
         self
     }
@@ -123,7 +123,7 @@ impl Expression {
     }
 
     /// `op` with these expressions.
-    fn on(self, op: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
+    pub(super) fn on(self, op: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
         op.update_expression(self.update)
             .condition_expression(self.condition)
             .set_expression_attribute_names(Some(self.names))
@@ -244,6 +244,11 @@ impl DynamoStore {
         self
     }
 
+    /// The most the servers' clocks may differ, in milliseconds.
+    pub(super) fn skew_ms(&self) -> i64 {
+        self.skew_ms
+    }
+
     /// How long after a lease ended without a release another holder may take over.
     pub(super) fn takeover_grace_ms(&self) -> i64 {
         self.skew_ms.saturating_add(self.lock_delay_ms)
@@ -256,8 +261,14 @@ impl DynamoStore {
     }
 
     /// When another holder may take over from `holder`.
+    /// A lock reserved by a waiting group is free for others once the reservation
+    /// ends too.
     pub fn free_at(&self, holder: &Lock) -> Millis {
-        holder.expires_at.saturating_add(self.takeover_grace_ms())
+        let lease_over = holder.expires_at.saturating_add(self.takeover_grace_ms());
+        holder
+            .reservation
+            .as_ref()
+            .map_or(lease_over, |reservation| lease_over.max(reservation.until))
     }
 
     /// The clock this store decides by.
@@ -291,7 +302,7 @@ impl DynamoStore {
                 self.metrics.grants("lock");
                 let now = now_micros.div_euclid(1000);
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
-                let body = old.map(|o| o.body).unwrap_or_default();
+                let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
                 Ok(AcquireOutcome::Granted(Lock {
                     name: request.name.clone(),
                     fence,
@@ -304,12 +315,15 @@ impl DynamoStore {
                     expires_at: now.saturating_add(millis(request.ttl)),
                     ttl: request.ttl,
                     body,
+                    reservation,
                 }))
             }
             Write::Rejected(Some(item)) => {
                 self.metrics.lock_conflicts.inc();
                 self.metrics.conflicts("lock");
-                Ok(AcquireOutcome::Held(Lock::try_from(&item)?))
+                Ok(AcquireOutcome::Held(
+                    Lock::try_from(&item)?.seen_by(&request.nonce),
+                ))
             }
             Write::Rejected(None) => Err(self.unavailable(
                 "acquire",
@@ -319,12 +333,43 @@ impl DynamoStore {
         }
     }
 
-    /// The update of an acquire at `now_micros`, issuing `token`.
+    /// The update of an acquire at `now_micros`, issuing `token`. A lock free for
+    /// the taking is not taken while a waiting group's reservation of it is live,
+    /// unless the reservation is the caller's own, or the caller's nonce holds the
+    /// lock still (re-acquiring what it holds): a reservation never ends a lease.
     pub(super) fn acquire_expression(
         &self,
         request: &AcquireRequest,
         token: &Token,
         now_micros: i64,
+    ) -> Expression {
+        self.acquire_expression_removing(request, token, now_micros, &[])
+    }
+
+    /// The update of one lock of a group's acquire: a single acquire's, which also
+    /// removes the reservation its condition let through (the group's own, or one
+    /// that ended; or another's, when the group re-acquires a lock it holds, and that
+    /// group reserves it again on its next attempt).
+    pub(super) fn group_acquire_expression(
+        &self,
+        request: &AcquireRequest,
+        token: &Token,
+        now_micros: i64,
+    ) -> Expression {
+        self.acquire_expression_removing(
+            request,
+            token,
+            now_micros,
+            &["#reserved_by", "#reserved_until"],
+        )
+    }
+
+    fn acquire_expression_removing(
+        &self,
+        request: &AcquireRequest,
+        token: &Token,
+        now_micros: i64,
+        also_remove: &[&'static str],
     ) -> Expression {
         let now = now_micros.div_euclid(1000);
         let ttl_ms = millis(request.ttl);
@@ -340,9 +385,13 @@ impl DynamoStore {
             "#ttl_ms = :ttl_ms",
         ];
         let mut remove = vec!["#released_at"];
+        remove.extend(also_remove);
         let mut e = Expression {
-            condition: "attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce"
-                .to_owned(),
+            condition:
+                "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
+                 AND (attribute_not_exists(#reserved_by) OR #reserved_until < :now \
+                      OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover))"
+                    .to_owned(),
             ..Expression::default()
         };
         e.name("#fence", item::FENCE)
@@ -355,6 +404,8 @@ impl DynamoStore {
             .name("#owner", item::OWNER)
             .name("#metadata", item::METADATA)
             .name("#released_at", item::RELEASED_AT)
+            .name("#reserved_by", item::RESERVED_BY)
+            .name("#reserved_until", item::RESERVED_UNTIL)
             .value(":floor", n(now_micros))
             .value(":one", n(1))
             .value(":nonce", s(request.nonce.as_str()))
@@ -534,7 +585,7 @@ impl DynamoStore {
         Ok(output.item.as_ref().map(Lock::try_from).transpose()?)
     }
 
-    fn update(&self, name: &LockName) -> UpdateItemFluentBuilder {
+    pub(super) fn update(&self, name: &LockName) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(self.table.as_ref())

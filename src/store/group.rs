@@ -12,6 +12,9 @@
 //!   one lock lost renews none of them and says which.
 //! - **Release**: one transaction; a lock of the group that another holder has taken
 //!   meanwhile is left out, and the rest released by a second transaction.
+//! - **Reservation** ([`DynamoStore::reserve_group`]): a group that waits, and was
+//!   refused, reserves its locks so that single-lock acquires cannot keep taking one
+//!   of them before it; see there.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -19,16 +22,25 @@ use std::time::Instant;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
-use super::dynamo::{Expression, Release, Renewal, Subject, release_expression, renew_expression};
-use super::item::{self, Item, s};
+use super::dynamo::{
+    Expression, Release, Renewal, Subject, Write, release_expression, renew_expression,
+};
+use super::item::{self, Item, n, s};
 use super::{AcquireRequest, DynamoStore, StoreError};
-use crate::domain::{Holder, Lock, LockName, LockRejection, Token, check_holder};
+use crate::domain::{Holder, Lock, LockName, LockRejection, Nonce, Token, check_holder};
 
 /// The most locks in one group: DynamoDB's limit of updates in one transaction.
 pub const MAX_GROUP: usize = 100;
+
+/// How long a waiting group's reservation of its locks lasts after each refused
+/// attempt, on top of the skew margin: longer than the longest pause between two
+/// attempts of a waiting group (1 s, and the requests themselves), so that it stands
+/// while the group waits, and short, so that a group that went away without clearing
+/// it (its server stopped) holds nobody up for long.
+pub const RESERVATION: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How many times a transaction that met another one on the same items is tried
 /// before the answer is 503.
@@ -77,7 +89,10 @@ impl DynamoStore {
                     name: name.clone(),
                     ..request.clone()
                 };
-                (name, self.acquire_expression(&single, token, now_micros))
+                (
+                    name,
+                    self.group_acquire_expression(&single, token, now_micros),
+                )
             })
             .collect();
         match self
@@ -89,7 +104,9 @@ impl DynamoStore {
                 let held = refusals
                     .iter()
                     .filter_map(|refusal| match refusal {
-                        Refusal::Failed(Some(item)) => Some(Lock::try_from(item)),
+                        Refusal::Failed(Some(item)) => {
+                            Some(Lock::try_from(item).map(|lock| lock.seen_by(&request.nonce)))
+                        }
                         _ => None,
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -113,6 +130,77 @@ impl DynamoStore {
                 Ok(GroupOutcome::Granted(locks))
             }
         }
+    }
+
+    /// Reserves the locks of a waiting group that was just refused, so that it is the
+    /// next holder of each once it is free: until the reservation ends, an acquire by
+    /// another nonce does not take a reserved lock (see
+    /// [`DynamoStore::acquire_expression`]); a lease is never cut short. One
+    /// conditional `UpdateItem` per lock, in the order of `names` (sorted), stopping
+    /// at the first lock another waiting group has reserved: that group reserved
+    /// every name before it too, or its reservations there ended, so of groups that
+    /// want the same locks the one that reserved the first of them goes first, and no
+    /// two groups each keep a lock from the other. A lock without a record is free and
+    /// skipped. The group's grant clears its reservations, and so does
+    /// [`DynamoStore::unreserve_group`] when it stops waiting. Answers how many locks
+    /// it reserved.
+    pub async fn reserve_group(
+        &self,
+        names: &[LockName],
+        nonce: &Nonce,
+    ) -> Result<usize, StoreError> {
+        let now = self.clock().now_millis();
+        let until = now
+            .saturating_add(super::dynamo::millis(RESERVATION))
+            .saturating_add(self.skew_ms());
+        let mut reserved = 0;
+        for name in names {
+            let mut e = Expression {
+                update: "SET #reserved_by = :nonce, #reserved_until = :until".to_owned(),
+                condition: "attribute_exists(#fence) AND (attribute_not_exists(#reserved_by) \
+                     OR #reserved_until < :now OR #reserved_by = :nonce)"
+                    .to_owned(),
+                ..Expression::default()
+            };
+            e.name("#fence", item::FENCE)
+                .name("#reserved_by", item::RESERVED_BY)
+                .name("#reserved_until", item::RESERVED_UNTIL)
+                .value(":nonce", s(nonce.as_str()))
+                .value(":until", n(until))
+                .value(":now", n(now));
+            let op = e.on(self.update(name)).return_values(ReturnValue::None);
+            let subject = group_subject("reserve", "group_reserve", name);
+            match self.write_as(subject, op).await? {
+                Write::Applied(_) => reserved += 1,
+                Write::Rejected(None) => {}
+                Write::Rejected(Some(_)) => break,
+            }
+        }
+        Ok(reserved)
+    }
+
+    /// Clears the reservations a group that stopped waiting made: one conditional
+    /// `UpdateItem` per lock, which changes nothing where another group's reservation
+    /// has taken its place.
+    pub async fn unreserve_group(
+        &self,
+        names: &[LockName],
+        nonce: &Nonce,
+    ) -> Result<(), StoreError> {
+        for name in names {
+            let mut e = Expression {
+                update: "REMOVE #reserved_by, #reserved_until".to_owned(),
+                condition: "#reserved_by = :nonce".to_owned(),
+                ..Expression::default()
+            };
+            e.name("#reserved_by", item::RESERVED_BY)
+                .name("#reserved_until", item::RESERVED_UNTIL)
+                .value(":nonce", s(nonce.as_str()));
+            let op = e.on(self.update(name)).return_values(ReturnValue::None);
+            let subject = group_subject("unreserve", "group_unreserve", name);
+            self.write_as(subject, op).await?;
+        }
+        Ok(())
     }
 
     /// Renews every lock of the group, or none: each as a heartbeat renews one.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::domain::{Lock, LockName, Nonce, Token};
+use crate::domain::{Lock, LockName, Nonce, Reservation, Token};
 
 /// Partition key: the lock name (S).
 pub const NAME: &str = "name";
@@ -30,6 +30,10 @@ pub const RELEASED_AT: &str = "released_at";
 pub const TTL_MS: &str = "ttl_ms";
 /// The recovery value, kept across holders (S).
 pub const BODY: &str = "body";
+/// The nonce of the waiting lock group that reserved the lock (S), a secret, and
+/// until when (N, ms since epoch); both set and cleared together.
+pub const RESERVED_BY: &str = "reserved_by";
+pub const RESERVED_UNTIL: &str = "reserved_until";
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -64,6 +68,13 @@ impl TryFrom<&Item> for Lock {
             .map(|raw| Token::parse(&raw).map_err(|e| malformed(e.0)))
             .transpose()?;
         let ttl_ms = number::<u64>(item, TTL_MS).map_err(&malformed)?;
+        let reservation = match string(item, RESERVED_BY) {
+            Some(by) => Some(Reservation {
+                by: Nonce::parse(&by).map_err(|e| malformed(e.0))?,
+                until: number(item, RESERVED_UNTIL).map_err(&malformed)?,
+            }),
+            None => None,
+        };
         Ok(Lock {
             name,
             fence: number(item, FENCE).map_err(&malformed)?,
@@ -76,6 +87,7 @@ impl TryFrom<&Item> for Lock {
             expires_at: number(item, EXPIRES_AT).map_err(&malformed)?,
             ttl: Duration::from_millis(ttl_ms),
             body: string(item, BODY).unwrap_or_default(),
+            reservation,
         })
     }
 }
@@ -145,6 +157,16 @@ mod tests {
         );
         assert_eq!(lock.ttl, Duration::from_secs(30));
         assert_eq!(lock.body, "rollforward");
+        assert_eq!(lock.reservation, None);
+
+        let mut reserved = item();
+        reserved.insert(RESERVED_BY.to_owned(), s("group"));
+        reserved.insert(RESERVED_UNTIL.to_owned(), n(40000));
+        let reservation = Lock::try_from(&reserved).unwrap().reservation.unwrap();
+        assert_eq!(
+            (reservation.by.as_str(), reservation.until),
+            ("group", 40000)
+        );
     }
 
     #[test]

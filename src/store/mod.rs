@@ -14,7 +14,7 @@ mod table;
 use std::time::Duration;
 
 pub use dynamo::{DynamoSettings, DynamoStore, Release, connect};
-pub use group::{GroupOutcome, MAX_GROUP};
+pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;
 pub use list::{ListQuery, Page, SemaphorePage};
 pub use reclaim::Sweep;

@@ -2,7 +2,8 @@
 //! the reclaim delay ago, and whose body is empty, is deleted. Each deletion is a
 //! `DeleteItem` conditioned on the record being unchanged since the scan found it
 //! (same fence) and still stale and empty, so a concurrent acquire, update or
-//! release always wins over it. A record with a body is never deleted.
+//! release always wins over it. A record with a body is never deleted, nor one that a
+//! waiting lock group has reserved (until the reservation ends).
 //!
 //! DynamoDB's own TTL deletion is not used: it is not documented to re-check the
 //! item before deleting it, so it could delete a record acquired a moment before.
@@ -18,10 +19,12 @@ use super::dynamo::outcome_of;
 use super::item::{self, n, s};
 use super::{DynamoStore, StoreError};
 
-/// Stale and empty, as a filter and a condition (`:cutoff_released`, `:cutoff_expired`).
+/// Stale, empty and not reserved, as a filter and a condition (`:cutoff_released`,
+/// `:cutoff_expired`, `:now`).
 const STALE_AND_EMPTY: &str = "(attribute_not_exists(#body) OR #body = :empty) AND \
      ((#expires_at = :zero AND (attribute_not_exists(#released_at) OR #released_at < :cutoff_released)) \
-      OR (#expires_at <> :zero AND #expires_at < :cutoff_expired))";
+      OR (#expires_at <> :zero AND #expires_at < :cutoff_expired)) AND \
+     (attribute_not_exists(#reserved_until) OR #reserved_until < :now)";
 
 /// What one sweep of the table did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +47,7 @@ impl DynamoStore {
             now.saturating_sub(after),
             now.saturating_sub(after)
                 .saturating_sub(self.takeover_grace_ms()),
+            now,
         ];
         let mut sweep = Sweep::default();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -88,7 +92,7 @@ impl DynamoStore {
     async fn delete_if_stale(
         &self,
         found: &HashMap<String, AttributeValue>,
-        cutoffs: [i64; 2],
+        cutoffs: [i64; 3],
     ) -> Result<bool, StoreError> {
         let (Some(name), Some(fence)) = (found.get(item::NAME), found.get(item::FENCE)) else {
             return Ok(false);
@@ -136,14 +140,18 @@ fn stale_names() -> HashMap<String, String> {
         ("#body", item::BODY),
         ("#expires_at", item::EXPIRES_AT),
         ("#released_at", item::RELEASED_AT),
+        ("#reserved_until", item::RESERVED_UNTIL),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
 }
 
-fn stale_values([released, expired]: [i64; 2]) -> HashMap<String, AttributeValue> {
+/// The values of [`STALE_AND_EMPTY`], from the cutoffs of a released and of an
+/// expired lease and the time now.
+fn stale_values([released, expired, now]: [i64; 3]) -> HashMap<String, AttributeValue> {
     HashMap::from([
+        (":now".to_owned(), n(now)),
         (":empty".to_owned(), s("")),
         (":zero".to_owned(), n(0)),
         (":cutoff_released".to_owned(), n(released)),

@@ -422,3 +422,241 @@ async fn a_group_naming_a_lock_without_a_record_is_answered_not_a_500() {
         ])
     );
 }
+
+/// Two clients that take lock `name` in turn, each waiting for it and holding it for
+/// `hold`, until `stop`; answers how many grants they had.
+fn single_holders_in_turn(
+    app: &Arc<TestApp>,
+    name: &'static str,
+    hold: Duration,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<usize>> {
+    use std::sync::atomic::Ordering;
+    (0..2)
+        .map(|client| {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut grants = 0;
+                let mut round = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    let nonce = format!("single{client}-{round}");
+                    let taken = app.acquire(name, &nonce, "&wait=2s&ttl=30s").await;
+                    if taken.status != StatusCode::OK {
+                        continue;
+                    }
+                    grants += 1;
+                    tokio::time::sleep(hold).await;
+                    app.release(name, taken.fence()).await;
+                }
+                grants
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_group_is_not_starved_by_single_holders_taking_one_of_its_locks_in_turn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = Arc::new(TestApp::spawn().await);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Lock b is never free for long: one single holder releases it, the other is
+    // waiting and takes it at once.
+    let singles = single_holders_in_turn(&app, "b", Duration::from_millis(300), &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Without a reservation of b, the group is refused each time it tries, and its
+    // wait runs out.
+    let granted = take_group(&app, &["a", "b"], "group", "&wait=6s").await;
+    assert_eq!(granted.status, StatusCode::OK, "starved: {granted:?}");
+    // While the group holds b, the single holders wait; once it lets go they go on.
+    let released = app
+        .call(
+            Method::POST,
+            "/lock-groups/release",
+            Some(&holding(&granted)),
+        )
+        .await;
+    assert_eq!(released.json["locks"][1]["released"], true, "{released:?}");
+    let before = app.status("b").await.fence();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        app.status("b").await.fence() > before,
+        "the single holders took b again after the group"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut grants = 0;
+    for single in singles {
+        grants += single.await.unwrap();
+    }
+    assert!(grants >= 4, "b was taken in turn: {grants} grants");
+}
+
+/// Waits (at most 10 s) until the status of `name` shows a reservation; answers it.
+async fn until_reserved(app: &TestApp, name: &str) -> Reply {
+    for _ in 0..200 {
+        let status = app.status(name).await;
+        if status.json.get("reservedUntil").is_some() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} was never reserved: {:?}", app.status(name).await);
+}
+
+#[tokio::test]
+async fn a_waiting_group_reserves_its_locks_so_nobody_else_takes_them_before_it() {
+    let app = Arc::new(TestApp::spawn().await);
+    let a = app.acquire("a", "x", "").await.fence();
+    app.release("a", a).await;
+    let b = app.acquire("b", "y", "&ttl=1h").await.fence();
+    let waiter = {
+        let app = app.clone();
+        tokio::spawn(async move { take_group(&app, &["b", "a"], "group", "&wait=30s").await })
+    };
+
+    // a is free, but reserved: another nonce is refused, and told until when.
+    let status = until_reserved(&app, "a").await;
+    assert_eq!(status.json["held"], false, "{status:?}");
+    let refused = app.acquire("a", "other", "").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "lock_held"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.json["reservedUntil"], status.json["reservedUntil"]);
+    assert!(refused.json.get("expireTime").is_none(), "{refused:?}");
+    let error = refused.json["error"].as_str().unwrap();
+    assert!(
+        error.contains("was released and is reserved for a waiting lock group"),
+        "{error}"
+    );
+    assert!(refused.headers.contains_key("retry-after"), "{refused:?}");
+    // b is held and reserved: its holder keeps it and renews it as ever.
+    assert_eq!(app.heartbeat("b", b).await.status, StatusCode::OK);
+    until_reserved(&app, "b").await;
+    // Another group is refused too, and told which locks are reserved.
+    let other = take_group(&app, &["a", "c"], "other", "").await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{other:?}");
+    assert_eq!(other.json["locks"][0]["name"], "a");
+    assert!(
+        other.json["locks"][0]["reservedUntil"].is_string(),
+        "{other:?}"
+    );
+    assert!(!waiter.is_finished());
+
+    app.release("b", b).await;
+    let granted = waiter.await.unwrap();
+    assert_eq!(granted.status, StatusCode::OK, "{granted:?}");
+    // The grant cleared the reservations: once the group lets go, anyone may take them.
+    for name in ["a", "b"] {
+        let status = app.status(name).await;
+        assert!(status.json.get("reservedUntil").is_none(), "{status:?}");
+    }
+    app.call(
+        Method::POST,
+        "/lock-groups/release",
+        Some(&holding(&granted)),
+    )
+    .await;
+    assert_eq!(app.acquire("a", "other", "").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_group_that_stops_waiting_clears_its_reservations() {
+    let app = Arc::new(TestApp::spawn().await);
+    let a = app.acquire("a", "x", "").await.fence();
+    app.release("a", a).await;
+    app.acquire("b", "y", "&ttl=1h").await;
+
+    // Its wait runs out: the reservations are gone by the time it is answered.
+    let refused = take_group(&app, &["a", "b"], "group", "&wait=1s").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert!(app.status("a").await.json.get("reservedUntil").is_none());
+    let taken = app.acquire("a", "other", "").await;
+    assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
+    app.release("a", taken.fence()).await;
+
+    // Its client goes away: the reservations go once the server notices, before
+    // they would have ended on their own.
+    let gone = reqwest::Client::new()
+        .post(format!("{}/lock-groups?nonce=group2&wait=30s", app.base))
+        .body(json!({"names": ["a", "b"]}).to_string())
+        .timeout(Duration::from_millis(300))
+        .send();
+    let waiting = tokio::spawn(gone);
+    let reserved = until_reserved(&app, "a").await;
+    waiting.abort();
+    let reserved_until =
+        chrono::DateTime::parse_from_rfc3339(reserved.json["reservedUntil"].as_str().unwrap())
+            .unwrap();
+    loop {
+        let status = app.status("a").await;
+        if status.json.get("reservedUntil").is_none() {
+            break;
+        }
+        let server_now = fencelock::clock::Clock::now_millis(app.clock.as_ref());
+        assert!(
+            server_now < reserved_until.timestamp_millis(),
+            "the reservation of a group whose client left stayed until it ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn reservations_go_in_name_order_stop_at_another_groups_and_end() {
+    let app = TestApp::spawn().await;
+    let store = fencelock::store::DynamoStore::new(
+        app.dynamo.clone(),
+        &app.table,
+        app.clock.clone(),
+        crate::helpers::SKEW,
+    );
+    let names: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| fencelock::domain::LockName::parse(name).unwrap())
+        .collect();
+    let nonce = |raw| fencelock::domain::Nonce::parse(raw).unwrap();
+    for name in ["a", "b", "d"] {
+        let fence = app.acquire(name, "x", "").await.fence();
+        app.release(name, fence).await;
+    }
+    // c has no record: it is free, and skipped.
+    assert_eq!(store.reserve_group(&names, &nonce("g1")).await.unwrap(), 3);
+    assert_eq!(store.reserve_group(&names, &nonce("g1")).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .reserve_group(&names[1..], &nonce("g2"))
+            .await
+            .unwrap(),
+        0
+    );
+    // Clearing by another nonce changes nothing.
+    store.unreserve_group(&names, &nonce("g2")).await.unwrap();
+    assert!(app.status("d").await.json["reservedUntil"].is_string());
+
+    // g1 gave up b; g2 reserves it and stops at d, still g1's.
+    store
+        .unreserve_group(&names[1..2], &nonce("g1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .reserve_group(&names[1..], &nonce("g2"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(app.acquire("b", "g2", "").await.status, StatusCode::OK);
+    assert_eq!(
+        app.acquire("d", "g2", "").await.status,
+        StatusCode::CONFLICT
+    );
+
+    // Reservations end on their own.
+    app.clock
+        .advance(fencelock::store::RESERVATION + crate::helpers::SKEW);
+    assert!(app.status("a").await.json.get("reservedUntil").is_none());
+    assert_eq!(app.acquire("d", "g2", "").await.status, StatusCode::OK);
+}

@@ -91,3 +91,36 @@ async fn a_sweep_reclaims_nothing_before_the_delay_and_everything_stale_after() 
     assert_eq!(app.status("expired").await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.status("released").await.status, StatusCode::OK);
 }
+
+/// A record that a waiting lock group has reserved is kept while the reservation is
+/// live, stale as it may be: deleting it would drop the reservation.
+#[tokio::test]
+async fn a_reserved_record_is_kept_until_its_reservation_ends() {
+    let app = TestApp::spawn().await;
+    let store = DynamoStore::new(app.dynamo.clone(), &app.table, app.clock.clone(), SKEW);
+    let fence = app.acquire("reserved", "n", "").await.fence();
+    app.release("reserved", fence).await;
+    let name = fencelock::domain::LockName::parse("reserved").unwrap();
+    let group = fencelock::domain::Nonce::parse("group").unwrap();
+    assert_eq!(
+        store
+            .reserve_group(std::slice::from_ref(&name), &group)
+            .await
+            .unwrap(),
+        1
+    );
+
+    let nothing = Sweep {
+        found: 0,
+        deleted: 0,
+    };
+    assert_eq!(store.reclaim_stale(Duration::ZERO).await.unwrap(), nothing);
+    app.clock.advance(fencelock::store::RESERVATION + SKEW);
+    assert_eq!(
+        store.reclaim_stale(Duration::ZERO).await.unwrap(),
+        Sweep {
+            found: 1,
+            deleted: 1
+        }
+    );
+}

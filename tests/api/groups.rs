@@ -573,6 +573,11 @@ async fn a_group_that_stops_waiting_clears_its_reservations() {
     let refused = take_group(&app, &["a", "b"], "group", "&wait=1s").await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
     assert!(app.status("a").await.json.get("reservedUntil").is_none());
+    // Each refused attempt reserved both locks; one clearing each at the end.
+    let counted = scrape(&app).await;
+    let reserved = dynamodb(&counted, "group_reserve", "granted");
+    assert!(reserved >= 2.0 && reserved % 2.0 == 0.0, "{reserved}");
+    assert_eq!(dynamodb(&counted, "group_unreserve", "granted"), 2.0);
     let taken = app.acquire("a", "other", "").await;
     assert_eq!(taken.status, StatusCode::OK, "{taken:?}");
     app.release("a", taken.fence()).await;

@@ -14,9 +14,9 @@
 //!   receive is released again, so no lock is left held by nobody;
 //! - on shutdown ([`Waiters::close`]) every waiter is answered at once, or once the
 //!   one DynamoDB request in flight for its name returns;
-//! - a waiting lock group that is refused reserves its locks, so that single-lock
-//!   acquires do not keep taking them before it; a group that leaves without a grant
-//!   clears its reservations before it is answered ([`Contended::abandon`]).
+//! - a lock group that has waited [`RESERVE_AFTER`] and is refused reserves its locks,
+//!   so that single-lock acquires do not keep taking them before it; a group that
+//!   leaves without a grant clears them before it is answered ([`Contended::abandon`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -132,7 +132,15 @@ impl Contended for Locks {
 pub struct GroupRequest {
     pub names: Vec<LockName>,
     pub request: AcquireRequest,
+    /// When the group began to wait.
+    pub since: Instant,
 }
+
+/// How long a group waits before its refused attempts reserve its locks. A
+/// reservation keeps the locks that are free from everybody else until the group has
+/// them all, so a group that is granted soon (most are) holds nobody up; one that is
+/// still refused after this long is being kept out, and reserves.
+pub const RESERVE_AFTER: Duration = Duration::from_secs(1);
 
 /// Waiting for every lock of a group at once. A group waits in the queue of its
 /// first name in sorted order, behind the groups there before it, and holds nothing
@@ -149,8 +157,9 @@ impl Contended for Groups {
         &request.names[0]
     }
 
-    /// A refused attempt reserves the group's locks, so that single-lock acquires
-    /// cannot keep taking one of them before it ([`DynamoStore::reserve_group`]).
+    /// A refused attempt of a group that has waited [`RESERVE_AFTER`] reserves its
+    /// locks, so that single-lock acquires cannot keep taking one of them before it
+    /// ([`DynamoStore::reserve_group`]).
     async fn attempt(
         store: &DynamoStore,
         request: &GroupRequest,
@@ -158,7 +167,7 @@ impl Contended for Groups {
         let outcome = store
             .acquire_group(&request.names, &request.request)
             .await?;
-        if let GroupOutcome::Held(_) = outcome {
+        if matches!(outcome, GroupOutcome::Held(_)) && request.since.elapsed() >= RESERVE_AFTER {
             // Without its reservations the group still waits, only not ahead of
             // single-lock acquires; the refusal is the answer either way.
             if let Err(err) = store

@@ -317,12 +317,13 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         limit: Some(SEMAPHORE_LIMIT),
         group_of: None,
     });
-    // Groups of 2-4 of a few locks, with single acquires of the same locks among them.
+    // Groups of 2-4 of a few locks, with single acquires of the same locks among them;
+    // waits long enough that groups still refused after a second reserve their locks.
     let groups = Arc::new(Mix {
         names: lock_names("grp", args.group_locks),
         ttl_ms: 300..2000,
         hold_ms: 0..1000,
-        wait_ms: 0..1000,
+        wait_ms: 0..3000,
         retry_ms: 0..50,
         released_of_10: 7,
         limit: None,

@@ -160,6 +160,7 @@ pub async fn acquire(
             metadata: body.metadata,
         },
         names: sorted,
+        since: tokio::time::Instant::now(),
     };
     let outcome = if wait.is_zero() {
         app.store

@@ -569,8 +569,9 @@ async fn a_group_that_stops_waiting_clears_its_reservations() {
     app.release("a", a).await;
     app.acquire("b", "y", "&ttl=1h").await;
 
-    // Its wait runs out: the reservations are gone by the time it is answered.
-    let refused = take_group(&app, &["a", "b"], "group", "&wait=1s").await;
+    // Its wait runs out: the reservations it made once it had waited a second are
+    // gone by the time it is answered.
+    let refused = take_group(&app, &["a", "b"], "group", "&wait=2500ms").await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
     assert!(app.status("a").await.json.get("reservedUntil").is_none());
     // Each refused attempt reserved both locks; one clearing each at the end.
@@ -587,7 +588,7 @@ async fn a_group_that_stops_waiting_clears_its_reservations() {
     let gone = reqwest::Client::new()
         .post(format!("{}/lock-groups?nonce=group2&wait=30s", app.base))
         .body(json!({"names": ["a", "b"]}).to_string())
-        .timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(5))
         .send();
     let waiting = tokio::spawn(gone);
     let reserved = until_reserved(&app, "a").await;

@@ -394,7 +394,12 @@ async fn contending_clients_on_two_servers_never_exceed_the_limit() {
             while granted < GRANTS && Instant::now() < deadline {
                 let reply = take(&server, "hot", &nonce, &format!("&limit={LIMIT}")).await;
                 if reply.status != StatusCode::OK {
-                    assert_eq!(reply.code(), "semaphore_full", "{reply:?}");
+                    // Full, or DynamoDB Local too slow for a moment under the whole
+                    // suite's load (503, retry): the same nonce never gets two slots.
+                    assert!(
+                        ["semaphore_full", "unavailable"].contains(&reply.code()),
+                        "{reply:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     continue;
                 }

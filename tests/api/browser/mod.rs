@@ -237,8 +237,17 @@ impl Browser {
         input.send_keys(text).await.expect("the input takes keys");
     }
 
+    /// Clicks the element `css`. The page redraws what it polls for, so an element
+    /// found may be replaced before the click reaches it; then it is found again.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect("a click");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(err) if err.is_stale_element_reference() && Instant::now() < deadline => {}
+                Err(err) => panic!("a click on {css}: {err}"),
+            }
+        }
     }
 
     /// A PNG of the window.

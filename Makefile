@@ -38,7 +38,8 @@ screenshots: tools
 # target/torture/summary.json. DURATION (seconds, default 60), SEED (random by
 # default), BREAK=skew (an instance's clock far ahead: the run must report
 # violations; refuses to start without libfaketime), MODE=locks|semaphore|multi
-# (default: all at once). Faults that need root (a
+# (default: all at once), TORTURE_ARGS (more flags of the torture binary, such as
+# --group-wait-ms 3000; --help lists them). Faults that need root (a
 # network namespace), nftables or libfaketime are reported as not possible without
 # them, and not counted. Release build; TORTURE_PROFILE=debug for the debug one
 # (`make test` uses it: it has that build already).
@@ -46,7 +47,7 @@ DURATION ?= 60
 TORTURE_PROFILE ?= release
 torture: tools
 	cargo build $(if $(filter release,$(TORTURE_PROFILE)),--release) --bins --examples
-	target/$(TORTURE_PROFILE)/examples/torture --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(BREAK),--break $(BREAK)) $(if $(MODE),--mode $(MODE))
+	target/$(TORTURE_PROFILE)/examples/torture --duration $(DURATION) $(if $(SEED),--seed $(SEED)) $(if $(BREAK),--break $(BREAK)) $(if $(MODE),--mode $(MODE)) $(TORTURE_ARGS)
 
 # fencelock against the DynamoDB floor (release build): throughput, latency,
 # DynamoDB requests per operation, server CPU and memory at concurrency 1-64;

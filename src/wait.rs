@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -134,6 +134,20 @@ pub struct GroupRequest {
     pub request: AcquireRequest,
     /// When the group began to wait.
     pub since: Instant,
+    /// Whether an attempt of it reserved any lock, so that it has some to clear.
+    pub reserved: Arc<AtomicBool>,
+}
+
+impl GroupRequest {
+    /// A group acquire of `names` (sorted, without repeats) that begins to wait now.
+    pub fn new(names: Vec<LockName>, request: AcquireRequest) -> Self {
+        Self {
+            names,
+            request,
+            since: Instant::now(),
+            reserved: Arc::default(),
+        }
+    }
 }
 
 /// How long a group waits before its refused attempts reserve its locks. A
@@ -170,11 +184,17 @@ impl Contended for Groups {
         if matches!(outcome, GroupOutcome::Held(_)) && request.since.elapsed() >= RESERVE_AFTER {
             // Without its reservations the group still waits, only not ahead of
             // single-lock acquires; the refusal is the answer either way.
-            if let Err(err) = store
+            match store
                 .reserve_group(&request.names, &request.request.nonce)
                 .await
             {
-                tracing::warn!(%err, "could not reserve the locks of a waiting group");
+                Ok(0) => {}
+                Ok(_) => request.reserved.store(true, Ordering::Relaxed),
+                Err(err) => {
+                    // Some may have been written before the failure.
+                    request.reserved.store(true, Ordering::Relaxed);
+                    tracing::warn!(%err, "could not reserve the locks of a waiting group");
+                }
             }
         }
         Ok(outcome)
@@ -221,6 +241,9 @@ impl Contended for Groups {
     }
 
     async fn abandon(store: &DynamoStore, request: &GroupRequest) {
+        if !request.reserved.load(Ordering::Relaxed) {
+            return;
+        }
         if let Err(err) = store
             .unreserve_group(&request.names, &request.request.nonce)
             .await

@@ -80,6 +80,11 @@ struct Args {
     /// Locks of the lock-group mix.
     #[arg(long, default_value_t = 8)]
     group_locks: usize,
+    /// The longest wait of a waiting acquire in the lock-group mix, ms. A group still
+    /// refused after waiting a second reserves its locks, so above 1000 the run
+    /// exercises reservations (and loads DynamoDB Local more).
+    #[arg(long, default_value_t = 1000)]
+    group_wait_ms: u64,
     /// Clients of the semaphore mix: slots of a few semaphores of limit 3, leases
     /// of 0.3-2 s, holds up to 1 s.
     #[arg(long, default_value_t = 16)]
@@ -317,13 +322,12 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         limit: Some(SEMAPHORE_LIMIT),
         group_of: None,
     });
-    // Groups of 2-4 of a few locks, with single acquires of the same locks among them;
-    // waits long enough that groups still refused after a second reserve their locks.
+    // Groups of 2-4 of a few locks, with single acquires of the same locks among them.
     let groups = Arc::new(Mix {
         names: lock_names("grp", args.group_locks),
         ttl_ms: 300..2000,
         hold_ms: 0..1000,
-        wait_ms: 0..3000,
+        wait_ms: 0..args.group_wait_ms.max(1),
         retry_ms: 0..50,
         released_of_10: 7,
         limit: None,

@@ -151,17 +151,16 @@ pub async fn acquire(
     // Sorted: the same group named in any order waits in the same queue.
     let mut sorted = names.clone();
     sorted.sort();
-    let request = GroupRequest {
-        request: AcquireRequest {
+    let request = GroupRequest::new(
+        sorted.clone(),
+        AcquireRequest {
             name: sorted[0].clone(),
             nonce,
             ttl,
             owner: body.owner,
             metadata: body.metadata,
         },
-        names: sorted,
-        since: tokio::time::Instant::now(),
-    };
+    );
     let outcome = if wait.is_zero() {
         app.store
             .acquire_group(&request.names, &request.request)

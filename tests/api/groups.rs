@@ -666,3 +666,44 @@ async fn reservations_go_in_name_order_stop_at_another_groups_and_end() {
     assert!(app.status("a").await.json.get("reservedUntil").is_none());
     assert_eq!(app.acquire("d", "g2", "").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_reservation_never_takes_a_lock_from_its_holder_nor_lets_a_former_one_back() {
+    let app = TestApp::spawn().await;
+    let store = fencelock::store::DynamoStore::new(
+        app.dynamo.clone(),
+        &app.table,
+        app.clock.clone(),
+        crate::helpers::SKEW,
+    );
+    let b = fencelock::domain::LockName::parse("b").unwrap();
+    let group = fencelock::domain::Nonce::parse("group").unwrap();
+    let first = app.acquire("b", "x", "").await.fence();
+    assert_eq!(
+        store
+            .reserve_group(std::slice::from_ref(&b), &group)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // The holder keeps its lock: it heartbeats, and acquiring again with its nonce
+    // renews it under a new fence.
+    assert_eq!(app.heartbeat("b", first).await.status, StatusCode::OK);
+    let again = app.acquire("b", "x", "").await;
+    assert_eq!(again.status, StatusCode::OK, "{again:?}");
+    assert!(again.fence() > first);
+    // Once it released the lock, its nonce is one like any other's.
+    app.release("b", again.fence()).await;
+    let back = app.acquire("b", "x", "").await;
+    assert_eq!(
+        (back.status, back.code()),
+        (StatusCode::CONFLICT, "lock_held"),
+        "{back:?}"
+    );
+    // The group that reserved it takes it.
+    assert_eq!(
+        take_group(&app, &["b"], "group", "").await.status,
+        StatusCode::OK
+    );
+}

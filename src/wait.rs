@@ -59,7 +59,7 @@ pub trait Contended: Send + Sync + 'static {
     fn give_back(store: &DynamoStore, outcome: Self::Outcome) -> impl Future<Output = ()> + Send;
 
     /// Undoes what the attempts of a waiter that leaves without a grant left behind
-    /// (a group's reservations); called before it is answered.
+    /// (a group's reservations, if it made any); called before it is answered.
     fn abandon(store: &DynamoStore, request: &Self::Request) -> impl Future<Output = ()> + Send;
 }
 
@@ -325,17 +325,12 @@ struct Waiter<K: Contended> {
     request: K::Request,
     deadline: Instant,
     reply: oneshot::Sender<Reply<K>>,
-    /// Whether an attempt was made for it: then it is abandoned if it leaves
-    /// without a grant.
-    attempted: bool,
 }
 
 impl<K: Contended> Waiter<K> {
     /// Answers a waiter that leaves without a grant, undoing its attempts first.
     async fn leave(self, store: &DynamoStore, answer: Reply<K>) {
-        if self.attempted {
-            K::abandon(store, &self.request).await;
-        }
+        K::abandon(store, &self.request).await;
         let _ = self.reply.send(answer);
     }
 }
@@ -402,7 +397,6 @@ impl<K: Contended> Waiters<K> {
             request,
             deadline: Instant::now() + wait,
             reply,
-            attempted: false,
         };
         let in_queue = self.enqueue(waiter)?;
         let waiting = &self.inner.store.metrics().waiters;
@@ -535,8 +529,7 @@ async fn serve_queue<K: Contended>(
             continue;
         }
         if Instant::now() >= attempt_at {
-            let front = queue.front_mut().expect("the queue is not empty");
-            front.attempted = true;
+            let front = queue.front().expect("the queue is not empty");
             let attempt = K::attempt(&store, &front.request).await;
             match attempt.map(|outcome| (K::turn(&store, &outcome), outcome)) {
                 Ok((Turn::Granted { busy_until }, outcome)) => {
@@ -592,9 +585,7 @@ async fn answer_expired<K: Contended>(
     let waiters: Vec<Waiter<K>> = queue.drain(..).collect();
     for waiter in waiters {
         if waiter.reply.is_closed() {
-            if waiter.attempted {
-                K::abandon(store, &waiter.request).await;
-            }
+            K::abandon(store, &waiter.request).await;
             continue;
         }
         let answer = match last {

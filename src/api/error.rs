@@ -422,28 +422,29 @@ fn lock_held_sentence(
     expires_at: Millis,
     reserved_until: Option<Millis>,
 ) -> String {
-    match reserved_until {
-        None => format!(
-            "lock \"{name}\" is held by another holder until {}; retry after that, or acquire with the holder's nonce",
-            rfc3339(expires_at)
-        ),
-        Some(until) => format!(
-            "lock \"{name}\" {}reserved for a waiting lock group until {}, which takes it next; retry after that",
-            lease_and(expires_at),
-            rfc3339(until)
-        ),
-    }
+    let retry = match reserved_until {
+        None => "retry after that, or acquire with the holder's nonce",
+        Some(_) => "retry after that",
+    };
+    format!("{}; {retry}", held_clause(name, expires_at, reserved_until))
 }
 
-/// "was released and is " or "is held by another holder until … and ".
-fn lease_and(expires_at: Millis) -> String {
-    if expires_at == 0 {
-        "was released and is ".to_owned()
-    } else {
-        format!(
-            "is held by another holder until {} and ",
-            rfc3339(expires_at)
-        )
+/// "lock "x" is held by another holder until …", and what reserves it after.
+fn held_clause(name: &LockName, expires_at: Millis, reserved_until: Option<Millis>) -> String {
+    match (reserved_until, expires_at) {
+        (None, end) => format!(
+            "lock \"{name}\" is held by another holder until {}",
+            rfc3339(end)
+        ),
+        (Some(until), 0) => format!(
+            "lock \"{name}\" was released and is reserved for a waiting lock group until {}, which takes it next",
+            rfc3339(until)
+        ),
+        (Some(until), end) => format!(
+            "lock \"{name}\" is held by another holder until {} and reserved for a waiting lock group until {}, which takes it next",
+            rfc3339(end),
+            rfc3339(until)
+        ),
     }
 }
 
@@ -584,19 +585,7 @@ impl IntoResponse for ApiError {
                         .map(|h| LockError {
                             name: h.name.to_string(),
                             code: "lock_held".into(),
-                            error: match h.reserved_until {
-                                None => format!(
-                                    "lock \"{}\" is held by another holder until {}",
-                                    h.name,
-                                    rfc3339(h.expires_at)
-                                ),
-                                Some(until) => format!(
-                                    "lock \"{}\" {}reserved for another waiting lock group until {}",
-                                    h.name,
-                                    lease_and(h.expires_at),
-                                    rfc3339(until)
-                                ),
-                            },
+                            error: held_clause(&h.name, h.expires_at, h.reserved_until),
                             fence: Some(h.fence),
                             owner: h.owner.clone(),
                             expire_time: (h.expires_at != 0).then(|| rfc3339(h.expires_at)),

@@ -105,6 +105,12 @@ impl TestApp {
         Self::serve(dynamo, table, options).await
     }
 
+    /// A store on this server's table, deciding by this server's clock: for calling
+    /// the store directly.
+    pub fn store(&self) -> DynamoStore {
+        DynamoStore::new(self.dynamo.clone(), &self.table, self.clock.clone(), SKEW)
+    }
+
     /// A second server on the same table and with the same options, with a clock of
     /// its own.
     pub async fn another_instance(&self) -> Self {

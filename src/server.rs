@@ -125,6 +125,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         request_timeout: config.request_timeout,
         max_concurrent: config.max_concurrent_requests,
         max_waiters_per_lock: config.max_waiters_per_lock as usize,
+        ..Limits::default()
     };
     let security = security(&config)?;
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())

@@ -42,6 +42,12 @@ pub trait Contended: Send + Sync + 'static {
     /// The name whose queue the request joins.
     fn name(request: &Self::Request) -> &LockName;
 
+    /// Every name whose release may let the request be granted: its own name, and
+    /// for a group each of its locks.
+    fn names(request: &Self::Request) -> &[LockName] {
+        std::slice::from_ref(Self::name(request))
+    }
+
     /// One attempt to acquire.
     fn attempt(
         store: &DynamoStore,
@@ -169,6 +175,10 @@ impl Contended for Groups {
 
     fn name(request: &GroupRequest) -> &LockName {
         &request.names[0]
+    }
+
+    fn names(request: &GroupRequest) -> &[LockName] {
+        &request.names
     }
 
     /// A refused attempt of a group that has waited [`RESERVE_AFTER`] reserves its
@@ -301,10 +311,34 @@ impl Contended for Semaphores {
     async fn abandon(_: &DynamoStore, _: &SemaphoreRequest) {}
 }
 
-/// The first retry delay while the lock is held elsewhere.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// The longest retry delay: a lock released through another server is seen within it.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a queue waits between attempts while the name is held elsewhere: from
+/// `start`, doubling up to `max` (each jittered), and never past the holder's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub start: Duration,
+    /// The longest retry delay: a lock released through another server is seen within it.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The same delay every time.
+    pub fn fixed(delay: Duration) -> Self {
+        Self {
+            start: delay,
+            max: delay,
+        }
+    }
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling to 1 s.
+    fn default() -> Self {
+        Self {
+            start: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        }
+    }
+}
 
 /// Why a waiting acquire ended without an answer about the lock.
 #[derive(Debug, thiserror::Error)]
@@ -344,9 +378,48 @@ struct Queue<K: Contended> {
 
 struct Inner<K: Contended> {
     store: DynamoStore,
-    queues: Mutex<HashMap<LockName, Queue<K>>>,
+    queues: Mutex<Registry<K>>,
     closed: watch::Sender<bool>,
     max_per_lock: usize,
+    backoff: Backoff,
+}
+
+/// The queues by name, and which queues wait for each name: a group waits in the
+/// queue of its first name, and the release of any of its names must wake it.
+struct Registry<K: Contended> {
+    queues: HashMap<LockName, Queue<K>>,
+    /// For each name, the queues with a waiter that names it, and how many such waiters.
+    woken_by: HashMap<LockName, HashMap<LockName, usize>>,
+}
+
+impl<K: Contended> Default for Registry<K> {
+    fn default() -> Self {
+        Self {
+            queues: HashMap::new(),
+            woken_by: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Contended> Registry<K> {
+    /// Counts a waiter of `queue` that names `names` (`add`), or forgets one.
+    fn watch(&mut self, queue: &LockName, names: &[LockName], add: bool) {
+        for name in names {
+            let queues = self.woken_by.entry(name.clone()).or_default();
+            let count = queues.entry(queue.clone()).or_default();
+            if add {
+                *count += 1;
+            } else {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    queues.remove(queue);
+                }
+            }
+            if queues.is_empty() {
+                self.woken_by.remove(name);
+            }
+        }
+    }
 }
 
 /// The waiters one lock may have on one server unless told otherwise.
@@ -368,7 +441,7 @@ impl<K: Contended> Clone for Waiters<K> {
 impl<K: Contended> std::fmt::Debug for Waiters<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waiters")
-            .field("names", &self.lock_queues().len())
+            .field("names", &self.lock_queues().queues.len())
             .finish()
     }
 }
@@ -379,10 +452,19 @@ impl<K: Contended> Waiters<K> {
         Self {
             inner: Arc::new(Inner {
                 store,
-                queues: Mutex::new(HashMap::new()),
+                queues: Mutex::new(Registry::default()),
                 closed: watch::channel(false).0,
                 max_per_lock,
+                backoff: Backoff::default(),
             }),
+        }
+    }
+
+    /// The same waiters (none yet) retrying a held name on `backoff`.
+    pub fn with_backoff(self, backoff: Backoff) -> Self {
+        let inner = Arc::into_inner(self.inner).expect("no waiter shares a new Waiters");
+        Self {
+            inner: Arc::new(Inner { backoff, ..inner }),
         }
     }
 
@@ -393,6 +475,8 @@ impl<K: Contended> Waiters<K> {
             return Err(WaitError::ShuttingDown);
         }
         let (reply, answer) = oneshot::channel();
+        let queue = K::name(&request).clone();
+        let names = K::names(&request).to_vec();
         let waiter = Waiter {
             request,
             deadline: Instant::now() + wait,
@@ -405,14 +489,20 @@ impl<K: Contended> Waiters<K> {
         let _counted = scopeguard::guard((), |()| {
             waiting.dec();
             in_queue.fetch_sub(1, Ordering::Relaxed);
+            self.lock_queues().watch(&queue, &names, false);
         });
         // The task always answers; a dropped sender means it was stopped with the runtime.
         answer.await.unwrap_or(Err(WaitError::ShuttingDown))
     }
 
-    /// Tells the waiters for `name` that this server just released it.
+    /// Tells the waiters for `name` that this server just released it: the queue of
+    /// the name, and every queue with a group that names it.
     pub fn released(&self, name: &LockName) {
-        if let Some(queue) = self.lock_queues().get(name) {
+        let registry = self.lock_queues();
+        let Some(woken) = registry.woken_by.get(name) else {
+            return;
+        };
+        for queue in woken.keys().filter_map(|queue| registry.queues.get(queue)) {
             queue.wake.notify_one();
         }
     }
@@ -424,11 +514,12 @@ impl<K: Contended> Waiters<K> {
 
     /// The acquires waiting on this server for each of `names`, in their order.
     pub fn waiting_for<'a>(&self, names: impl IntoIterator<Item = &'a LockName>) -> Vec<usize> {
-        let queues = self.lock_queues();
+        let registry = self.lock_queues();
         names
             .into_iter()
             .map(|name| {
-                queues
+                registry
+                    .queues
                     .get(name)
                     .map_or(0, |queue| queue.waiting.load(Ordering::Relaxed))
             })
@@ -437,10 +528,10 @@ impl<K: Contended> Waiters<K> {
 
     /// How many lock names have waiters on this server.
     pub fn waiting_names(&self) -> usize {
-        self.lock_queues().len()
+        self.lock_queues().queues.len()
     }
 
-    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<LockName, Queue<K>>> {
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, Registry<K>> {
         // The map holds no invariant a panic could break halfway.
         self.inner
             .queues
@@ -451,9 +542,10 @@ impl<K: Contended> Waiters<K> {
     /// Puts `waiter` in its name's queue, starting the queue's task if there is none;
     /// answers the queue's count of waiters, which counts this one.
     fn enqueue(&self, waiter: Waiter<K>) -> Result<Arc<AtomicUsize>, WaitError> {
-        let mut queues = self.lock_queues();
+        let mut registry = self.lock_queues();
         let name = K::name(&waiter.request).clone();
-        let waiter = match queues.get(&name) {
+        let names = K::names(&waiter.request).to_vec();
+        let waiter = match registry.queues.get(&name) {
             Some(queue) => {
                 let limit = self.inner.max_per_lock;
                 if queue.waiting.load(Ordering::Relaxed) >= limit {
@@ -462,7 +554,9 @@ impl<K: Contended> Waiters<K> {
                 match queue.arrivals.send(waiter) {
                     Ok(()) => {
                         queue.waiting.fetch_add(1, Ordering::Relaxed);
-                        return Ok(queue.waiting.clone());
+                        let waiting = queue.waiting.clone();
+                        registry.watch(&name, &names, true);
+                        return Ok(waiting);
                     }
                     Err(mpsc::error::SendError(waiter)) => waiter,
                 }
@@ -473,7 +567,7 @@ impl<K: Contended> Waiters<K> {
         let wake = Arc::new(Notify::new());
         let waiting = Arc::new(AtomicUsize::new(1));
         let _ = arrivals.send(waiter);
-        queues.insert(
+        registry.queues.insert(
             name.clone(),
             Queue {
                 arrivals,
@@ -481,6 +575,7 @@ impl<K: Contended> Waiters<K> {
                 waiting: waiting.clone(),
             },
         );
+        registry.watch(&name, &names, true);
         tokio::spawn(serve_queue(self.clone(), name, receiver, wake));
         Ok(waiting)
     }
@@ -504,7 +599,11 @@ async fn serve_queue<K: Contended>(
     let mut closed = waiters.inner.closed.subscribe();
     let mut queue: VecDeque<Waiter<K>> = VecDeque::new();
     let mut last = LastSeen::Nothing;
-    let mut backoff = BACKOFF_START;
+    let Backoff {
+        start: backoff_start,
+        max: backoff_max,
+    } = waiters.inner.backoff;
+    let mut backoff = backoff_start;
     let mut attempt_at = Instant::now();
     loop {
         while let Ok(waiter) = arrivals.try_recv() {
@@ -518,11 +617,11 @@ async fn serve_queue<K: Contended>(
         answer_expired(&store, &mut queue, &last).await;
         if queue.is_empty() {
             // Leave under the registry lock, so no waiter is sent to a task that quit.
-            let mut queues = waiters.lock_queues();
+            let mut registry = waiters.lock_queues();
             match arrivals.try_recv() {
                 Ok(waiter) => queue.push_back(waiter),
                 Err(_) => {
-                    queues.remove(&name);
+                    registry.queues.remove(&name);
                     return;
                 }
             }
@@ -538,7 +637,7 @@ async fn serve_queue<K: Contended>(
                     if let Err(Ok(unclaimed)) = waiter.reply.send(Ok(outcome)) {
                         K::give_back(&store, unclaimed).await;
                     }
-                    backoff = BACKOFF_START;
+                    backoff = backoff_start;
                     attempt_at = match busy_until {
                         Some(free_at) => retry_at(&store, free_at, backoff),
                         None => Instant::now(),
@@ -546,7 +645,7 @@ async fn serve_queue<K: Contended>(
                 }
                 Ok((Turn::Busy { free_at }, outcome)) => {
                     attempt_at = retry_at(&store, free_at, jittered(backoff));
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = (backoff * 2).min(backoff_max);
                     last = LastSeen::Busy(outcome);
                 }
                 Ok((Turn::Final, outcome)) => {
@@ -555,7 +654,7 @@ async fn serve_queue<K: Contended>(
                 }
                 Err(err) => {
                     attempt_at = Instant::now() + jittered(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = (backoff * 2).min(backoff_max);
                     last = LastSeen::Failure(err);
                 }
             }
@@ -566,7 +665,7 @@ async fn serve_queue<K: Contended>(
             () = tokio::time::sleep_until(attempt_at.min(next_deadline)) => {}
             () = wake.notified() => {
                 attempt_at = Instant::now();
-                backoff = BACKOFF_START;
+                backoff = backoff_start;
             }
             Some(waiter) = arrivals.recv() => queue.push_back(waiter),
             _ = closed.changed() => {}

@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
-use crate::wait::{DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
+use crate::wait::{Backoff, DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
 
 /// The header that carries a request's id: taken from the request, or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -80,6 +80,8 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Waiting acquires one lock may have at once on this server; more are answered 429.
     pub max_waiters_per_lock: usize,
+    /// How often a waiting acquire retries a name held through another server.
+    pub wait_backoff: Backoff,
 }
 
 impl Default for Limits {
@@ -88,6 +90,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(90),
             max_concurrent: 10_000,
             max_waiters_per_lock: DEFAULT_MAX_WAITERS_PER_LOCK,
+            wait_backoff: Backoff::default(),
         }
     }
 }
@@ -111,9 +114,14 @@ impl AppState {
 
     /// The same state with other server limits (and no one waiting yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
-        self.semaphore_waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
-        self.group_waiters = Waiters::new(self.store.clone(), limits.max_waiters_per_lock);
+        let (store, most, backoff) = (
+            &self.store,
+            limits.max_waiters_per_lock,
+            limits.wait_backoff,
+        );
+        self.waiters = Waiters::new(store.clone(), most).with_backoff(backoff);
+        self.semaphore_waiters = Waiters::new(store.clone(), most).with_backoff(backoff);
+        self.group_waiters = Waiters::new(store.clone(), most).with_backoff(backoff);
         self.limits = limits;
         self
     }

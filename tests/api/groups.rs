@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use fencelock::api::Limits;
+use fencelock::wait::Backoff;
+
 use crate::helpers::{Options, Reply, TestApp, spawn_with_tokens};
 use crate::metrics::{dynamodb, scrape, value};
 
@@ -308,6 +311,60 @@ async fn a_waiting_group_is_granted_once_its_last_lock_is_released() {
     let granted = waiter.await.unwrap();
     assert_eq!(granted.status, StatusCode::OK, "{granted:?}");
     assert!(fence_of(&granted, "a") > a && fence_of(&granted, "b") > b);
+}
+
+/// A server whose waiters retry a held lock only after 30 s: within a test's wait,
+/// only a release through this server can hand a lock to a waiting group.
+async fn spawn_with_slow_retries() -> TestApp {
+    TestApp::spawn_with(Options {
+        limits: Limits {
+            wait_backoff: Backoff::fixed(Duration::from_secs(30)),
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_release_of_any_lock_of_a_waiting_group_wakes_it() {
+    // The group queues under its first name, "a"; the release of "b" must wake it too.
+    for held in ["a", "b"] {
+        let app = Arc::new(spawn_with_slow_retries().await);
+        let fence = app.acquire(held, "holder", "&ttl=60s").await.fence();
+        let waiter = {
+            let app = app.clone();
+            tokio::spawn(async move { take_group(&app, &["a", "b"], "g", "&wait=8s").await })
+        };
+        // The group's first attempt is refused; its next would come after the wait.
+        until_refused_once(&app, held).await;
+        let released = app.release(held, fence).await;
+        assert_eq!(released.json["released"], true, "{released:?}");
+        let granted = waiter.await.unwrap();
+        assert_eq!(
+            granted.status,
+            StatusCode::OK,
+            "a group waiting for {held} was not woken by its release: {granted:?}"
+        );
+        assert!(fence_of(&granted, held) > fence);
+    }
+}
+
+/// Returns once a waiting acquire has been refused `name` on `app`: its conflict
+/// counter moved.
+async fn until_refused_once(app: &TestApp, name: &str) {
+    for _ in 0..100 {
+        let conflicts = value(
+            &scrape(app).await,
+            "fencelock_conflicts_total",
+            &[("kind", "group")],
+        );
+        if conflicts >= 1.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no group attempt on {name} was refused");
 }
 
 /// One holding of one lock: from the grant's answer to the sending of its release.

@@ -99,6 +99,17 @@ pub struct ServeConfig {
     )]
     pub max_concurrent_requests: usize,
 
+    /// How long a request's line and headers may take to arrive, from their first
+    /// byte (a new connection's first request: from its opening); then the
+    /// connection is closed.
+    #[arg(long, env = "FENCELOCK_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+
+    /// How long a connection with no request in progress is kept open; longer than
+    /// the idle timeout of a load balancer in front (60 s on AWS's).
+    #[arg(long, env = "FENCELOCK_IDLE_TIMEOUT", default_value = "75s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
     /// On SIGINT or SIGTERM, how long requests in flight may still take.
     #[arg(long, env = "FENCELOCK_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,

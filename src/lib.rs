@@ -17,4 +17,5 @@ pub mod reclaim;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod wait;

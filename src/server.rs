@@ -17,6 +17,7 @@ use crate::clock::SystemClock;
 use crate::config::ServeConfig;
 use crate::reclaim::spawn_sweeper;
 use crate::store::{DynamoSettings, DynamoStore, connect, ensure_table};
+use crate::transport::{self, Timeouts};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +44,22 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     let handle = shutdown_handle(&state, shutdown, grace);
+    let timeouts = timeouts(&state);
     // HTTP/1 only: a connection that may turn out to be HTTP/2 costs several times the
     // memory of one that cannot, and an idle keep-alive connection should cost little.
-    axum_server::from_tcp(listener.into_std()?)?
+    let server = axum_server::from_tcp(listener.into_std()?)?
         .handle(handle)
-        .http1_only()
+        .http1_only();
+    transport::configure(server, timeouts)
         .serve(router(state).into_make_service())
         .await
+}
+
+fn timeouts(state: &AppState) -> Timeouts {
+    Timeouts {
+        header: state.limits.header_timeout,
+        idle: state.limits.idle_timeout,
+    }
 }
 
 /// A handle that, once `shutdown` completes, answers waiters 503 and stops the
@@ -83,9 +93,12 @@ pub async fn run_tls(
     grace: Duration,
 ) -> std::io::Result<()> {
     let handle = shutdown_handle(&state, shutdown, grace);
+    let timeouts = timeouts(&state);
     listener.set_nonblocking(true)?;
-    axum_server::from_tcp_rustls(listener, tls)?
+    let server = axum_server::from_tcp_rustls(listener, tls)?
         .handle(handle)
+        .http1_only();
+    transport::configure(server, timeouts)
         .serve(router(state).into_make_service())
         .await
 }
@@ -125,6 +138,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         request_timeout: config.request_timeout,
         max_concurrent: config.max_concurrent_requests,
         max_waiters_per_lock: config.max_waiters_per_lock as usize,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
         ..Limits::default()
     };
     let security = security(&config)?;

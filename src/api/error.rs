@@ -7,12 +7,32 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
+use super::guard::{MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_URI_BYTES};
 use super::view::{rfc3339, with_fence};
 use crate::domain::{Fence, LockName, LockRejection, Millis, SlotRejection};
 use crate::store::StoreError;
 
 /// How long a client should wait before retrying after DynamoDB failed, in seconds.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// Why a request could not be read as HTTP/1.1 at all (the parser refused it, so no
+/// length is known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// 414 `uri_too_long`.
+    #[error("the request URI is longer than 65,534 bytes; the limit is {MAX_URI_BYTES} bytes")]
+    UriTooLong,
+    /// 431 `headers_too_large`.
+    #[error(
+        "the request has more than {MAX_HEADER_FIELDS} header fields, or more than {MAX_HEAD_BYTES} bytes of request line and headers; the limits are {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES} bytes of headers"
+    )]
+    HeadersTooLarge,
+    /// 400 `invalid_request`.
+    #[error(
+        "the request is not HTTP/1.1 that can be read (a malformed request line, method, URI, version or header); send a request such as `GET /healthz HTTP/1.1`"
+    )]
+    Malformed,
+}
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +107,9 @@ pub enum ApiError {
     /// 431 `headers_too_large`.
     #[error("the request headers are {size} bytes; the limit is {limit}")]
     HeadersTooLarge { size: usize, limit: usize },
+    /// 400, 414 or 431: a request refused while it was read, before any route saw it.
+    #[error("{0}")]
+    Unreadable(Unreadable),
     /// 404 `not_found`: the lock has no record.
     #[error("lock \"{name}\" does not exist; acquire it first")]
     LockNotFound { name: LockName },
@@ -274,6 +297,11 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Unreadable(Unreadable::UriTooLong) => StatusCode::URI_TOO_LONG,
+            Self::Unreadable(Unreadable::HeadersTooLarge) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Self::Unreadable(Unreadable::Malformed) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::GroupRefused { refusals } => refusals
                 .first()
@@ -302,13 +330,15 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidRequest(_) | Self::Unreadable(Unreadable::Malformed) => "invalid_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotHolder { .. } => "not_holder",
             Self::TooManyRequests { .. } => "too_many_requests",
-            Self::UriTooLong { .. } => "uri_too_long",
-            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::UriTooLong { .. } | Self::Unreadable(Unreadable::UriTooLong) => "uri_too_long",
+            Self::HeadersTooLarge { .. } | Self::Unreadable(Unreadable::HeadersTooLarge) => {
+                "headers_too_large"
+            }
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::LockHeld { .. } | Self::GroupHeld { .. } => "lock_held",
             Self::GroupRefused { refusals } => refusals.first().map_or("conflict", ApiError::code),
@@ -545,16 +575,30 @@ pub enum TokenErrors {
     NotFound(ErrorBody),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = ErrorBody {
+impl ApiError {
+    /// The status and JSON body of this error, without the details and headers some
+    /// errors add: for an answer written beneath the router ([`crate::transport`]).
+    pub fn plain(&self) -> (StatusCode, String) {
+        let body = self.plain_body();
+        let json = serde_json::to_string(&body).unwrap_or_else(|_| String::from("{}"));
+        (self.status(), json)
+    }
+
+    fn plain_body(&self) -> ErrorBody {
+        ErrorBody {
             error: self.to_string(),
             code: self.code().to_owned(),
             fence: None,
             expire_time: None,
             reserved_until: None,
             locks: None,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = self.plain_body();
         let fence = match &self {
             Self::LockHeld { fence, .. }
             | Self::LeaseExpired { fence, .. }

@@ -22,6 +22,12 @@ use crate::domain::LockName;
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// The most header bytes (names and values) a request may carry.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// The most header fields a request may carry: HTTP/1.1's parser refuses more.
+pub const MAX_HEADER_FIELDS: usize = 100;
+/// The most bytes of request line and headers the parser reads before it refuses a
+/// request; heads up to this long reach the checks of [`MAX_URI_BYTES`] and
+/// [`MAX_HEADER_BYTES`], which say by how much they are over.
+pub const MAX_HEAD_BYTES: usize = 128 * 1024;
 
 /// Who may call, and how much.
 #[derive(Debug, Clone)]

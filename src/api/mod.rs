@@ -35,9 +35,11 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, ErrorBody, LockError};
+pub use error::{ApiError, ErrorBody, LockError, Unreadable};
 pub use groups::{GroupReleased, GroupReleasedLock, GroupView};
-pub use guard::{Caller, MAX_HEADER_BYTES, MAX_URI_BYTES, Security};
+pub use guard::{
+    Caller, MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_URI_BYTES, Security,
+};
 pub use list::LockPage;
 pub use locks::{MAX_JSON_DEPTH, NONCE_HEADER};
 pub use ui::CONTENT_SECURITY_POLICY;
@@ -82,6 +84,11 @@ pub struct Limits {
     pub max_waiters_per_lock: usize,
     /// How often a waiting acquire retries a name held through another server.
     pub wait_backoff: Backoff,
+    /// How long a request's line and headers may take to arrive, from their first
+    /// byte (and a new connection's first request, from its opening).
+    pub header_timeout: Duration,
+    /// How long a connection with no request in progress is kept open.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -91,6 +98,8 @@ impl Default for Limits {
             max_concurrent: 10_000,
             max_waiters_per_lock: DEFAULT_MAX_WAITERS_PER_LOCK,
             wait_backoff: Backoff::default(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Cli {
 }
 
 /// What to do.
+// Parsed once per process: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the lock API over HTTP (configured by flags or FENCELOCK_* variables).

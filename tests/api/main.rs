@@ -4,6 +4,7 @@
 mod acquire;
 mod browser;
 mod cli;
+mod connections;
 mod contention;
 mod errors;
 mod fences;

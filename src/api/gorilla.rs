@@ -1,7 +1,9 @@
 //! The Gorilla-compatible routes under `/api/v1/locks`, with the request and
-//! response shapes of Gorilla's README. `owner` plays the nonce's part, `id` is the
-//! fence and `token` the secret of each acquisition. Unlike Gorilla's, acquire is
-//! one conditional write and an abandoned lock expires on its own.
+//! response shapes of Gorilla's README. `id` is the fence and `token` the secret of
+//! each acquisition; the holding's nonce is derived from the `owner` with the
+//! server key, so that the owner, which every reader sees, is no secret of the
+//! holder's. Unlike Gorilla's, acquire is one conditional write and an abandoned
+//! lock expires on its own.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use super::guard::Caller;
 use super::locks::{check_depth, duration_value, take};
 use super::view::{rfc3339, with_fence};
 use super::{ApiError, AppState};
-use crate::domain::{Fence, Holder, Lock, Nonce};
+use crate::domain::{Fence, Holder, Lock, LockName, Nonce, Token};
 use crate::store::AcquireRequest;
 
 /// Body of `POST /api/v1/locks/{resource}`.
@@ -26,7 +28,8 @@ use crate::store::AcquireRequest;
 #[schema(as = GorillaAcquire)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
-    /// Who acquires: the holder's nonce, 1–64 printable characters. Required.
+    /// Who acquires, 1–64 printable characters, shown with the lock. The same owner
+    /// acquiring again through the same bearer token gets a new holding. Required.
     owner: Option<String>,
     /// Lease length in seconds (a number or a string); default `FENCELOCK_DEFAULT_TTL`.
     #[serde(default, deserialize_with = "timeout_value")]
@@ -130,8 +133,11 @@ pub async fn acquire(
     let owner = body.owner.ok_or_else(|| {
         ApiError::InvalidRequest(format!("acquiring lock \"{name}\" needs an owner"))
     })?;
-    let nonce = Nonce::parse(&owner).map_err(|e| {
-        ApiError::InvalidRequest(format!("owner: {} (the owner is the holder's nonce)", e.0))
+    Nonce::parse(&owner).map_err(|e| {
+        ApiError::InvalidRequest(format!(
+            "owner: {} (an owner follows the nonce's rules)",
+            e.0.replacen("nonce", "owner", 1)
+        ))
     })?;
     let ttl = app
         .ttl
@@ -140,6 +146,7 @@ pub async fn acquire(
     if let Some(metadata) = &body.metadata {
         check_depth(metadata)?;
     }
+    let nonce = holding_nonce(&app, &caller, &name, &owner).await?;
     let request = AcquireRequest {
         name,
         nonce,
@@ -149,6 +156,31 @@ pub async fn acquire(
     };
     let lock = take(&app, &caller, request, Duration::ZERO).await?;
     Ok(lock.into())
+}
+
+/// The secret nonce of `owner`'s holding of `name`, acquired by `caller`. The owner is
+/// shown to every reader, so it is not the nonce: the nonce is a keyed hash of the
+/// caller's token, the lock and the owner, and the same owner re-acquiring through
+/// the same token finds its holding (a retried acquire gets a new `id` and `token`,
+/// as before). On a server without tokens every caller is the same one, and the
+/// owner alone re-acquires; unless the server requires the holder's nonce, where
+/// nothing a reader sees may act as the holder: there each acquire gets a nonce of
+/// its own, and an owner's second acquire is refused like anyone's.
+async fn holding_nonce(
+    app: &AppState,
+    caller: &Caller,
+    name: &LockName,
+    owner: &str,
+) -> Result<Nonce, ApiError> {
+    let caller = match caller {
+        Caller::Token(grant) => hex::encode(grant.digest()),
+        Caller::Open if app.guard.security.require_nonce => {
+            return Ok(Nonce::parse(Token::generate().as_str()).expect("a token is a nonce"));
+        }
+        Caller::Open => String::new(),
+    };
+    let key = app.store.server_key().await?;
+    Ok(key.gorilla_nonce(&caller, name, owner))
 }
 
 #[utoipa::path(get, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",

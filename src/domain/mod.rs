@@ -6,6 +6,7 @@ mod duration;
 mod lock;
 mod name;
 mod nonce;
+mod secret;
 mod semaphore;
 mod token;
 
@@ -15,6 +16,7 @@ pub use lock::{
 };
 pub use name::{DEFAULT_NAMESPACE, LockName, is_namespace};
 pub use nonce::{MAX_NONCE_LEN, Nonce};
+pub use secret::{SERVER_KEY_LEN, ServerKey};
 pub use semaphore::{
     AcquirePlan, MAX_LIMIT, MAX_SLOT_DETAILS, Semaphore, Slot, SlotRejection, check_limit,
     check_slot, parse_limit, plan_acquire,

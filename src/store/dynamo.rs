@@ -14,11 +14,14 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use tokio::sync::OnceCell;
 
 use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
-use crate::domain::{Fence, Holder, Lock, LockName, LockRejection, Millis, Token, check_holder};
+use crate::domain::{
+    Fence, Holder, Lock, LockName, LockRejection, Millis, ServerKey, Token, check_holder,
+};
 use crate::metrics::Metrics;
 
 /// Where and how to reach DynamoDB.
@@ -65,6 +68,8 @@ pub struct DynamoStore {
     skew_ms: i64,
     lock_delay_ms: i64,
     metrics: Arc<Metrics>,
+    /// The table's server key, once read ([`DynamoStore::server_key`]).
+    server_key: Arc<OnceCell<ServerKey>>,
 }
 
 /// What a heartbeat, body update or extend changes besides the heartbeat time.
@@ -228,7 +233,12 @@ impl DynamoStore {
             skew_ms: millis(clock_skew),
             lock_delay_ms: 0,
             metrics: Arc::default(),
+            server_key: Arc::default(),
         }
+    }
+
+    pub(super) fn server_key_cell(&self) -> &OnceCell<ServerKey> {
+        &self.server_key
     }
 
     /// The metrics of this store and of the server around it.

@@ -6,6 +6,7 @@
 mod dynamo;
 mod group;
 pub mod item;
+mod key;
 mod list;
 mod reclaim;
 mod semaphore;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use dynamo::{DynamoSettings, DynamoStore, Release, connect};
 pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;
+pub use key::SERVER_KEY_RECORD;
 pub use list::{ListQuery, Page, SemaphorePage};
 pub use reclaim::Sweep;
 pub use semaphore::{

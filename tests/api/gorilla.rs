@@ -140,6 +140,16 @@ async fn another_owner_gets_409_and_the_same_owner_a_new_holding() {
         (status.json["held"].as_bool(), &status.json["fence"]),
         (Some(true), &again.json["id"])
     );
+    // Every server on the table derives the holding's nonce from one key.
+    let other_server = app.another_instance().await;
+    let elsewhere = gorilla_acquire(
+        &other_server,
+        "orders",
+        json!({"owner": "alice", "timeout": 60}),
+    )
+    .await;
+    assert_eq!(elsewhere.status, StatusCode::OK, "{elsewhere:?}");
+    assert!(elsewhere.json["id"].as_u64() > again.json["id"].as_u64());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -22,6 +22,7 @@ mod page;
 mod reclaim;
 mod release;
 mod run;
+mod secrets;
 mod security;
 mod semaphores;
 mod status;

@@ -172,15 +172,11 @@ async fn holding_nonce(
     name: &LockName,
     owner: &str,
 ) -> Result<Nonce, ApiError> {
-    let caller = match caller {
-        Caller::Token(grant) => hex::encode(grant.digest()),
-        Caller::Open if app.guard.security.require_nonce => {
-            return Ok(Nonce::parse(Token::generate().as_str()).expect("a token is a nonce"));
-        }
-        Caller::Open => String::new(),
-    };
+    if matches!(caller, Caller::Open) && app.guard.security.require_nonce {
+        return Ok(Nonce::parse(Token::generate().as_str()).expect("a token is a nonce"));
+    }
     let key = app.store.server_key().await?;
-    Ok(key.gorilla_nonce(&caller, name, owner))
+    Ok(key.gorilla_nonce(&caller.identity(), name, owner))
 }
 
 #[utoipa::path(get, path = "/api/v1/locks/{resource}/{token}", tag = "gorilla",

@@ -141,6 +141,15 @@ impl Caller {
     }
 
     /// Whether the caller may list locks in `namespace`.
+    /// Who the caller is, as no secret: the hex SHA-256 of its token; empty on a
+    /// server without tokens, where every caller is the same one.
+    pub fn identity(&self) -> String {
+        match self {
+            Self::Open => String::new(),
+            Self::Token(grant) => hex::encode(grant.digest()),
+        }
+    }
+
     pub fn sees_namespace(&self, namespace: &str) -> bool {
         match self {
             Self::Open => true,

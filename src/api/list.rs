@@ -2,8 +2,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -12,7 +10,7 @@ use super::extract::Params;
 use super::guard::Caller;
 use super::view::LockView;
 use super::{ApiError, AppState};
-use crate::domain::{LockName, is_namespace};
+use crate::domain::{LockName, ServerKey, is_namespace};
 use crate::store::{ListQuery, SEMAPHORE_KEY_PREFIX};
 
 /// Locks per page when the request does not say.
@@ -35,7 +33,7 @@ pub struct ListParams {
     /// Locks per page, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (opaque: sealed with the servers' key).
     cursor: Option<String>,
 }
 
@@ -61,7 +59,7 @@ pub async fn list(
     caller: Caller,
     Params(params): Params<ListParams>,
 ) -> Result<Json<LockPage>, ApiError> {
-    let query = listing(&caller, params)?;
+    let query = listing(&app, &caller, params, Listed::Locks).await?;
     let page = app.store.list(&query).await?;
     let now = app.store.clock().now_millis();
     // A token sees only the namespaces it may use.
@@ -77,13 +75,53 @@ pub async fn list(
             .zip(waiters)
             .map(|(lock, waiters)| LockView::new(lock, now).with_waiters(waiters))
             .collect(),
-        next_cursor: page.next.map(|key| URL_SAFE_NO_PAD.encode(key)),
+        next_cursor: seal_cursor(&app, &caller, Listed::Locks, page.next).await?,
     }))
+}
+
+/// What a listing lists: a cursor of one opens only for the same listing by the
+/// same caller.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Listed {
+    Locks,
+    Semaphores,
+}
+
+/// What a cursor of `listed` for `caller` is sealed for.
+fn cursor_context(listed: Listed, caller: &Caller) -> String {
+    let listed = match listed {
+        Listed::Locks => "locks",
+        Listed::Semaphores => "semaphores",
+    };
+    format!("cursor:{listed}:{}", caller.identity())
+}
+
+/// The cursor of the page after the one that ended at table key `next`: the key
+/// sealed with the server key, so that no client reads it (it may name a record the
+/// caller may not see) or makes one up.
+pub(super) async fn seal_cursor(
+    app: &AppState,
+    caller: &Caller,
+    listed: Listed,
+    next: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let Some(next) = next else {
+        return Ok(None);
+    };
+    let key = app.store.server_key().await?;
+    Ok(Some(
+        key.seal(&cursor_context(listed, caller), next.as_bytes()),
+    ))
 }
 
 /// The query `params` ask for, once `caller` is known to be allowed to list, and to
 /// list the namespace asked for.
-pub(super) fn listing(caller: &Caller, params: ListParams) -> Result<ListQuery, ApiError> {
+pub(super) async fn listing(
+    app: &AppState,
+    caller: &Caller,
+    mut params: ListParams,
+    listed: Listed,
+) -> Result<ListQuery, ApiError> {
     if let Caller::Token(grant) = caller
         && !grant.list
     {
@@ -92,7 +130,12 @@ pub(super) fn listing(caller: &Caller, params: ListParams) -> Result<ListQuery, 
                 .into(),
         ));
     }
-    let query = list_query(params)?;
+    let cursor = params.cursor.take();
+    let mut query = list_query(params)?;
+    if let Some(cursor) = cursor {
+        let key = app.store.server_key().await?;
+        query.after = Some(open_cursor(&key, &cursor_context(listed, caller), &cursor)?);
+    }
     if let Some(namespace) = &query.namespace
         && !caller.sees_namespace(namespace)
     {
@@ -123,33 +166,28 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
             "namespace {namespace:?} is not one; expected letters, digits, '.', '_' and '-' (the part of a lock name before its first ':')"
         )));
     }
-    let after = params
-        .cursor
-        .map(|cursor| decode_cursor(&cursor))
-        .transpose()?;
     Ok(ListQuery {
         prefix: params.prefix,
         namespace,
         held_only: params.held.unwrap_or(false),
         limit,
-        after,
+        after: None,
     })
 }
 
-/// The table key a cursor holds: a lock's name, or a semaphore's key.
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
+/// The table key a cursor sealed for `context` holds: a lock's name, or a
+/// semaphore's key.
+fn open_cursor(key: &ServerKey, context: &str, cursor: &str) -> Result<String, ApiError> {
+    key.open(context, cursor)
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .filter(|key| {
             let name = key.strip_prefix(SEMAPHORE_KEY_PREFIX).unwrap_or(key);
             LockName::parse(name).is_ok()
         })
         .ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "cursor {cursor:?} is not one this API returned; pass nextCursor from the previous page"
-            ))
+            ApiError::InvalidRequest(
+                "cursor is not one this listing returned to this caller (it was altered, comes from another listing or token, or the table's server key changed since); pass nextCursor from the previous page, or start again without a cursor".into(),
+            )
         })
 }
 
@@ -157,14 +195,23 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 mod tests {
     use super::*;
 
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
-        let cursor = URL_SAFE_NO_PAD.encode("billing:nightly");
-        assert_eq!(decode_cursor(&cursor).unwrap(), "billing:nightly");
-        let cursor = URL_SAFE_NO_PAD.encode("semaphore/pool");
-        assert_eq!(decode_cursor(&cursor).unwrap(), "semaphore/pool");
-        for bad in ["!!", "", &URL_SAFE_NO_PAD.encode("has space")] {
-            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        let key = ServerKey::generate();
+        for table_key in ["billing:nightly", "semaphore/pool"] {
+            let cursor = key.seal("ctx", table_key.as_bytes());
+            assert_eq!(open_cursor(&key, "ctx", &cursor).unwrap(), table_key);
+            assert!(open_cursor(&key, "other", &cursor).is_err());
+        }
+        let sealed_junk = key.seal("ctx", b"has space");
+        // Cursors as they were before they were sealed: plain base64 of the key.
+        let plain = URL_SAFE_NO_PAD.encode("billing:nightly");
+        for bad in ["!!", "", &plain, &sealed_junk] {
+            let err = open_cursor(&key, "ctx", bad).unwrap_err();
+            assert!(err.to_string().contains("start again"), "{bad:?}: {err}");
         }
     }
 }

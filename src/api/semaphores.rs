@@ -7,15 +7,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{CommonErrors, ErrorBody, FenceErrors, ProofErrors};
 use super::extract::{FencePath, LockPath, NonceHeader, OptionalJson, Params};
 use super::guard::Caller;
-use super::list::{ListParams, listing};
+use super::list::{ListParams, Listed, listing, seal_cursor};
 use super::locks::{
     ReleaseQuery, RenewQuery, Terms, check_details, either, holder, now, renew_ttl, terms,
 };
@@ -402,7 +400,7 @@ pub async fn list(
     caller: Caller,
     Params(params): Params<ListParams>,
 ) -> Result<Json<SemaphorePageView>, ApiError> {
-    let query = listing(&caller, params)?;
+    let query = listing(&app, &caller, params, Listed::Semaphores).await?;
     let page = app.store.list_semaphores(&query).await?;
     let semaphores: Vec<_> = page
         .semaphores
@@ -422,6 +420,6 @@ pub async fn list(
                 view
             })
             .collect(),
-        next_cursor: page.next.map(|key| URL_SAFE_NO_PAD.encode(key)),
+        next_cursor: seal_cursor(&app, &caller, Listed::Semaphores, page.next).await?,
     }))
 }

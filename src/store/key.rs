@@ -1,5 +1,5 @@
 //! The server key's record, `secret/server-key` (no lock name contains `/`): made by
-//! the first server on a table that needs it, with a put that succeeds only where
+//! the first server on a table that needs it, with a write that succeeds only where
 //! there is none, so that every server on the table reads the same key. Each server
 //! reads it once, on first use, and keeps it until it stops.
 
@@ -36,15 +36,19 @@ impl DynamoStore {
         }
         let made = ServerKey::generate();
         let started = Instant::now();
+        // An update, not a put: the servers' IAM policy needs no action for the key.
         let result = self
             .client
-            .put_item()
+            .update_item()
             .table_name(self.table.as_ref())
-            .item(item::NAME, s(SERVER_KEY_RECORD))
-            .item(KEY, AttributeValue::B(Blob::new(made.as_bytes())))
-            .item(CREATED_AT, n(self.clock().now_millis()))
+            .key(item::NAME, s(SERVER_KEY_RECORD))
+            .update_expression("SET #key = :key, #created_at = :now")
             .condition_expression("attribute_not_exists(#name)")
             .expression_attribute_names("#name", item::NAME)
+            .expression_attribute_names("#key", KEY)
+            .expression_attribute_names("#created_at", CREATED_AT)
+            .expression_attribute_values(":key", AttributeValue::B(Blob::new(made.as_bytes())))
+            .expression_attribute_values(":now", n(self.clock().now_millis()))
             .send()
             .await;
         self.metrics()

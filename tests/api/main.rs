@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod connections;
 mod contention;
+mod cursors;
 mod errors;
 mod fences;
 mod gorilla;

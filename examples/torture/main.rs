@@ -17,6 +17,7 @@
 
 mod check;
 mod cluster;
+mod linear;
 mod workload;
 
 use std::collections::BTreeMap;

@@ -7,10 +7,13 @@
 //! and the body. An acquire answered `ok` takes a fence above every one issued and
 //! sees the body; a heartbeat or update answered `ok` needs its fence to be the
 //! current holding, not released; a release answered `ok` needs its fence current.
-//! An operation without an answer (503, no connection) may take effect at any later
-//! time, or never: its write may still be on its way to DynamoDB. Refusals and
-//! heartbeats without an answer change nothing and are left out; so are semaphores,
-//! whose slots the over-limit and fence checks follow.
+//! An update without an answer (503, no connection) may take effect at any later
+//! time, or never: its write may still be on its way to DynamoDB. Refusals are left
+//! out, and so are the other operations without an answer: an acquire or a release
+//! that took effect could only refuse what comes after it (every condition of the
+//! model asks for a current holding or a greater fence), so no order needs one, and
+//! with them the search would try every subset of them. Semaphores are left out too;
+//! the over-limit and fence checks follow their slots.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -31,8 +34,6 @@ enum Action {
         fence: u64,
         body: String,
     },
-    /// An acquire without an answer: if it took effect, an unknown fence holds.
-    MaybeGrant,
     Heartbeat {
         fence: u64,
     },
@@ -56,40 +57,24 @@ struct Call {
     op: usize,
 }
 
-/// Who holds the lock in the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Current {
-    Nobody,
-    Fence(u64),
-    /// A grant that was never answered took effect.
-    Unknown,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct State {
-    /// The last fence known to be issued (an unanswered grant counts one more).
-    issued: u64,
-    current: Current,
+    /// The fence of the last grant, which holds the lock; 0 before the first.
+    current: u64,
     released: bool,
     body: String,
 }
 
 impl State {
     fn step(&self, action: &Action) -> Option<State> {
-        let holds = |fence: u64| self.current == Current::Fence(fence);
+        let holds = |fence: u64| self.current == fence;
         let mut next = self.clone();
         match action {
             Action::Grant { fence, body } => {
-                if *fence <= self.issued || *body != self.body {
+                if *fence <= self.current || *body != self.body {
                     return None;
                 }
-                next.issued = *fence;
-                next.current = Current::Fence(*fence);
-                next.released = false;
-            }
-            Action::MaybeGrant => {
-                next.issued += 1;
-                next.current = Current::Unknown;
+                next.current = *fence;
                 next.released = false;
             }
             Action::Heartbeat { fence } => {
@@ -132,13 +117,12 @@ fn calls(history: &[Op], ops: &[usize]) -> Vec<Call> {
                 fence,
                 body: op.body.clone().unwrap_or_default(),
             },
-            ("acquire", false, true) => Action::MaybeGrant,
             ("heartbeat", true, _) => Action::Heartbeat { fence },
             ("update", true, _) | ("update", false, true) => Action::Update {
                 fence,
                 body: op.body.clone().unwrap_or_default(),
             },
-            ("release", true, _) | ("release", false, true) => Action::Release { fence },
+            ("release", true, _) => Action::Release { fence },
             _ => continue,
         };
         calls.push(Call {
@@ -173,10 +157,10 @@ fn linearize(calls: &[Call]) -> Result<(), Option<Stuck>> {
         .enumerate()
         .filter_map(|(i, c)| c.end.map(|end| (end, i)))
         .collect();
-    let mut placed = vec![false; calls.len()];
+    // Not placed yet, by when they were sent: the open ones and those without an answer.
+    let mut unplaced: BTreeSet<usize> = (0..calls.len()).collect();
     let mut state = State {
-        issued: 0,
-        current: Current::Nobody,
+        current: 0,
         released: false,
         body: String::new(),
     };
@@ -198,12 +182,9 @@ fn linearize(calls: &[Call]) -> Result<(), Option<Stuck>> {
         // The next call that may come now: sent before the first open one was
         // answered, not placed, allowed by the model, and to a state not seen yet.
         let mut next = None;
-        for i in from..calls.len() {
+        for &i in unplaced.range(from..) {
             if calls[i].start > deadline {
                 break;
-            }
-            if placed[i] {
-                continue;
             }
             let Some(after) = state.step(&calls[i].action) else {
                 continue;
@@ -216,7 +197,7 @@ fn linearize(calls: &[Call]) -> Result<(), Option<Stuck>> {
         }
         match next {
             Some((i, after)) => {
-                placed[i] = true;
+                unplaced.remove(&i);
                 placed_hash = (placed_hash.0 ^ words[i].0, placed_hash.1 ^ words[i].1);
                 if let Some(end) = calls[i].end {
                     open.remove(&(end, i));
@@ -237,7 +218,7 @@ fn linearize(calls: &[Call]) -> Result<(), Option<Stuck>> {
                 let Some((i, before)) = stack.pop() else {
                     return Err(best);
                 };
-                placed[i] = false;
+                unplaced.insert(i);
                 placed_hash = (placed_hash.0 ^ words[i].0, placed_hash.1 ^ words[i].1);
                 if let Some(end) = calls[i].end {
                     open.insert((end, i));
@@ -302,9 +283,8 @@ pub fn registers(history: &[Op], skip: &BTreeSet<String>) -> Vec<Violation> {
 
 fn describe(name: &str, op: &Op, stuck: &Stuck) -> String {
     let current = match stuck.state.current {
-        Current::Nobody => "no holder yet".to_owned(),
-        Current::Fence(fence) => format!("fence {fence}"),
-        Current::Unknown => "a holder whose grant was never answered".to_owned(),
+        0 => "no holder yet".to_owned(),
+        fence => format!("fence {fence}"),
     };
     let body = op
         .body

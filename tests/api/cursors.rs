@@ -10,16 +10,10 @@ use fencelock::store::SERVER_KEY_RECORD;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Options, Reply, TestApp, spawn_with_tokens};
+use crate::helpers::{Options, TestApp, spawn_with_tokens};
 
 const BILLING: &str = "billing-s3cret";
 const OPS: &str = "ops-s3cret";
-
-async fn as_token(app: &TestApp, token: &str, path: &str) -> Reply {
-    let bearer = format!("Bearer {token}");
-    app.call_with(Method::GET, path, None, &[("authorization", &bearer)])
-        .await
-}
 
 /// Whether `text` holds `secret` as it is, or in hex, or in base64 (standard or
 /// URL-safe, at any alignment) inside any run of base64 characters.
@@ -66,7 +60,6 @@ fn the_leak_detector_finds_a_name_in_each_encoding() {
 async fn a_namespace_limited_token_learns_no_name_of_another_namespace() {
     let tokens: [(&str, &[&str], bool); 2] = [(BILLING, &["billing"], true), (OPS, &["*"], true)];
     let (app, _dir) = spawn_with_tokens(&tokens, Options::default()).await;
-    let bearer = format!("Bearer {OPS}");
     for name in [
         "payroll:x1",
         "payroll:x2",
@@ -75,14 +68,10 @@ async fn a_namespace_limited_token_learns_no_name_of_another_namespace() {
         "billing:b2",
     ] {
         let path = format!("/locks/{name}?nonce=n");
-        let lock = app
-            .call_with(Method::POST, &path, None, &[("authorization", &bearer)])
-            .await;
+        let lock = app.call_as(OPS, Method::POST, &path, None).await;
         assert_eq!(lock.status, StatusCode::OK, "{lock:?}");
         let path = format!("/semaphores/{name}-pool?nonce=n&limit=2");
-        let slot = app
-            .call_with(Method::POST, &path, None, &[("authorization", &bearer)])
-            .await;
+        let slot = app.call_as(OPS, Method::POST, &path, None).await;
         assert_eq!(slot.status, StatusCode::OK, "{slot:?}");
     }
     for listing in ["/locks", "/semaphores"] {
@@ -94,7 +83,7 @@ async fn a_namespace_limited_token_learns_no_name_of_another_namespace() {
                 Some(c) => format!("{listing}?limit=1&cursor={c}"),
                 None => format!("{listing}?limit=1"),
             };
-            let reply = as_token(&app, BILLING, &path).await;
+            let reply = app.call_as(BILLING, Method::GET, &path, None).await;
             assert_eq!(reply.status, StatusCode::OK, "{path}: {reply:?}");
             let text = reply.json.to_string();
             assert!(
@@ -123,26 +112,34 @@ async fn a_namespace_limited_token_learns_no_name_of_another_namespace() {
 async fn a_cursor_opens_only_for_its_listing_and_caller_and_on_every_server() {
     let tokens: [(&str, &[&str], bool); 2] = [(BILLING, &["billing"], true), (OPS, &["*"], true)];
     let (app, _dir) = spawn_with_tokens(&tokens, Options::default()).await;
-    let bearer = format!("Bearer {OPS}");
     for i in 0..3 {
         let path = format!("/locks/billing:b{i}?nonce=n");
-        app.call_with(Method::POST, &path, None, &[("authorization", &bearer)])
-            .await;
+        app.call_as(OPS, Method::POST, &path, None).await;
         let path = format!("/semaphores/billing:s{i}?nonce=n&limit=1");
-        app.call_with(Method::POST, &path, None, &[("authorization", &bearer)])
-            .await;
+        app.call_as(OPS, Method::POST, &path, None).await;
     }
-    let first = as_token(&app, BILLING, "/locks?limit=1").await;
+    let first = app
+        .call_as(BILLING, Method::GET, "/locks?limit=1", None)
+        .await;
     let cursor = first.json["nextCursor"]
         .as_str()
         .expect("a next page")
         .to_owned();
-    let semaphores = as_token(&app, BILLING, "/semaphores?limit=1").await;
+    let semaphores = app
+        .call_as(BILLING, Method::GET, "/semaphores?limit=1", None)
+        .await;
     let semaphore_cursor = semaphores.json["nextCursor"].as_str().unwrap().to_owned();
 
     // Another server on the table continues the listing.
     let other = app.another_instance().await;
-    let next = as_token(&other, BILLING, &format!("/locks?limit=1&cursor={cursor}")).await;
+    let next = other
+        .call_as(
+            BILLING,
+            Method::GET,
+            &format!("/locks?limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
     assert_eq!(next.status, StatusCode::OK, "{next:?}");
     assert_ne!(next.json["locks"], first.json["locks"]);
 
@@ -159,7 +156,7 @@ async fn a_cursor_opens_only_for_its_listing_and_caller_and_on_every_server() {
         (BILLING, format!("/locks?limit=1&cursor={made_up}")),
         (BILLING, format!("/locks?limit=1&cursor={another_key}")),
     ] {
-        let refused = as_token(&app, token, &path).await;
+        let refused = app.call_as(token, Method::GET, &path, None).await;
         assert_eq!(
             (refused.status, refused.code()),
             (StatusCode::BAD_REQUEST, "invalid_request"),

@@ -229,6 +229,19 @@ impl TestApp {
         }
     }
 
+    /// Sends `method path` with an optional raw body, as the bearer of `token`.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Reply {
+        let bearer = format!("Bearer {token}");
+        self.call_with(method, path, body, &[("authorization", &bearer)])
+            .await
+    }
+
     /// `POST /locks/{name}?nonce={nonce}` plus `extra` query parameters.
     pub async fn acquire(&self, name: &str, nonce: &str, extra: &str) -> Reply {
         self.call(

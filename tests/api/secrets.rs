@@ -14,18 +14,6 @@ use crate::helpers::{Options, Reply, TestApp, spawn_with_tokens};
 const HOLDER: &str = "holder-s3cret";
 const READER: &str = "reader-s3cret";
 
-async fn as_token(
-    app: &TestApp,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<&str>,
-) -> Reply {
-    let bearer = format!("Bearer {token}");
-    app.call_with(method, path, body, &[("authorization", &bearer)])
-        .await
-}
-
 /// `text`, and every piece of it a client might try (the parts of a sentence).
 fn add(text: &str, found: &mut BTreeSet<String>) {
     found.insert(text.to_owned());
@@ -70,7 +58,7 @@ async fn no_string_a_reader_sees_lets_it_act_as_a_holder() {
     let (app, _dir) = spawn_with_tokens(&tokens, options).await;
     let holder = |method, path: String, body: Option<String>| {
         let app = &app;
-        async move { as_token(app, HOLDER, method, &path, body.as_deref()).await }
+        async move { app.call_as(HOLDER, method, &path, body.as_deref()).await }
     };
 
     // One holding of each kind, each with an owner that readers see.
@@ -113,7 +101,7 @@ async fn no_string_a_reader_sees_lets_it_act_as_a_holder() {
     // Everything a reader can see.
     let reader = |method, path: String, body: Option<String>| {
         let app = &app;
-        async move { as_token(app, READER, method, &path, body.as_deref()).await }
+        async move { app.call_as(READER, method, &path, body.as_deref()).await }
     };
     let mut seen = BTreeSet::new();
     for path in [

@@ -173,6 +173,8 @@ impl ServeConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use clap::Parser;
 
@@ -180,6 +182,55 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         config: ServeConfig,
+    }
+
+    /// Read by the log filter (tracing's `EnvFilter`), not an option of `serve`.
+    const NOT_AN_OPTION: &str = "RUST_LOG";
+
+    /// The variables `text` names where `is_entry` says a line names some, each a
+    /// run of capitals, digits and `_` in backquotes or before `=`.
+    fn variables(text: &str, is_entry: impl Fn(&str) -> Option<&str>) -> BTreeSet<String> {
+        text.lines()
+            .filter_map(is_entry)
+            .flat_map(|entry| {
+                entry.split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            })
+            .filter(|word| word.len() > 3 && word.contains('_') || *word == NOT_AN_OPTION)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_option_is_in_env_example_and_in_the_docs_table_and_nothing_else_is() {
+        use clap::CommandFactory;
+        let options: BTreeSet<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .chain([NOT_AN_OPTION.to_owned()])
+            .collect();
+        // `NAME=value`, or commented out as `# NAME=value`.
+        let example = variables(include_str!("../.env.example"), |line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            line.split_once('=')
+                .map(|(name, _)| name)
+                .filter(|name| !name.contains(' '))
+        });
+        // The first cell of each row of the table under "## Configuration".
+        let docs = include_str!("../docs/operations.md");
+        let table = docs
+            .split("\n## ")
+            .find(|section| section.starts_with("Configuration"))
+            .expect("docs/operations.md has a Configuration section");
+        let documented = variables(table, |line| {
+            line.strip_prefix("| `")
+                .and_then(|row| row.split(" | ").next())
+        });
+        assert_eq!(example, options, ".env.example against `fencelock serve`");
+        assert_eq!(
+            documented, options,
+            "docs/operations.md's table against `fencelock serve`"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::Parser;
 use fencelock::cli::{Cli, Command};
 
 // The AWS SDK and hyper allocate many small buffers per request; jemalloc serves them
-// with less CPU than glibc's malloc (measured in the README's Performance section).
+// with less CPU than glibc's malloc (measured in docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

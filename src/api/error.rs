@@ -161,10 +161,10 @@ pub enum ApiError {
         released: bool,
     },
     /// 404 `not_found`: no such route.
-    #[error("no route for {method} {path}; see the README for the API")]
+    #[error("no route for {method} {path}; see /openapi.json or docs/api.md for the API")]
     RouteNotFound { method: String, path: String },
     /// 405 `method_not_allowed`.
-    #[error("{method} is not allowed on {path}; see the README for the API")]
+    #[error("{method} is not allowed on {path}; see /openapi.json or docs/api.md for the API")]
     MethodNotAllowed { method: String, path: String },
     /// 503 `unavailable`: DynamoDB failed; retry later.
     #[error(

@@ -114,7 +114,9 @@ async fn floor_acquire(client: &Client, table: &str, name: &str, nonce: &str) ->
              REMOVE #released_at, #owner, #metadata",
         )
         .condition_expression(
-            "attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce",
+            "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
+             AND (attribute_not_exists(#reserved_by) OR #reserved_until < :now \
+                  OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover))",
         )
         .expression_attribute_names("#fence", "fence")
         .expression_attribute_names("#nonce", "nonce")
@@ -126,6 +128,8 @@ async fn floor_acquire(client: &Client, table: &str, name: &str, nonce: &str) ->
         .expression_attribute_names("#owner", "owner")
         .expression_attribute_names("#metadata", "metadata")
         .expression_attribute_names("#released_at", "released_at")
+        .expression_attribute_names("#reserved_by", "reserved_by")
+        .expression_attribute_names("#reserved_until", "reserved_until")
         .expression_attribute_values(":floor", n(now_micros))
         .expression_attribute_values(":one", n(1))
         .expression_attribute_values(":nonce", s(nonce))

@@ -1,5 +1,5 @@
 //! `make torture`: fencelock's safety promises under faults. DynamoDB Local, three
-//! fencelock instances on one table, and three mixes of clients through all of them:
+//! fencelock instances on one table, and four mixes of clients through all of them:
 //! the fast mix (96 clients, 1,024 locks, leases under a second, short holds: many
 //! grants), the long mix (8 clients, 4 locks, leases of seconds: long waits and
 //! pauses past a lease), with a downstream store that refuses stale fences, and the

@@ -133,6 +133,10 @@ pub(super) async fn listing(
     let cursor = params.cursor.take();
     let mut query = list_query(params)?;
     if let Some(cursor) = cursor {
+        // One that cannot be a cursor is refused without reading the key.
+        if !ServerKey::could_be_sealed(&cursor) {
+            return Err(not_a_cursor());
+        }
         let key = app.store.server_key().await?;
         query.after = Some(open_cursor(&key, &cursor_context(listed, caller), &cursor)?);
     }
@@ -184,11 +188,13 @@ fn open_cursor(key: &ServerKey, context: &str, cursor: &str) -> Result<String, A
             let name = key.strip_prefix(SEMAPHORE_KEY_PREFIX).unwrap_or(key);
             LockName::parse(name).is_ok()
         })
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(
-                "cursor is not one this listing returned to this caller (it was altered, comes from another listing or token, or the table's server key changed since); pass nextCursor from the previous page, or start again without a cursor".into(),
-            )
-        })
+        .ok_or_else(not_a_cursor)
+}
+
+fn not_a_cursor() -> ApiError {
+    ApiError::InvalidRequest(
+        "cursor is not one this listing returned to this caller (it was altered, comes from another listing or token, or the table's server key changed since); pass nextCursor from the previous page, or start again without a cursor".into(),
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ mod list;
 mod locks;
 mod ops;
 mod semaphores;
+#[cfg(test)]
+mod tests;
 mod ui;
 mod view;
 

@@ -91,6 +91,14 @@ impl ServerKey {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// Whether `sealed` has the shape of a value [`ServerKey::seal`] makes (version,
+    /// nonce and tag), so that a value that cannot be one is refused without the key.
+    pub fn could_be_sealed(sealed: &str) -> bool {
+        URL_SAFE_NO_PAD.decode(sealed).is_ok_and(|bytes| {
+            bytes.first() == Some(&SEALED_VERSION) && bytes.len() >= 1 + SEAL_NONCE_LEN + 16
+        })
+    }
+
     /// What [`ServerKey::seal`] sealed for `context`; `None` for anything else: a
     /// value altered or made up, sealed for another context, or under another key.
     pub fn open(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
@@ -175,7 +183,9 @@ mod tests {
         );
         for junk in ["", "!!", &URL_SAFE_NO_PAD.encode("payroll:x1")] {
             assert!(key.open("locks", junk).is_none(), "{junk:?}");
+            assert!(!ServerKey::could_be_sealed(junk), "{junk:?}");
         }
+        assert!(ServerKey::could_be_sealed(&sealed));
     }
 
     #[test]

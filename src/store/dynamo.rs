@@ -241,6 +241,30 @@ impl DynamoStore {
         &self.server_key
     }
 
+    /// A store whose DynamoDB is nowhere (a closed local port, no retries): for tests
+    /// of what a server answers before it asks DynamoDB anything.
+    pub fn unreachable(table: &str, clock: Arc<dyn Clock>) -> Self {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "unreachable",
+                "unreachable",
+                None,
+                None,
+                "unreachable",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        Self::new(
+            Client::from_conf(config),
+            table,
+            clock,
+            Duration::from_millis(500),
+        )
+    }
+
     /// The metrics of this store and of the server around it.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

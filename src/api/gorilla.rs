@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 use super::error::{CommonErrors, ErrorBody, TokenErrors};
 use super::extract::{OptionalJson, ResourcePath, TokenPath};
 use super::guard::Caller;
-use super::locks::{check_depth, duration_value, take};
+use super::locks::take;
+use super::terms::{check_depth, duration_value};
 use super::view::{rfc3339, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{Fence, Holder, Lock, LockName, Nonce, Token};
@@ -248,8 +249,7 @@ pub async fn release(
         .await?
         .map_err(|rejection| ApiError::token_rejected(name.clone(), rejection))?;
     if release.released {
-        app.waiters.released(&name);
-        app.group_waiters.released(&name);
+        app.lock_released(&name);
         Ok(with_fence(release.fence, StatusCode::NO_CONTENT))
     } else {
         Err(ApiError::TokenHoldsNothing { name })

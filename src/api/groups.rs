@@ -14,8 +14,9 @@ use utoipa::ToSchema;
 use super::error::{CommonErrors, ErrorBody, GroupHolder, ProofErrors};
 use super::extract::{NonceHeader, OptionalJson, Params};
 use super::guard::Caller;
-use super::locks::{
-    AcquireQuery, ReleaseQuery, RenewQuery, Terms, check_details, holder, now, renew_ttl, terms,
+use super::terms::{
+    AcquireQuery, ReleaseQuery, RenewQuery, Terms, check_details, holder, now, renew_ttl,
+    retry_after_secs, terms,
 };
 use super::view::LockView;
 use super::{ApiError, AppState};
@@ -34,11 +35,11 @@ pub struct GroupBody {
     #[schema(pattern = r"^[!-~]{1,64}$")]
     nonce: Option<String>,
     /// Lease length of every lock: `"30s"`, `"1500ms"`, `"2m"`, or whole seconds.
-    #[serde(default, deserialize_with = "super::locks::ttl_value")]
+    #[serde(default, deserialize_with = "super::terms::ttl_value")]
     #[schema(value_type = Option<String>, example = "30s")]
     ttl: Option<Duration>,
     /// How long to wait for every lock to be free at once.
-    #[serde(default, deserialize_with = "super::locks::wait_value")]
+    #[serde(default, deserialize_with = "super::terms::wait_value")]
     #[schema(value_type = Option<String>, example = "10s")]
     wait: Option<Duration>,
     /// Who holds the locks, shown by status; 1–255 bytes.
@@ -206,10 +207,7 @@ pub async fn acquire(
                         expires_at: lock.expires_at,
                     })
                     .collect(),
-                retry_after_secs: u64::try_from(last_free - now)
-                    .unwrap_or(0)
-                    .div_ceil(1000)
-                    .max(1),
+                retry_after_secs: retry_after_secs(last_free, now),
             })
         }
     }
@@ -307,8 +305,7 @@ pub async fn release(
     let mut locks = Vec::with_capacity(releases.len());
     for ((name, _), release) in holders.into_iter().zip(releases) {
         if release.released {
-            app.waiters.released(&name);
-            app.group_waiters.released(&name);
+            app.lock_released(&name);
         }
         locks.push(GroupReleasedLock {
             name: name.to_string(),

@@ -10,6 +10,7 @@ mod list;
 mod locks;
 mod ops;
 mod semaphores;
+mod terms;
 #[cfg(test)]
 mod tests;
 mod ui;
@@ -43,7 +44,7 @@ pub use guard::{
     Caller, MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_URI_BYTES, Security,
 };
 pub use list::LockPage;
-pub use locks::{MAX_JSON_DEPTH, NONCE_HEADER};
+pub use terms::{MAX_JSON_DEPTH, NONCE_HEADER};
 pub use ui::CONTENT_SECURITY_POLICY;
 pub use view::{FENCE_HEADER, LockView, Released};
 

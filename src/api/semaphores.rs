@@ -14,8 +14,9 @@ use super::error::{CommonErrors, ErrorBody, FenceErrors, ProofErrors};
 use super::extract::{FencePath, LockPath, NonceHeader, OptionalJson, Params};
 use super::guard::Caller;
 use super::list::{ListParams, Listed, listing, seal_cursor};
-use super::locks::{
-    ReleaseQuery, RenewQuery, Terms, check_details, either, holder, now, renew_ttl, terms,
+use super::terms::{
+    ReleaseQuery, RenewQuery, Terms, check_details, either, holder, now, renew_ttl,
+    retry_after_secs, terms,
 };
 use super::view::{Released, rfc3339, with_fence};
 use super::{ApiError, AppState};
@@ -56,11 +57,11 @@ pub struct SemaphoreBody {
     #[schema(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Lease length: `"30s"`, `"1500ms"`, `"2m"`, or a whole number of seconds.
-    #[serde(default, deserialize_with = "super::locks::ttl_value")]
+    #[serde(default, deserialize_with = "super::terms::ttl_value")]
     #[schema(value_type = Option<String>, example = "30s")]
     ttl: Option<Duration>,
     /// How long to wait for a slot, as `ttl` is written.
-    #[serde(default, deserialize_with = "super::locks::wait_value")]
+    #[serde(default, deserialize_with = "super::terms::wait_value")]
     #[schema(value_type = Option<String>, example = "10s")]
     wait: Option<Duration>,
     /// Who holds the slot, shown by status; 1–255 bytes.
@@ -270,12 +271,11 @@ pub async fn acquire(
         }
         SemaphoreOutcome::Full(semaphore) => {
             let free_at = app.store.semaphore_free_at(&semaphore);
-            let wait_ms = free_at - now(&app);
             Err(ApiError::SemaphoreFull {
                 name,
                 limit: semaphore.limit,
                 free_at,
-                retry_after_secs: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+                retry_after_secs: retry_after_secs(free_at, now(&app)),
             })
         }
         SemaphoreOutcome::LimitMismatch { limit: held } => Err(ApiError::LimitMismatch {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::api::{ErrorBody, GroupReleasedLock, LockPage, LockView, Released};
-use crate::api::{FENCE_HEADER, NONCE_HEADER};
+use crate::api::{ErrorCode, FENCE_HEADER, NONCE_HEADER};
 use crate::api::{GroupReleased, GroupView};
 use crate::domain::{Fence, LockName, format_duration};
 
@@ -210,7 +210,7 @@ impl ClientError {
     fn lost_if_gone(self) -> Self {
         match self {
             Self::NotFound { message } => Self::Lost {
-                code: "not_found".to_owned(),
+                code: ErrorCode::NotFound.as_str().to_owned(),
                 message,
             },
             other => other,
@@ -483,16 +483,18 @@ impl Client {
             expire_time,
             ..
         } = error;
-        Err(match (status, code.as_str()) {
-            (StatusCode::CONFLICT, "lock_held" | "semaphore_full") => ClientError::Held {
+        use ErrorCode as C;
+        // A code this version does not know is read by its status.
+        Err(match (status, ErrorCode::parse(&code)) {
+            (StatusCode::CONFLICT, Some(C::LockHeld | C::SemaphoreFull)) => ClientError::Held {
                 message,
                 fence,
                 expire_time,
             },
-            (StatusCode::CONFLICT, "fence_mismatch" | "lease_expired") => {
+            (StatusCode::CONFLICT, Some(C::FenceMismatch | C::LeaseExpired)) => {
                 ClientError::Lost { code, message }
             }
-            (StatusCode::NOT_FOUND, "not_found") => ClientError::NotFound { message },
+            (StatusCode::NOT_FOUND, Some(C::NotFound)) => ClientError::NotFound { message },
             (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, _) => {
                 ClientError::Unavailable {
                     message,

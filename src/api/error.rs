@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
+use super::code::ErrorCode;
 use super::guard::{MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_URI_BYTES};
 use super::view::{rfc3339, with_fence};
 use crate::domain::{Fence, LockName, LockRejection, Millis, SlotRejection};
@@ -280,7 +281,7 @@ impl ApiError {
         };
         LockError {
             name,
-            code: self.code().to_owned(),
+            code: self.code().as_str().to_owned(),
             error: self.to_string(),
             fence,
             owner: None,
@@ -290,73 +291,40 @@ impl ApiError {
     }
 
     fn status(&self) -> StatusCode {
-        match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::NotHolder { .. } => StatusCode::FORBIDDEN,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::Unreadable(Unreadable::UriTooLong) => StatusCode::URI_TOO_LONG,
-            Self::Unreadable(Unreadable::HeadersTooLarge) => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
-            Self::Unreadable(Unreadable::Malformed) => StatusCode::BAD_REQUEST,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::GroupRefused { refusals } => refusals
-                .first()
-                .map_or(StatusCode::CONFLICT, ApiError::status),
-            Self::LockHeld { .. }
-            | Self::GroupHeld { .. }
-            | Self::SemaphoreFull { .. }
-            | Self::LimitMismatch { .. }
-            | Self::SlotNotHeld { .. }
-            | Self::SlotExpired { .. }
-            | Self::FenceMismatch { .. }
-            | Self::LeaseExpired { .. }
-            | Self::WouldShorten { .. } => StatusCode::CONFLICT,
-            Self::LockNotFound { .. }
-            | Self::SemaphoreNotFound { .. }
-            | Self::RouteNotFound { .. }
-            | Self::TokenHoldsNothing { .. } => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable { .. }
-            | Self::ShuttingDown { .. }
-            | Self::NotReady(_)
-            | Self::OverLimit(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
-    fn code(&self) -> &'static str {
+    /// The machine code of this error, which decides its status.
+    pub fn code(&self) -> ErrorCode {
+        use ErrorCode as C;
         match self {
-            Self::InvalidRequest(_) | Self::Unreadable(Unreadable::Malformed) => "invalid_request",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
-            Self::NotHolder { .. } => "not_holder",
-            Self::TooManyRequests { .. } => "too_many_requests",
-            Self::UriTooLong { .. } | Self::Unreadable(Unreadable::UriTooLong) => "uri_too_long",
+            Self::InvalidRequest(_) | Self::Unreadable(Unreadable::Malformed) => C::InvalidRequest,
+            Self::Unauthorized(_) => C::Unauthorized,
+            Self::Forbidden(_) => C::Forbidden,
+            Self::NotHolder { .. } => C::NotHolder,
+            Self::TooManyRequests { .. } => C::TooManyRequests,
+            Self::UriTooLong { .. } | Self::Unreadable(Unreadable::UriTooLong) => C::UriTooLong,
             Self::HeadersTooLarge { .. } | Self::Unreadable(Unreadable::HeadersTooLarge) => {
-                "headers_too_large"
+                C::HeadersTooLarge
             }
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::LockHeld { .. } | Self::GroupHeld { .. } => "lock_held",
-            Self::GroupRefused { refusals } => refusals.first().map_or("conflict", ApiError::code),
-            Self::SemaphoreFull { .. } => "semaphore_full",
-            Self::LimitMismatch { .. } => "limit_mismatch",
-            Self::FenceMismatch { .. } | Self::SlotNotHeld { .. } => "fence_mismatch",
-            Self::LeaseExpired { .. } | Self::SlotExpired { .. } => "lease_expired",
-            Self::WouldShorten { .. } => "lease_longer",
+            Self::BodyTooLarge { .. } => C::BodyTooLarge,
+            Self::LockHeld { .. } | Self::GroupHeld { .. } => C::LockHeld,
+            Self::GroupRefused { refusals } => refusals.first().map_or(C::Conflict, ApiError::code),
+            Self::SemaphoreFull { .. } => C::SemaphoreFull,
+            Self::LimitMismatch { .. } => C::LimitMismatch,
+            Self::FenceMismatch { .. } | Self::SlotNotHeld { .. } => C::FenceMismatch,
+            Self::LeaseExpired { .. } | Self::SlotExpired { .. } => C::LeaseExpired,
+            Self::WouldShorten { .. } => C::LeaseLonger,
             Self::LockNotFound { .. }
             | Self::SemaphoreNotFound { .. }
             | Self::RouteNotFound { .. }
-            | Self::TokenHoldsNothing { .. } => "not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            | Self::TokenHoldsNothing { .. } => C::NotFound,
+            Self::MethodNotAllowed { .. } => C::MethodNotAllowed,
             Self::Unavailable { .. }
             | Self::ShuttingDown { .. }
             | Self::NotReady(_)
-            | Self::OverLimit(_) => "unavailable",
-            Self::Internal(_) => "internal",
+            | Self::OverLimit(_) => C::Unavailable,
+            Self::Internal(_) => C::Internal,
         }
     }
 }
@@ -374,10 +342,7 @@ impl From<StoreError> for ApiError {
                 kind,
                 name,
             },
-            StoreError::Malformed(malformed) => {
-                tracing::error!(%malformed, "lock item cannot be read");
-                Self::Internal(malformed.to_string())
-            }
+            StoreError::Malformed(malformed) => Self::Internal(malformed.to_string()),
         }
     }
 }
@@ -391,8 +356,9 @@ pub struct ErrorBody {
         example = "lock \"job1\" is held by another holder until 2026-11-23T10:40:30.123Z; retry after that, or acquire with the holder's nonce"
     )]
     pub error: String,
-    /// The machine-readable reason.
-    #[schema(example = "lock_held")]
+    /// The machine-readable reason (one of [`ErrorCode`]'s; a client should treat one it
+    /// does not know by its status).
+    #[schema(value_type = ErrorCode, example = "lock_held")]
     pub code: String,
     /// With `lock_held`: the holder's fence.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,6 +382,7 @@ pub struct ErrorBody {
 #[serde(rename_all = "camelCase")]
 pub struct LockError {
     pub name: String,
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     pub error: String,
     /// With `lock_held`: the holder's fence; otherwise the lock's current fence, if known.
@@ -587,7 +554,7 @@ impl ApiError {
     fn plain_body(&self) -> ErrorBody {
         ErrorBody {
             error: self.to_string(),
-            code: self.code().to_owned(),
+            code: self.code().as_str().to_owned(),
             fence: None,
             expire_time: None,
             reserved_until: None,
@@ -598,6 +565,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            // Logged once, where it is answered.
+            tracing::error!(detail, "answered 500 internal");
+        }
         let mut body = self.plain_body();
         let fence = match &self {
             Self::LockHeld { fence, .. }
@@ -628,7 +599,7 @@ impl IntoResponse for ApiError {
                         .iter()
                         .map(|h| LockError {
                             name: h.name.to_string(),
-                            code: "lock_held".into(),
+                            code: ErrorCode::LockHeld.as_str().into(),
                             error: held_clause(&h.name, h.expires_at, h.reserved_until),
                             fence: Some(h.fence),
                             owner: h.owner.clone(),

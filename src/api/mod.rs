@@ -1,6 +1,7 @@
 //! The HTTP API: routes, extractors, responses and errors. Handlers parse, call the
 //! store and map its outcome; no SDK type reaches this module.
 
+mod code;
 mod error;
 mod extract;
 mod gorilla;
@@ -38,6 +39,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use code::ErrorCode;
 pub use error::{ApiError, ErrorBody, LockError, Unreadable};
 pub use groups::{GroupReleased, GroupReleasedLock, GroupView};
 pub use guard::{

@@ -449,22 +449,19 @@ impl<K: Contended> std::fmt::Debug for Waiters<K> {
 impl<K: Contended> Waiters<K> {
     /// Waiters acquiring through `store`, at most `max_per_lock` at once for one name.
     pub fn new(store: DynamoStore, max_per_lock: usize) -> Self {
+        Self::with_backoff(store, max_per_lock, Backoff::default())
+    }
+
+    /// As [`Waiters::new`], retrying a name held elsewhere on `backoff`.
+    pub fn with_backoff(store: DynamoStore, max_per_lock: usize, backoff: Backoff) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 queues: Mutex::new(Registry::default()),
                 closed: watch::channel(false).0,
                 max_per_lock,
-                backoff: Backoff::default(),
+                backoff,
             }),
-        }
-    }
-
-    /// The same waiters (none yet) retrying a held name on `backoff`.
-    pub fn with_backoff(self, backoff: Backoff) -> Self {
-        let inner = Arc::into_inner(self.inner).expect("no waiter shares a new Waiters");
-        Self {
-            inner: Arc::new(Inner { backoff, ..inner }),
         }
     }
 

@@ -133,9 +133,9 @@ impl AppState {
             limits.max_waiters_per_lock,
             limits.wait_backoff,
         );
-        self.waiters = Waiters::new(store.clone(), most).with_backoff(backoff);
-        self.semaphore_waiters = Waiters::new(store.clone(), most).with_backoff(backoff);
-        self.group_waiters = Waiters::new(store.clone(), most).with_backoff(backoff);
+        self.waiters = Waiters::with_backoff(store.clone(), most, backoff);
+        self.semaphore_waiters = Waiters::with_backoff(store.clone(), most, backoff);
+        self.group_waiters = Waiters::with_backoff(store.clone(), most, backoff);
         self.limits = limits;
         self
     }

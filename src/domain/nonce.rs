@@ -29,6 +29,11 @@ impl Nonce {
         Ok(Self(raw.to_owned()))
     }
 
+    /// A nonce no one can guess or repeat: 128 random bits, as hex.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
     /// The nonce as stored.
     pub fn as_str(&self) -> &str {
         &self.0

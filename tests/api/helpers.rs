@@ -89,6 +89,19 @@ pub struct Options {
     pub security: Security,
 }
 
+impl Options {
+    /// The options of a server that requires the holder's nonce as proof.
+    pub fn requiring_nonce() -> Self {
+        Self {
+            security: Security {
+                require_nonce: true,
+                ..Security::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 impl TestApp {
     /// A server on a fresh table.
     pub async fn spawn() -> Self {

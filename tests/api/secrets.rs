@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use fencelock::api::Security;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -48,14 +47,7 @@ fn acted(reply: &Reply) -> bool {
 #[tokio::test]
 async fn no_string_a_reader_sees_lets_it_act_as_a_holder() {
     let tokens: [(&str, &[&str], bool); 2] = [(HOLDER, &["app"], true), (READER, &["app"], true)];
-    let options = Options {
-        security: Security {
-            require_nonce: true,
-            ..Security::default()
-        },
-        ..Options::default()
-    };
-    let (app, _dir) = spawn_with_tokens(&tokens, options).await;
+    let (app, _dir) = spawn_with_tokens(&tokens, Options::requiring_nonce()).await;
     let holder = |method, path: String, body: Option<String>| {
         let app = &app;
         async move { app.call_as(HOLDER, method, &path, body.as_deref()).await }
@@ -230,14 +222,7 @@ async fn no_string_a_reader_sees_lets_it_act_as_a_holder() {
 
 #[tokio::test]
 async fn on_an_open_server_that_requires_the_nonce_an_owner_is_no_way_in() {
-    let app = TestApp::spawn_with(Options {
-        security: Security {
-            require_nonce: true,
-            ..Security::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::requiring_nonce()).await;
     let body = json!({"owner": "gorilla-owner-3b9f1c", "timeout": 60}).to_string();
     let first = app
         .call(Method::POST, "/api/v1/locks/gleak:x", Some(&body))

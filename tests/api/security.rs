@@ -350,14 +350,7 @@ async fn the_command_line_sends_its_token() {
 
 /// A server that asks for the holder's nonce, and a lock held with nonce `n1`.
 async fn proof_required() -> (TestApp, u64) {
-    let app = TestApp::spawn_with(Options {
-        security: Security {
-            require_nonce: true,
-            ..Security::default()
-        },
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(Options::requiring_nonce()).await;
     let fence = app.acquire("job", "n1", "").await.fence();
     app.call_with(
         Method::POST,

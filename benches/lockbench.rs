@@ -32,11 +32,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use fencelock::store::ensure_table;
+use fencelock::clock::SystemClock;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -79,95 +77,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-/// fencelock's acquire, as the store sends it: one conditional UpdateItem. Answers
-/// the fence granted, as the store works it out from the old item.
-async fn floor_acquire(client: &Client, table: &str, name: &str, nonce: &str) -> Option<u64> {
-    let now_micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    let now = now_micros / 1000;
-    let result = client
-        .update_item()
-        .table_name(table)
-        .key("name", s(name))
-        .update_expression(
-            "SET #fence = if_not_exists(#fence, :floor) + :one, #nonce = :nonce, #token = :token, \
-             #acquired_at = :now, #heartbeat_at = :now, #expires_at = :expires_at, #ttl_ms = :ttl_ms \
-             REMOVE #released_at, #owner, #metadata",
-        )
-        .condition_expression(
-            "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
-             AND (attribute_not_exists(#reserved_by) OR #reserved_until < :now \
-                  OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover))",
-        )
-        .expression_attribute_names("#fence", "fence")
-        .expression_attribute_names("#nonce", "nonce")
-        .expression_attribute_names("#token", "token")
-        .expression_attribute_names("#acquired_at", "acquired_at")
-        .expression_attribute_names("#heartbeat_at", "heartbeat_at")
-        .expression_attribute_names("#expires_at", "expires_at")
-        .expression_attribute_names("#ttl_ms", "ttl_ms")
-        .expression_attribute_names("#owner", "owner")
-        .expression_attribute_names("#metadata", "metadata")
-        .expression_attribute_names("#released_at", "released_at")
-        .expression_attribute_names("#reserved_by", "reserved_by")
-        .expression_attribute_names("#reserved_until", "reserved_until")
-        .expression_attribute_values(":floor", n(now_micros))
-        .expression_attribute_values(":one", n(1))
-        .expression_attribute_values(":nonce", s(nonce))
-        .expression_attribute_values(":token", s(format!("{:032x}", fastrand::u128(..))))
-        .expression_attribute_values(":now", n(now))
-        .expression_attribute_values(":expires_at", n(now + 30_000))
-        .expression_attribute_values(":ttl_ms", n(30_000))
-        .expression_attribute_values(":takeover", n(now - 500))
-        .return_values(ReturnValue::AllOld)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .send()
-        .await
-        .ok()?;
-    let old = result
-        .attributes()
-        .and_then(|item| item.get("fence"))
-        .and_then(|fence| fence.as_n().ok()?.parse::<u64>().ok());
-    Some(old.unwrap_or(now_micros as u64) + 1)
-}
-
-/// fencelock's release, as the store sends it.
-async fn floor_release(client: &Client, table: &str, name: &str, fence: u64) {
-    let _ = client
-        .update_item()
-        .table_name(table)
-        .key("name", s(name))
-        .update_expression("SET #expires_at = :zero, #released_at = :now")
-        .condition_expression("#fence = :holder AND #expires_at <> :zero")
-        .expression_attribute_names("#fence", "fence")
-        .expression_attribute_names("#expires_at", "expires_at")
-        .expression_attribute_names("#released_at", "released_at")
-        .expression_attribute_values(":holder", n(fence))
-        .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":now", n(now_ms()))
-        .return_values(ReturnValue::AllNew)
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .send()
-        .await;
 }
 
 /// Runs `workers` loops of `cycle` for `time`; answers every operation's latency.
@@ -344,26 +253,17 @@ async fn floor_worker(args: &[String]) {
     };
     let concurrency: usize = concurrency.parse().unwrap();
     let time = Duration::from_secs(seconds.parse().unwrap());
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "bench", "bench", None, None, "bench",
-        ))
-        .build();
-    let client = Client::from_conf(config);
-    let table = table.clone();
+    let raw = Arc::new(dynamodb_local::Raw::new(endpoint, table));
     let cycle = move |worker: usize, round: u64| {
-        let (client, table) = (client.clone(), table.clone());
+        let raw = raw.clone();
         async move {
             let name = format!("floor-{concurrency}-{worker}");
             let nonce = format!("n{round}");
             let started = Instant::now();
-            let fence = floor_acquire(&client, &table, &name, &nonce).await;
+            let fence = raw.floor_acquire(&name, &nonce).await;
             let mut latencies = vec![started.elapsed()];
             if let Some(fence) = fence {
-                latencies.push(timed(floor_release(&client, &table, &name, fence)).await);
+                latencies.push(timed(raw.floor_release(&name, fence)).await);
             }
             latencies
         }
@@ -474,8 +374,12 @@ async fn main() {
     );
     let endpoint = dynamodb_local::start("dynamodb-local-lockbench.log");
     let table = format!("fencelock-lockbench-{}", std::process::id());
-    let dynamo = dynamodb_local::client(&endpoint);
-    ensure_table(&dynamo, &table).await.unwrap();
+    let raw = dynamodb_local::Raw::new(&endpoint, &table);
+    dynamodb_local::store(&endpoint, &table, Arc::new(SystemClock), Duration::ZERO)
+        .await
+        .ensure_table()
+        .await
+        .unwrap();
     let server = spawn_server(&endpoint, &table);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -484,7 +388,8 @@ async fn main() {
     // Warm both paths up (DynamoDB Local's JIT too), then note the server's memory at rest.
     for round in 0..200 {
         fencelock_cycle(&http, &server.base, LOCKS, "warm-up", &format!("w{round}")).await;
-        floor_acquire(&dynamo, &table, "warm-up-floor", &format!("w{round}")).await;
+        raw.floor_acquire("warm-up-floor", &format!("w{round}"))
+            .await;
     }
     floor_run(&endpoint, &table, 16, 2);
     fencelock_run(&http, &server, "fencelock", 16, Duration::from_secs(2)).await;

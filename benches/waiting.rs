@@ -10,20 +10,16 @@
 //! (so it cannot rot) but runs it only when given `--bench`, as `cargo bench` does.
 
 #[path = "../tests/support/dynamodb_local.rs"]
+#[allow(dead_code)]
 mod dynamodb_local;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use fencelock::api::AppState;
 use fencelock::clock::SystemClock;
 use fencelock::domain::TtlBounds;
-use fencelock::store::{DynamoStore, ensure_table};
+use fencelock::metrics::Metrics;
 use serde_json::{Value, json};
 
 const HANDOFFS: usize = 100;
@@ -31,44 +27,21 @@ const WAITERS: usize = 100;
 const RAMP_UP: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(10);
 
-/// Counts the HTTP requests a DynamoDB client sends, retries included.
-#[derive(Debug, Clone, Default)]
-struct CountRequests(Arc<AtomicU64>);
-
-impl Intercept for CountRequests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _config: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
 struct Server {
     base: String,
-    requests: CountRequests,
+    /// The metrics of the server's store, whose DynamoDB requests are counted.
+    metrics: Arc<Metrics>,
 }
 
 async fn spawn_server(endpoint: &str, table: &str) -> Server {
-    let requests = CountRequests::default();
-    let client = Client::from_conf(
-        dynamodb_local::config(endpoint)
-            .interceptor(requests.clone())
-            .build(),
-    );
-    let store = DynamoStore::new(
-        client,
+    let store = dynamodb_local::store(
+        endpoint,
         table,
         Arc::new(SystemClock),
         Duration::from_millis(500),
-    );
+    )
+    .await;
+    let metrics = store.metrics().clone();
     let ttl = TtlBounds::new(
         Duration::from_secs(30),
         Duration::from_secs(1),
@@ -84,7 +57,7 @@ async fn spawn_server(endpoint: &str, table: &str) -> Server {
         std::future::pending(),
         Duration::from_secs(10),
     ));
-    Server { base, requests }
+    Server { base, metrics }
 }
 
 async fn post(http: &reqwest::Client, url: String) -> Value {
@@ -146,7 +119,7 @@ async fn waiting_cost(
         format!("{}/locks/contended?nonce=holder&ttl=60s", holding_on.base),
     )
     .await;
-    let before = waiting_on.requests.0.load(Ordering::Relaxed);
+    let before = waiting_on.metrics.dynamodb_requests_total();
     let waiters: Vec<_> = (0..WAITERS)
         .map(|i| {
             let (http, url) = (
@@ -160,9 +133,9 @@ async fn waiting_cost(
         })
         .collect();
     tokio::time::sleep(RAMP_UP).await;
-    let ramped = waiting_on.requests.0.load(Ordering::Relaxed);
+    let ramped = waiting_on.metrics.dynamodb_requests_total();
     tokio::time::sleep(WINDOW).await;
-    let after = waiting_on.requests.0.load(Ordering::Relaxed);
+    let after = waiting_on.metrics.dynamodb_requests_total();
     http.delete(format!(
         "{}/locks/contended/{}",
         holding_on.base, holder["fence"]
@@ -203,7 +176,9 @@ async fn main() {
     let endpoint = std::env::var("FENCELOCK_TEST_DYNAMODB_ENDPOINT")
         .unwrap_or_else(|_| dynamodb_local::start("dynamodb-local-bench.log"));
     let table = format!("fencelock-bench-{}", std::process::id());
-    ensure_table(&dynamodb_local::client(&endpoint), &table)
+    dynamodb_local::store(&endpoint, &table, Arc::new(SystemClock), Duration::ZERO)
+        .await
+        .ensure_table()
         .await
         .unwrap();
     let (a, b) = (

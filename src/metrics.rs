@@ -121,6 +121,17 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// How many DynamoDB requests have been counted, of every operation and outcome.
+    pub fn dynamodb_requests_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.dynamodb_requests
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|metric| metric.get_counter().get_value() as u64)
+            .sum()
+    }
+
     /// Counts one grant of a `kind`: `lock`, `semaphore` or `group`.
     pub fn grants(&self, kind: &str) {
         self.grants_by_kind.with_label_values(&[kind]).inc();

@@ -16,7 +16,7 @@ use crate::auth::Auth;
 use crate::clock::SystemClock;
 use crate::config::ServeConfig;
 use crate::reclaim::spawn_sweeper;
-use crate::store::{DynamoSettings, DynamoStore, connect, ensure_table};
+use crate::store::{DynamoSettings, DynamoStore};
 use crate::transport::{self, Timeouts};
 
 /// Why the server could not start.
@@ -106,23 +106,24 @@ pub async fn run_tls(
 /// Starts the server described by `config` and serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let ttl = config.ttl_bounds().map_err(|e| StartError::Config(e.0))?;
-    let client = connect(&DynamoSettings {
+    let settings = DynamoSettings {
         endpoint: config.dynamodb_endpoint.clone(),
         region: config.region.clone(),
         timeout: config.dynamodb_timeout,
-    })
-    .await
-    .map_err(StartError::Dynamo)?;
-    if config.create_table {
-        ensure_table(&client, &config.table).await?;
-    }
-    let store = DynamoStore::new(
-        client,
+        ..DynamoSettings::default()
+    };
+    let store = DynamoStore::connect(
+        &settings,
         &config.table,
         Arc::new(SystemClock),
         config.clock_skew,
     )
+    .await
+    .map_err(StartError::Dynamo)?
     .with_lock_delay(config.lock_delay);
+    if config.create_table {
+        store.ensure_table().await?;
+    }
     let sweeper = config
         .reclaim_after
         .0

@@ -103,10 +103,10 @@ impl Contended for Locks {
     fn turn(store: &DynamoStore, outcome: &AcquireOutcome) -> Turn {
         match outcome {
             AcquireOutcome::Granted(lock) => Turn::Granted {
-                busy_until: Some(store.free_at(lock)),
+                busy_until: Some(store.policy().free_at(lock)),
             },
             AcquireOutcome::Held(holder) => Turn::Busy {
-                free_at: store.free_at(holder),
+                free_at: store.policy().free_at(holder),
             },
         }
     }
@@ -213,13 +213,13 @@ impl Contended for Groups {
     fn turn(store: &DynamoStore, outcome: &GroupOutcome) -> Turn {
         match outcome {
             GroupOutcome::Granted(locks) => Turn::Granted {
-                busy_until: locks.first().map(|lock| store.free_at(lock)),
+                busy_until: locks.first().map(|lock| store.policy().free_at(lock)),
             },
             // Every holder must be gone: the last of them to go frees the group.
             GroupOutcome::Held(holders) => Turn::Busy {
                 free_at: holders
                     .iter()
-                    .map(|lock| store.free_at(lock))
+                    .map(|lock| store.policy().free_at(lock))
                     .max()
                     .unwrap_or_else(|| store.clock().now_millis()),
             },
@@ -287,7 +287,9 @@ impl Contended for Semaphores {
         match outcome {
             SemaphoreOutcome::Granted { .. } => Turn::Granted { busy_until: None },
             SemaphoreOutcome::Full(semaphore) => Turn::Busy {
-                free_at: store.semaphore_free_at(semaphore),
+                free_at: store
+                    .policy()
+                    .semaphore_free_at(semaphore, store.clock().now_millis()),
             },
             SemaphoreOutcome::LimitMismatch { .. } => Turn::Final,
         }

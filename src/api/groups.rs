@@ -193,7 +193,7 @@ pub async fn acquire(
         GroupOutcome::Held(held) => {
             let last_free = held
                 .iter()
-                .map(|lock| app.store.free_at(lock))
+                .map(|lock| app.policy.free_at(lock))
                 .max()
                 .unwrap_or(now);
             Err(ApiError::GroupHeld {

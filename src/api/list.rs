@@ -61,7 +61,7 @@ pub async fn list(
 ) -> Result<Json<LockPage>, ApiError> {
     let query = listing(&app, &caller, params, Listed::Locks).await?;
     let page = app.store.list(&query).await?;
-    let now = app.store.clock().now_millis();
+    let now = app.clock.now_millis();
     // A token sees only the namespaces it may use.
     let locks: Vec<_> = page
         .locks

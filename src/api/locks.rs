@@ -108,7 +108,7 @@ pub(super) async fn take(
         AcquireOutcome::Held(holder) => {
             let now = now(app);
             Err(ApiError::LockHeld {
-                retry_after_secs: retry_after_secs(app.store.free_at(&holder), now),
+                retry_after_secs: retry_after_secs(app.policy.free_at(&holder), now),
                 name,
                 fence: holder.fence,
                 expires_at: holder.expires_at,

@@ -53,7 +53,9 @@ pub use view::{FENCE_HEADER, LockView, Released};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::TtlBounds;
+use crate::clock::Clock;
+use crate::domain::{LeasePolicy, TtlBounds};
+use crate::metrics::Metrics;
 use crate::store::DynamoStore;
 use crate::wait::{Backoff, DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
 
@@ -64,6 +66,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: DynamoStore,
+    /// The clock the store decides by, for what the server reads of time.
+    pub clock: Arc<dyn Clock>,
+    /// The metrics of the server and of its store.
+    pub metrics: Arc<Metrics>,
+    /// When a lease that ended may be taken over, as the store decides it.
+    pub policy: LeasePolicy,
     /// The waiting acquires of this server, of locks and of semaphores.
     pub waiters: Waiters,
     pub semaphore_waiters: Waiters<Semaphores>,
@@ -117,6 +125,9 @@ impl AppState {
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             group_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
+            clock: store.clock().clone(),
+            metrics: store.metrics().clone(),
+            policy: store.policy(),
             store,
             ttl,
             max_wait,
@@ -296,8 +307,7 @@ async fn count_request(State(app): State<AppState>, request: Request, next: Next
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    app.store
-        .metrics()
+    app.metrics
         .http(method.as_str(), &route, status, started.elapsed());
     response
 }

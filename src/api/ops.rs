@@ -53,6 +53,6 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiErro
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        app.store.metrics().render(),
+        app.metrics.render(),
     )
 }

@@ -122,7 +122,7 @@ impl SemaphoreView {
         let occupied = semaphore
             .slots
             .iter()
-            .filter(|slot| slot.occupies(now, app.store.takeover_grace()))
+            .filter(|slot| slot.occupies(now, app.policy.takeover_grace_ms()))
             .count();
         Self {
             name: semaphore.name.to_string(),
@@ -270,7 +270,7 @@ pub async fn acquire(
             HeldSlotView::new(&semaphore, fence, now(&app))
         }
         SemaphoreOutcome::Full(semaphore) => {
-            let free_at = app.store.semaphore_free_at(&semaphore);
+            let free_at = app.policy.semaphore_free_at(&semaphore, now(&app));
             Err(ApiError::SemaphoreFull {
                 name,
                 limit: semaphore.limit,

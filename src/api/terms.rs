@@ -237,7 +237,7 @@ pub(super) fn renew_ttl(app: &AppState, query: &RenewQuery) -> Result<Option<Dur
 }
 
 pub(super) fn now(app: &AppState) -> crate::domain::Millis {
-    app.store.clock().now_millis()
+    app.clock.now_millis()
 }
 
 /// Whole seconds from `now` until `until` (both ms), at least 1: a `Retry-After`.

@@ -3,6 +3,7 @@
 //! here performs I/O.
 
 mod duration;
+mod lease;
 mod lock;
 mod name;
 mod nonce;
@@ -11,6 +12,7 @@ mod semaphore;
 mod token;
 
 pub use duration::{TtlBounds, format_duration, parse_duration};
+pub use lease::LeasePolicy;
 pub use lock::{
     Fence, Holder, Lock, LockRejection, Millis, Reservation, check_holder, parse_fence,
 };

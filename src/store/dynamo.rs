@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Region, timeout::TimeoutConfig};
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
 use std::time::Instant;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -20,12 +21,13 @@ use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
 use crate::domain::{
-    Fence, Holder, Lock, LockName, LockRejection, Millis, ServerKey, Token, check_holder,
+    Fence, Holder, LeasePolicy, Lock, LockName, LockRejection, Millis, ServerKey, Token,
+    check_holder,
 };
 use crate::metrics::Metrics;
 
 /// Where and how to reach DynamoDB.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DynamoSettings {
     /// `None` means AWS's own endpoint for the region.
     pub endpoint: Option<String>,
@@ -33,24 +35,57 @@ pub struct DynamoSettings {
     pub region: Option<String>,
     /// The longest one DynamoDB operation may take, retries included.
     pub timeout: Duration,
+    /// Fixed credentials instead of the standard AWS chain: for DynamoDB Local, which
+    /// accepts any.
+    pub access_key: Option<AccessKey>,
+    /// How many times one operation is tried; `None` is the SDK's default (3).
+    pub attempts: Option<u32>,
+}
+
+impl Default for DynamoSettings {
+    /// AWS's standard chain, with `FENCELOCK_DYNAMODB_TIMEOUT`'s default of 5 s.
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            timeout: Duration::from_secs(5),
+            access_key: None,
+            attempts: None,
+        }
+    }
+}
+
+/// An access key id and its secret.
+#[derive(Clone)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a DynamoDB client from the standard AWS configuration chain (credentials,
-/// region) with fencelock's endpoint, region and timeout on top.
-pub async fn connect(settings: &DynamoSettings) -> Result<Client, String> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-        TimeoutConfig::builder()
-            .operation_timeout(settings.timeout)
-            // Several attempts fit in one operation; each write is safe to retry.
-            .operation_attempt_timeout(settings.timeout / 3)
-            .connect_timeout(settings.timeout / 3)
-            .build(),
-    );
+/// region) with `settings` on top.
+async fn connect(settings: &DynamoSettings) -> Result<Client, String> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts(settings.timeout));
     if let Some(endpoint) = &settings.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
     if let Some(region) = &settings.region {
         loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(key) = &settings.access_key {
+        loader = loader.credentials_provider(credentials(key));
+    }
+    if let Some(attempts) = settings.attempts {
+        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(attempts));
     }
     let config = loader.load().await;
     if config.region().is_none() {
@@ -59,14 +94,27 @@ pub async fn connect(settings: &DynamoSettings) -> Result<Client, String> {
     Ok(Client::new(&config))
 }
 
+/// Each attempt gets a third of an operation's time, so that several fit in one; each
+/// write is safe to retry.
+fn timeouts(operation: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_timeout(operation)
+        .operation_attempt_timeout(operation / 3)
+        .connect_timeout(operation / 3)
+        .build()
+}
+
+fn credentials(key: &AccessKey) -> Credentials {
+    Credentials::new(&key.id, &key.secret, None, None, "fencelock-settings")
+}
+
 /// Lock state in one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     pub(super) client: Client,
     pub(super) table: Arc<str>,
     clock: Arc<dyn Clock>,
-    skew_ms: i64,
-    lock_delay_ms: i64,
+    policy: LeasePolicy,
     metrics: Arc<Metrics>,
     /// The table's server key, once read ([`DynamoStore::server_key`]).
     server_key: Arc<OnceCell<ServerKey>>,
@@ -222,16 +270,29 @@ pub(super) enum Write {
 }
 
 impl DynamoStore {
-    /// A store on `table`, reading time from `clock`. A lease that ended is taken over
-    /// only once it has been over for `clock_skew`, the most the servers' clocks may
-    /// disagree.
-    pub fn new(client: Client, table: &str, clock: Arc<dyn Clock>, clock_skew: Duration) -> Self {
+    /// A store on `table` of the DynamoDB that `settings` reach, reading time from
+    /// `clock`. A lease that ended is taken over only once it has been over for
+    /// `clock_skew`, the most the servers' clocks may disagree.
+    pub async fn connect(
+        settings: &DynamoSettings,
+        table: &str,
+        clock: Arc<dyn Clock>,
+        clock_skew: Duration,
+    ) -> Result<Self, String> {
+        Ok(Self::new(
+            connect(settings).await?,
+            table,
+            clock,
+            clock_skew,
+        ))
+    }
+
+    fn new(client: Client, table: &str, clock: Arc<dyn Clock>, clock_skew: Duration) -> Self {
         Self {
             client,
             table: table.into(),
             clock,
-            skew_ms: millis(clock_skew),
-            lock_delay_ms: 0,
+            policy: LeasePolicy::new(clock_skew, Duration::ZERO),
             metrics: Arc::default(),
             server_key: Arc::default(),
         }
@@ -244,18 +305,16 @@ impl DynamoStore {
     /// A store whose DynamoDB is nowhere (a closed local port, no retries): for tests
     /// of what a server answers before it asks DynamoDB anything.
     pub fn unreachable(table: &str, clock: Arc<dyn Clock>) -> Self {
+        let key = AccessKey {
+            id: "unreachable".into(),
+            secret: "unreachable".into(),
+        };
         let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:9")
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "unreachable",
-                "unreachable",
-                None,
-                None,
-                "unreachable",
-            ))
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .credentials_provider(credentials(&key))
+            .retry_config(RetryConfig::disabled())
             .build();
         Self::new(
             Client::from_conf(config),
@@ -263,6 +322,12 @@ impl DynamoStore {
             clock,
             Duration::from_millis(500),
         )
+    }
+
+    /// Creates this store's table (partition key `name`, on-demand billing) unless it
+    /// exists, and waits until it is active. Safe when several servers start at once.
+    pub async fn ensure_table(&self) -> Result<(), super::TableError> {
+        super::table::ensure_table(&self.client, &self.table).await
     }
 
     /// The metrics of this store and of the server around it.
@@ -274,35 +339,13 @@ impl DynamoStore {
     /// `lock_delay` more, on top of the skew margin, so that a holder that is merely
     /// slow has time to notice. A released lock stays free at once.
     pub fn with_lock_delay(mut self, lock_delay: Duration) -> Self {
-        self.lock_delay_ms = millis(lock_delay);
+        self.policy = self.policy.with_lock_delay(lock_delay);
         self
     }
 
-    /// The most the servers' clocks may differ, in milliseconds.
-    pub(super) fn skew_ms(&self) -> i64 {
-        self.skew_ms
-    }
-
-    /// How long after a lease ended without a release another holder may take over.
-    pub(super) fn takeover_grace_ms(&self) -> i64 {
-        self.skew_ms.saturating_add(self.lock_delay_ms)
-    }
-
-    /// How long after a lease ended without a release another holder may take over,
-    /// in milliseconds: the skew margin and the lock delay.
-    pub fn takeover_grace(&self) -> i64 {
-        self.takeover_grace_ms()
-    }
-
-    /// When another holder may take over from `holder`.
-    /// A lock reserved by a waiting group is free for others once the reservation
-    /// ends too.
-    pub fn free_at(&self, holder: &Lock) -> Millis {
-        let lease_over = holder.expires_at.saturating_add(self.takeover_grace_ms());
-        holder
-            .reservation
-            .as_ref()
-            .map_or(lease_over, |reservation| lease_over.max(reservation.until))
+    /// When this store lets a lease that ended be taken over.
+    pub fn policy(&self) -> LeasePolicy {
+        self.policy
     }
 
     /// The clock this store decides by.
@@ -447,7 +490,7 @@ impl DynamoStore {
             .value(":now", n(now))
             .value(":expires_at", n(now.saturating_add(ttl_ms)))
             .value(":ttl_ms", n(ttl_ms))
-            .value(":takeover", n(now - self.takeover_grace_ms()));
+            .value(":takeover", n(self.policy.takeover_before(now)));
         // A new holder never inherits the previous holder's owner or metadata.
         match &request.owner {
             Some(owner) => {

@@ -152,7 +152,7 @@ impl DynamoStore {
         let now = self.clock().now_millis();
         let until = now
             .saturating_add(super::dynamo::millis(RESERVATION))
-            .saturating_add(self.skew_ms());
+            .saturating_add(self.policy().skew_ms());
         let mut reserved = 0;
         for name in names {
             let mut e = Expression {

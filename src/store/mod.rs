@@ -14,7 +14,7 @@ mod table;
 
 use std::time::Duration;
 
-pub use dynamo::{DynamoSettings, DynamoStore, Release, connect};
+pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, Release};
 pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;
 pub use key::SERVER_KEY_RECORD;
@@ -23,7 +23,7 @@ pub use reclaim::Sweep;
 pub use semaphore::{
     KEY_PREFIX as SEMAPHORE_KEY_PREFIX, SemaphoreOutcome, SemaphoreRequest, SlotRelease,
 };
-pub use table::{TableError, ensure_table};
+pub use table::TableError;
 
 use crate::domain::{Lock, LockName, LockRejection, Nonce};
 

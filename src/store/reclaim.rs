@@ -45,8 +45,7 @@ impl DynamoStore {
         // lock-delay) before its record goes, or deleting it would free it early.
         let cutoffs = [
             now.saturating_sub(after),
-            now.saturating_sub(after)
-                .saturating_sub(self.takeover_grace_ms()),
+            self.policy().takeover_before(now.saturating_sub(after)),
             now,
         ];
         let mut sweep = Sweep::default();

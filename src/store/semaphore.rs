@@ -114,7 +114,7 @@ impl DynamoStore {
                 &request.nonce,
                 request.limit,
                 now,
-                self.takeover_grace_ms(),
+                self.policy().takeover_grace_ms(),
                 now_micros.unsigned_abs(),
             );
             let (fence, clear) = match plan {
@@ -159,14 +159,6 @@ impl DynamoStore {
             subject("acquire", "semaphore_acquire", &request.name),
             format!("{MAX_WRITES} conditional writes in a row lost to other acquires"),
         ))
-    }
-
-    /// When a slot of the full `semaphore` frees up at the latest: the first lease
-    /// to end, plus the skew margin (and lock delay).
-    pub fn semaphore_free_at(&self, semaphore: &Semaphore) -> crate::domain::Millis {
-        let now = self.clock().now_millis();
-        let grace = self.takeover_grace_ms();
-        semaphore.first_free_at(now, grace).unwrap_or(now)
     }
 
     /// The write that adds `slot` to the semaphore as `seen`, clearing `clear`.

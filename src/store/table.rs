@@ -21,9 +21,9 @@ pub struct TableError {
     pub detail: String,
 }
 
-/// Creates `table` (partition key `name`, on-demand billing) unless it exists, and
-/// waits until it is active. Safe when several servers start at once.
-pub async fn ensure_table(client: &Client, table: &str) -> Result<(), TableError> {
+/// Creates `table` unless it exists, and waits until it is active
+/// ([`super::DynamoStore::ensure_table`]).
+pub(super) async fn ensure_table(client: &Client, table: &str) -> Result<(), TableError> {
     let error = |detail: String| TableError {
         table: table.to_owned(),
         detail,

@@ -176,18 +176,20 @@ async fn a_cursor_opens_only_for_its_listing_and_caller_and_on_every_server() {
 async fn servers_racing_to_make_the_key_agree_on_one_and_no_listing_shows_it() {
     let app = TestApp::spawn().await;
     // Four servers' stores, each reading the key for the first time at once.
-    let racing: Vec<_> = (0..4)
-        .map(|_| {
-            let store = app.store();
-            tokio::spawn(async move { store.server_key().await })
-        })
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(app.store().await);
+    }
+    let racing: Vec<_> = stores
+        .into_iter()
+        .map(|store| tokio::spawn(async move { store.server_key().await }))
         .collect();
     let mut keys = Vec::new();
     for race in racing {
         keys.push(race.await.unwrap().expect("a key"));
     }
     assert!(keys.iter().all(|key| *key == keys[0]));
-    assert_eq!(app.store().server_key().await.unwrap(), keys[0]);
+    assert_eq!(app.store().await.server_key().await.unwrap(), keys[0]);
     app.acquire("job", "n", "").await;
     let locks = app.call(Method::GET, "/locks", None).await;
     assert_eq!(

@@ -222,16 +222,10 @@ async fn an_unreachable_dynamodb_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn an_item_fencelock_did_not_write_answers_500_naming_the_lock() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let app = TestApp::spawn().await;
-    app.dynamo
-        .put_item()
-        .table_name(&app.table)
-        .item("name", AttributeValue::S("broken".into()))
-        .item("fence", AttributeValue::S("not a number".into()))
-        .send()
-        .await
-        .expect("a raw item is written");
+    app.raw()
+        .put_strings(&[("name", "broken"), ("fence", "not a number")])
+        .await;
     let reply = app.status("broken").await;
     assert_eq!(
         (reply.status, reply.code()),

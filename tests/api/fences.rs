@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -56,13 +55,7 @@ async fn a_record_deleted_behind_fencelocks_back_continues_above_its_fences() {
         last = app.acquire("job", &format!("n{i}"), "").await.fence();
         app.release("job", last).await;
     }
-    app.dynamo
-        .delete_item()
-        .table_name(&app.table)
-        .key("name", AttributeValue::S("job".into()))
-        .send()
-        .await
-        .unwrap();
+    app.raw().delete("job").await;
     assert_eq!(app.status("job").await.status, StatusCode::NOT_FOUND);
     let reborn = app.acquire("job", "again", "").await;
     assert_eq!(reborn.status, StatusCode::OK);

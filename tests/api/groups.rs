@@ -670,7 +670,7 @@ async fn a_group_that_stops_waiting_clears_its_reservations() {
 #[tokio::test]
 async fn reservations_go_in_name_order_stop_at_another_groups_and_end() {
     let app = TestApp::spawn().await;
-    let store = app.store();
+    let store = app.store().await;
     let names: Vec<_> = ["a", "b", "c", "d"]
         .iter()
         .map(|name| fencelock::domain::LockName::parse(name).unwrap())
@@ -722,7 +722,7 @@ async fn reservations_go_in_name_order_stop_at_another_groups_and_end() {
 #[tokio::test]
 async fn a_reservation_never_takes_a_lock_from_its_holder_nor_lets_a_former_one_back() {
     let app = TestApp::spawn().await;
-    let store = app.store();
+    let store = app.store().await;
     let b = fencelock::domain::LockName::parse("b").unwrap();
     let group = fencelock::domain::Nonce::parse("group").unwrap();
     let first = app.acquire("b", "x", "").await.fence();

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::Client;
 use fencelock::api::{AppState, Limits, Security};
+use fencelock::clock::Clock;
 use fencelock::clock::ShiftedClock;
 use fencelock::domain::TtlBounds;
 use fencelock::reclaim::spawn_sweeper;
-use fencelock::store::{DynamoStore, ensure_table};
+use fencelock::store::DynamoStore;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -52,7 +52,8 @@ pub struct TestApp {
     /// This server's clock: advance it to let leases run out.
     pub clock: Arc<ShiftedClock>,
     pub table: String,
-    pub dynamo: Client,
+    /// The DynamoDB this server's store reaches.
+    pub endpoint: String,
     options: Options,
     shutdown: Arc<Notify>,
 }
@@ -110,29 +111,31 @@ impl TestApp {
 
     /// A server on a fresh table, with `options`.
     pub async fn spawn_with(options: Options) -> Self {
-        let dynamo = dynamodb_local::client(dynamodb_endpoint());
-        let table = unique_table();
-        ensure_table(&dynamo, &table)
-            .await
-            .expect("the test table is created");
-        Self::serve(dynamo, table, options).await
+        let app = Self::serve(dynamodb_endpoint(), unique_table(), options).await;
+        app.create_table().await;
+        app
     }
 
     /// A store on this server's table, deciding by this server's clock: for calling
     /// the store directly.
-    pub fn store(&self) -> DynamoStore {
-        DynamoStore::new(self.dynamo.clone(), &self.table, self.clock.clone(), SKEW)
+    pub async fn store(&self) -> DynamoStore {
+        self.store_with(self.clock.clone()).await
+    }
+
+    /// A store on this server's table, deciding by `clock`.
+    pub async fn store_with(&self, clock: Arc<dyn Clock>) -> DynamoStore {
+        dynamodb_local::store(&self.endpoint, &self.table, clock, SKEW).await
+    }
+
+    /// Requests to this server's table that go around fencelock.
+    pub fn raw(&self) -> dynamodb_local::Raw {
+        dynamodb_local::Raw::new(&self.endpoint, &self.table)
     }
 
     /// A second server on the same table and with the same options, with a clock of
     /// its own.
     pub async fn another_instance(&self) -> Self {
-        Self::serve(
-            dynamodb_local::client(dynamodb_endpoint()),
-            self.table.clone(),
-            self.options.clone(),
-        )
-        .await
+        Self::serve(&self.endpoint, self.table.clone(), self.options.clone()).await
     }
 
     /// A server on `endpoint`, whose table does not exist (yet).
@@ -142,12 +145,14 @@ impl TestApp {
 
     /// As [`TestApp::spawn_on`], with `options`.
     pub async fn spawn_on_with(endpoint: &str, options: Options) -> Self {
-        Self::serve(dynamodb_local::client(endpoint), unique_table(), options).await
+        Self::serve(endpoint, unique_table(), options).await
     }
 
     /// Creates this server's table, as `FENCELOCK_CREATE_TABLE` does at start-up.
     pub async fn create_table(&self) {
-        ensure_table(&self.dynamo, &self.table)
+        self.store()
+            .await
+            .ensure_table()
             .await
             .expect("the table is created");
     }
@@ -159,16 +164,17 @@ impl TestApp {
             .local_addr()
             .unwrap();
         Self::serve(
-            dynamodb_local::client(&format!("http://{closed}")),
+            &format!("http://{closed}"),
             unique_table(),
             Options::default(),
         )
         .await
     }
 
-    async fn serve(dynamo: Client, table: String, options: Options) -> Self {
+    async fn serve(endpoint: &str, table: String, options: Options) -> Self {
         let clock = Arc::new(ShiftedClock::new());
-        let store = DynamoStore::new(dynamo.clone(), &table, clock.clone(), SKEW)
+        let store = dynamodb_local::store(endpoint, &table, clock.clone(), SKEW)
+            .await
             .with_lock_delay(options.lock_delay);
         if let Some(after) = options.reclaim_after {
             // Ends with the test's runtime.
@@ -200,7 +206,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             clock,
             table,
-            dynamo,
+            endpoint: endpoint.to_owned(),
         }
     }
 

@@ -62,7 +62,7 @@ async fn only_stale_records_with_empty_bodies_are_reclaimed() {
 #[tokio::test]
 async fn a_sweep_reclaims_nothing_before_the_delay_and_everything_stale_after() {
     let app = TestApp::spawn().await;
-    let store = app.store();
+    let store = app.store().await;
     let day = Duration::from_secs(86_400);
     let fence = app.acquire("released", "n", "").await.fence();
     app.release("released", fence).await;
@@ -97,7 +97,7 @@ async fn a_sweep_reclaims_nothing_before_the_delay_and_everything_stale_after() 
 #[tokio::test]
 async fn a_reserved_record_is_kept_until_its_reservation_ends() {
     let app = TestApp::spawn().await;
-    let store = app.store();
+    let store = app.store().await;
     let fence = app.acquire("reserved", "n", "").await.fence();
     app.release("reserved", fence).await;
     let name = fencelock::domain::LockName::parse("reserved").unwrap();

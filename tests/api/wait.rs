@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode, header};
 
 use fencelock::clock::SystemClock;
 use fencelock::domain::{LockName, Nonce};
-use fencelock::store::{AcquireOutcome, AcquireRequest, DynamoStore};
+use fencelock::store::{AcquireOutcome, AcquireRequest};
 use fencelock::wait::Waiters;
 
 use crate::helpers::{SKEW, TestApp};
@@ -171,7 +171,7 @@ async fn waiters_are_answered_503_when_the_server_shuts_down() {
 async fn a_wait_that_ends_before_the_first_attempt_gets_its_answer() {
     let app = TestApp::spawn().await;
     let holder = app.acquire("job", "holder", "&ttl=60s").await.fence();
-    let store = DynamoStore::new(app.dynamo.clone(), &app.table, Arc::new(SystemClock), SKEW);
+    let store = app.store_with(Arc::new(SystemClock)).await;
     let waiters: Waiters = Waiters::new(store, fencelock::wait::DEFAULT_MAX_WAITERS_PER_LOCK);
     let request = AcquireRequest {
         name: LockName::parse("job").unwrap(),

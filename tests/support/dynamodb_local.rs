@@ -1,6 +1,10 @@
 //! DynamoDB Local for the API tests and the benchmarks (included by both with
 //! `#[path]`): started on a free port from the jar `make tools` installs, stopped
 //! when the process that started it exits, however it exits.
+//!
+//! The one file outside `src/store` that speaks DynamoDB's SDK: [`Raw`] writes what
+//! fencelock never would (a malformed item, a deleted record) and sends the bare
+//! requests the benchmark measures fencelock against.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -9,8 +13,14 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use fencelock::clock::Clock;
+use fencelock::store::{AccessKey, DynamoSettings, DynamoStore};
 
 /// Starts an in-memory DynamoDB Local, logging to `target/{log_name}`, and returns
 /// its endpoint once it listens.
@@ -148,28 +158,160 @@ pub fn listener_of(pid: u32, port: u16) -> Listener {
     }
 }
 
-/// A DynamoDB client configuration for `endpoint`, with the fixed credentials
-/// DynamoDB Local accepts; add to it before building.
-pub fn config(endpoint: &str) -> Builder {
-    aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "fencelock-tests",
-        ))
-        .timeout_config(
-            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
+/// How to reach DynamoDB Local at `endpoint`, with the fixed credentials it accepts.
+pub fn settings(endpoint: &str) -> DynamoSettings {
+    DynamoSettings {
+        endpoint: Some(endpoint.to_owned()),
+        region: Some("us-east-1".into()),
+        access_key: Some(AccessKey {
+            id: "test".into(),
+            secret: "test".into(),
+        }),
+        ..DynamoSettings::default()
+    }
 }
 
-/// A DynamoDB client for `endpoint`.
-pub fn client(endpoint: &str) -> Client {
-    Client::from_conf(config(endpoint).build())
+/// A store on `table` of DynamoDB Local at `endpoint`, with a skew margin of `skew`.
+pub async fn store(
+    endpoint: &str,
+    table: &str,
+    clock: Arc<dyn Clock>,
+    skew: Duration,
+) -> DynamoStore {
+    DynamoStore::connect(&settings(endpoint), table, clock, skew)
+        .await
+        .expect("DynamoDB Local's settings are complete")
+}
+
+/// Requests to `table` that go around fencelock.
+pub struct Raw {
+    client: Client,
+    table: String,
+}
+
+#[allow(dead_code)] // The benchmark's floor uses it.
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+impl Raw {
+    pub fn new(endpoint: &str, table: &str) -> Self {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "raw"))
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            table: table.to_owned(),
+        }
+    }
+
+    /// Writes an item of string attributes, whatever they are.
+    pub async fn put_strings(&self, attributes: &[(&str, &str)]) {
+        let mut put = self.client.put_item().table_name(&self.table);
+        for (name, value) in attributes {
+            put = put.item(*name, s(*value));
+        }
+        put.send().await.expect("a raw item is written");
+    }
+
+    /// Deletes the record of `name`.
+    pub async fn delete(&self, name: &str) {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("name", s(name))
+            .send()
+            .await
+            .expect("a raw item is deleted");
+    }
+
+    #[allow(dead_code)] // The benchmark's floor.
+    /// fencelock's acquire, as the store sends it: one conditional UpdateItem. Answers
+    /// the fence granted, as the store works it out from the old item.
+    pub async fn floor_acquire(&self, name: &str, nonce: &str) -> Option<u64> {
+        let now_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let now = now_micros / 1000;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("name", s(name))
+            .update_expression(
+                "SET #fence = if_not_exists(#fence, :floor) + :one, #nonce = :nonce, \
+                 #token = :token, #acquired_at = :now, #heartbeat_at = :now, \
+                 #expires_at = :expires_at, #ttl_ms = :ttl_ms \
+                 REMOVE #released_at, #owner, #metadata",
+            )
+            .condition_expression(
+                "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
+                 AND (attribute_not_exists(#reserved_by) OR #reserved_until < :now \
+                      OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover))",
+            )
+            .expression_attribute_names("#fence", "fence")
+            .expression_attribute_names("#nonce", "nonce")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_names("#acquired_at", "acquired_at")
+            .expression_attribute_names("#heartbeat_at", "heartbeat_at")
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_names("#ttl_ms", "ttl_ms")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#metadata", "metadata")
+            .expression_attribute_names("#released_at", "released_at")
+            .expression_attribute_names("#reserved_by", "reserved_by")
+            .expression_attribute_names("#reserved_until", "reserved_until")
+            .expression_attribute_values(":floor", n(now_micros))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":nonce", s(nonce))
+            .expression_attribute_values(":token", s(format!("{:032x}", fastrand::u128(..))))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expires_at", n(now + 30_000))
+            .expression_attribute_values(":ttl_ms", n(30_000))
+            .expression_attribute_values(":takeover", n(now - 500))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await
+            .ok()?;
+        let old = result
+            .attributes()
+            .and_then(|item| item.get("fence"))
+            .and_then(|fence| fence.as_n().ok()?.parse::<u64>().ok());
+        Some(old.unwrap_or(now_micros as u64) + 1)
+    }
+
+    #[allow(dead_code)] // The benchmark's floor.
+    /// fencelock's release, as the store sends it.
+    pub async fn floor_release(&self, name: &str, fence: u64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let _ = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("name", s(name))
+            .update_expression("SET #expires_at = :zero, #released_at = :now")
+            .condition_expression("#fence = :holder AND #expires_at <> :zero")
+            .expression_attribute_names("#fence", "fence")
+            .expression_attribute_names("#expires_at", "expires_at")
+            .expression_attribute_names("#released_at", "released_at")
+            .expression_attribute_values(":holder", n(fence))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+    }
 }

@@ -102,9 +102,10 @@ impl Kind {
     /// `lock` or `semaphore`, for messages.
     pub fn noun(self) -> &'static str {
         match self {
-            Self::Lock => "lock",
-            Self::Semaphore => "semaphore",
+            Self::Lock => crate::domain::Kind::Lock,
+            Self::Semaphore => crate::domain::Kind::Semaphore,
         }
+        .as_str()
     }
 }
 

@@ -3,6 +3,7 @@
 //! Label values are bounded: route templates, operation names and outcomes, never
 //! lock names.
 
+use crate::domain::Kind;
 use std::time::Duration;
 
 use prometheus::{
@@ -132,14 +133,18 @@ impl Metrics {
             .sum()
     }
 
-    /// Counts one grant of a `kind`: `lock`, `semaphore` or `group`.
-    pub fn grants(&self, kind: &str) {
-        self.grants_by_kind.with_label_values(&[kind]).inc();
+    /// Counts one grant of a `kind`: a lock, a semaphore slot or a group.
+    pub fn grants(&self, kind: Kind) {
+        self.grants_by_kind
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Counts one acquire of a `kind` refused because what it asked for was held.
-    pub fn conflicts(&self, kind: &str) {
-        self.conflicts_by_kind.with_label_values(&[kind]).inc();
+    pub fn conflicts(&self, kind: Kind) {
+        self.conflicts_by_kind
+            .with_label_values(&[kind.as_str()])
+            .inc();
     }
 
     /// Counts one HTTP request.
@@ -171,8 +176,8 @@ mod tests {
         metrics.dynamodb("acquire", "granted", Duration::from_millis(3));
         metrics.http("POST", "/locks/{name}", 200, Duration::from_millis(4));
         metrics.locks_granted.inc();
-        metrics.grants("semaphore");
-        metrics.conflicts("lock");
+        metrics.grants(Kind::Semaphore);
+        metrics.conflicts(Kind::Lock);
         let text = metrics.render();
         for name in [
             "fencelock_http_requests_total",

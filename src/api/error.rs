@@ -10,7 +10,7 @@ use utoipa::{IntoResponses, ToSchema};
 use super::code::ErrorCode;
 use super::guard::{MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_URI_BYTES};
 use super::view::{rfc3339, with_fence};
-use crate::domain::{Fence, LockName, LockRejection, Millis, SlotRejection};
+use crate::domain::{Fence, Kind, LockName, LockRejection, Millis, SlotRejection};
 use crate::store::StoreError;
 
 /// How long a client should wait before retrying after DynamoDB failed, in seconds.
@@ -88,10 +88,10 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     /// 403 `not_holder`: the holder's nonce is missing or wrong.
-    #[error("{}", not_holder_sentence(kind, name, *fence, *missing))]
+    #[error("{}", not_holder_sentence(*kind, name, *fence, *missing))]
     NotHolder {
-        /// `lock` or `semaphore`.
-        kind: &'static str,
+        /// A lock or a semaphore.
+        kind: Kind,
         name: LockName,
         fence: Fence,
         missing: bool,
@@ -173,7 +173,7 @@ pub enum ApiError {
     )]
     Unavailable {
         operation: &'static str,
-        kind: &'static str,
+        kind: Kind,
         name: String,
     },
     /// 503 `unavailable`: this server is shutting down; another one can answer.
@@ -209,7 +209,7 @@ impl ApiError {
             },
             LockRejection::TokenMismatch => Self::TokenHoldsNothing { name },
             LockRejection::NotHolder { fence } => Self::NotHolder {
-                kind: "lock",
+                kind: Kind::Lock,
                 name,
                 fence,
                 missing: false,
@@ -224,7 +224,7 @@ impl ApiError {
             SlotRejection::NotFound => Self::SemaphoreNotFound { name },
             SlotRejection::NotHeld { fence } => Self::SlotNotHeld { name, fence },
             SlotRejection::NotHolder { fence } => Self::NotHolder {
-                kind: "semaphore",
+                kind: Kind::Semaphore,
                 name,
                 fence,
                 missing: false,
@@ -647,7 +647,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn not_holder_sentence(kind: &str, name: &LockName, fence: Fence, missing: bool) -> String {
+fn not_holder_sentence(kind: Kind, name: &LockName, fence: Fence, missing: bool) -> String {
     let problem = if missing {
         "needs the holder's nonce"
     } else {

@@ -20,7 +20,7 @@ use super::terms::{
 };
 use super::view::LockView;
 use super::{ApiError, AppState};
-use crate::domain::{Fence, LockName};
+use crate::domain::{Fence, Kind, LockName};
 use crate::store::{AcquireRequest, GroupOutcome, MAX_GROUP};
 use crate::wait::GroupRequest;
 
@@ -227,7 +227,7 @@ fn group_holders(
         .into_iter()
         .zip(&holding.locks)
         .map(|(name, lock)| {
-            let holder = holder(app, "lock", &name, lock.fence, headers, nonce.clone())?;
+            let holder = holder(app, Kind::Lock, &name, lock.fence, headers, nonce.clone())?;
             Ok((name, holder))
         })
         .collect()

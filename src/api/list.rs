@@ -11,7 +11,7 @@ use super::guard::Caller;
 use super::view::LockView;
 use super::{ApiError, AppState};
 use crate::domain::{LockName, ServerKey, is_namespace};
-use crate::store::{ListQuery, SEMAPHORE_KEY_PREFIX};
+use crate::store::{ListQuery, is_listed_key};
 
 /// Locks per page when the request does not say.
 const DEFAULT_LIMIT: usize = 100;
@@ -184,10 +184,7 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
 fn open_cursor(key: &ServerKey, context: &str, cursor: &str) -> Result<String, ApiError> {
     key.open(context, cursor)
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|key| {
-            let name = key.strip_prefix(SEMAPHORE_KEY_PREFIX).unwrap_or(key);
-            LockName::parse(name).is_ok()
-        })
+        .filter(|key| is_listed_key(key))
         .ok_or_else(not_a_cursor)
 }
 

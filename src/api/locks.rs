@@ -18,7 +18,7 @@ use super::terms::{
 };
 use super::view::{LockView, Released, with_fence};
 use super::{ApiError, AppState};
-use crate::domain::{Holder, Lock};
+use crate::domain::{Holder, Kind, Lock};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
 
 type LockResult = Result<LockView, ApiError>;
@@ -134,7 +134,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let holder = holder(&app, "lock", &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, Kind::Lock, &name, fence, &headers, query.nonce)?;
     let outcome = app.store.heartbeat(&name, &holder, ttl).await?;
     renewed(&app, name, outcome)
 }
@@ -158,7 +158,7 @@ pub async fn update(
     TextBody(body): TextBody,
 ) -> LockResult {
     let ttl = renew_ttl(&app, &query)?;
-    let holder = holder(&app, "lock", &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, Kind::Lock, &name, fence, &headers, query.nonce)?;
     let outcome = app.store.update_body(&name, &holder, &body, ttl).await?;
     renewed(&app, name, outcome)
 }
@@ -184,7 +184,7 @@ pub async fn release(
     Params(query): Params<ReleaseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let holder = holder(&app, "lock", &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, Kind::Lock, &name, fence, &headers, query.nonce)?;
     let release = app
         .store
         .release(&name, &holder)

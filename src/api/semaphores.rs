@@ -21,8 +21,8 @@ use super::terms::{
 use super::view::{Released, rfc3339, with_fence};
 use super::{ApiError, AppState};
 use crate::domain::{
-    Fence, Holder, MAX_LIMIT, MAX_SLOT_DETAILS, Millis, Semaphore, Slot, check_limit, check_slot,
-    format_duration, parse_limit,
+    Fence, Holder, Kind, MAX_LIMIT, MAX_SLOT_DETAILS, Millis, Semaphore, Slot, check_limit,
+    check_slot, format_duration, parse_limit,
 };
 use crate::store::{SemaphoreOutcome, SemaphoreRequest};
 
@@ -302,7 +302,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
 ) -> Result<HeldSlotView, ApiError> {
     let ttl = renew_ttl(&app, &query)?;
-    let holder = holder(&app, "semaphore", &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, Kind::Semaphore, &name, fence, &headers, query.nonce)?;
     match app.store.heartbeat_semaphore(&name, &holder, ttl).await? {
         Ok((semaphore, fence)) => HeldSlotView::new(&semaphore, fence, now(&app)),
         Err(rejection) => Err(ApiError::slot_rejected(name, rejection)),
@@ -323,7 +323,7 @@ pub async fn release(
     Params(query): Params<ReleaseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let holder = holder(&app, "semaphore", &name, fence, &headers, query.nonce)?;
+    let holder = holder(&app, Kind::Semaphore, &name, fence, &headers, query.nonce)?;
     let release = app
         .store
         .release_semaphore(&name, &holder)

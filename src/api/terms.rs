@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 use utoipa::IntoParams;
 
 use super::{ApiError, AppState};
-use crate::domain::{Fence, Holder, LockName, MAX_OWNER_LEN, Millis, Nonce, parse_duration};
+use crate::domain::{Fence, Holder, Kind, LockName, MAX_OWNER_LEN, Millis, Nonce, parse_duration};
 
 /// The header that carries the holder's nonce, as proof, on heartbeat, update and release.
 pub const NONCE_HEADER: HeaderName = HeaderName::from_static("lock-nonce");
@@ -200,7 +200,7 @@ pub(super) fn check_depth(value: &serde_json::Value) -> Result<(), ApiError> {
 /// one is sent, which the server may require.
 pub(super) fn holder(
     app: &AppState,
-    kind: &'static str,
+    kind: Kind,
     name: &LockName,
     fence: Fence,
     headers: &HeaderMap,

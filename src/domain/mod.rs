@@ -3,6 +3,7 @@
 //! here performs I/O.
 
 mod duration;
+mod kind;
 mod lease;
 mod lock;
 mod name;
@@ -12,6 +13,7 @@ mod semaphore;
 mod token;
 
 pub use duration::{TtlBounds, format_duration, parse_duration};
+pub use kind::Kind;
 pub use lease::LeasePolicy;
 pub use lock::{
     Fence, Holder, Lock, LockRejection, Millis, Reservation, check_holder, parse_fence,

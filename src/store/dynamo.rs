@@ -21,7 +21,7 @@ use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
 use crate::domain::{
-    Fence, Holder, LeasePolicy, Lock, LockName, LockRejection, Millis, ServerKey, Token,
+    Fence, Holder, Kind, LeasePolicy, Lock, LockName, LockRejection, Millis, ServerKey, Token,
     check_holder,
 };
 use crate::metrics::Metrics;
@@ -376,7 +376,7 @@ impl DynamoStore {
                     self.metrics.expired_takeovers.inc();
                 }
                 self.metrics.locks_granted.inc();
-                self.metrics.grants("lock");
+                self.metrics.grants(Kind::Lock);
                 let now = now_micros.div_euclid(1000);
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
                 let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
@@ -397,7 +397,7 @@ impl DynamoStore {
             }
             Write::Rejected(Some(item)) => {
                 self.metrics.lock_conflicts.inc();
-                self.metrics.conflicts("lock");
+                self.metrics.conflicts(Kind::Lock);
                 Ok(AcquireOutcome::Held(
                     Lock::try_from(&item)?.seen_by(&request.nonce),
                 ))
@@ -728,7 +728,7 @@ impl DynamoStore {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Subject<'a> {
     /// `lock` or `semaphore`.
-    pub kind: &'static str,
+    pub kind: Kind,
     /// The verb of an error sentence: `acquire`, `release`, …
     pub operation: &'static str,
     /// The `operation` label of the DynamoDB request metric.
@@ -739,7 +739,7 @@ pub(super) struct Subject<'a> {
 impl<'a> Subject<'a> {
     fn lock(operation: &'static str, name: &'a LockName) -> Self {
         Self {
-            kind: "lock",
+            kind: Kind::Lock,
             operation,
             label: operation,
             name,

@@ -30,7 +30,7 @@ use super::dynamo::{
 };
 use super::item::{self, Item, n, s};
 use super::{AcquireRequest, DynamoStore, StoreError};
-use crate::domain::{Holder, Lock, LockName, LockRejection, Nonce, Token, check_holder};
+use crate::domain::{Holder, Kind, Lock, LockName, LockRejection, Nonce, Token, check_holder};
 
 /// The most locks in one group: DynamoDB's limit of updates in one transaction.
 pub const MAX_GROUP: usize = 100;
@@ -110,7 +110,7 @@ impl DynamoStore {
                         _ => None,
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                self.metrics().conflicts("group");
+                self.metrics().conflicts(Kind::Group);
                 Ok(GroupOutcome::Held(held))
             }
             Transaction::Applied => {
@@ -126,7 +126,7 @@ impl DynamoStore {
                         ));
                     }
                 }
-                self.metrics().grants("group");
+                self.metrics().grants(Kind::Group);
                 Ok(GroupOutcome::Granted(locks))
             }
         }
@@ -517,7 +517,7 @@ fn group_subject<'a>(
     name: &'a LockName,
 ) -> Subject<'a> {
     Subject {
-        kind: "lock",
+        kind: Kind::Lock,
         operation,
         label,
         name,

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::dynamo::outcome_of;
 use super::item::{self, n, s};
 use super::{DynamoStore, StoreError};
-use crate::domain::ServerKey;
+use crate::domain::{Kind, ServerKey};
 
 /// The key of the server key's record.
 pub const SERVER_KEY_RECORD: &str = "secret/server-key";
@@ -103,7 +103,7 @@ impl DynamoStore {
 fn unavailable(detail: String) -> StoreError {
     StoreError::Unavailable {
         operation: "read",
-        kind: "record",
+        kind: Kind::Record,
         name: SERVER_KEY_RECORD.into(),
         detail,
     }

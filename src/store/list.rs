@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use super::item::{self, Item, n, s};
 use super::semaphore::{KEY_PREFIX, semaphore_from};
 use super::{DynamoStore, StoreError};
-use crate::domain::{DEFAULT_NAMESPACE, Lock, Semaphore};
+use crate::domain::{DEFAULT_NAMESPACE, Kind, Lock, LockName, Semaphore};
 
 /// The most `Scan` requests one listing call makes before it answers with what it
 /// has and a cursor, so a sparse filter cannot make one call scan the whole table.
@@ -43,26 +43,39 @@ pub struct SemaphorePage {
     pub next: Option<String>,
 }
 
+/// Whether `key` is one a listing pages by: a lock's name, or a semaphore's key.
+pub fn is_listed_key(key: &str) -> bool {
+    LockName::parse(key.strip_prefix(KEY_PREFIX).unwrap_or(key)).is_ok()
+}
+
 /// Which records a listing scans for: locks, whose keys are their names, or
 /// semaphores, whose keys are their names after [`KEY_PREFIX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Lock,
-    Semaphore,
+enum Scanned {
+    Locks,
+    Semaphores,
 }
 
-impl Kind {
+impl Scanned {
     fn key_prefix(self) -> &'static str {
         match self {
-            Self::Lock => "",
-            Self::Semaphore => KEY_PREFIX,
+            Self::Locks => "",
+            Self::Semaphores => KEY_PREFIX,
         }
     }
 
+    /// The DynamoDB operation's label in the metrics.
     fn label(self) -> &'static str {
         match self {
-            Self::Lock => "list",
-            Self::Semaphore => "semaphore_list",
+            Self::Locks => "list",
+            Self::Semaphores => "semaphore_list",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Self::Locks => Kind::Lock,
+            Self::Semaphores => Kind::Semaphore,
         }
     }
 }
@@ -70,7 +83,7 @@ impl Kind {
 impl DynamoStore {
     /// A page of the locks that `query` asks for.
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let (items, next) = self.scan_pages(query, Kind::Lock).await?;
+        let (items, next) = self.scan_pages(query, Scanned::Locks).await?;
         let locks = items.iter().map(Lock::try_from).collect::<Result<_, _>>()?;
         Ok(Page { locks, next })
     }
@@ -78,7 +91,7 @@ impl DynamoStore {
     /// A page of the semaphores that `query` asks for; `held_only` keeps those with
     /// at least one live holder.
     pub async fn list_semaphores(&self, query: &ListQuery) -> Result<SemaphorePage, StoreError> {
-        let (items, next) = self.scan_pages(query, Kind::Semaphore).await?;
+        let (items, next) = self.scan_pages(query, Scanned::Semaphores).await?;
         let now = self.clock().now_millis();
         let mut semaphores = Vec::with_capacity(items.len());
         for raw in &items {
@@ -94,14 +107,11 @@ impl DynamoStore {
     async fn scan_pages(
         &self,
         query: &ListQuery,
-        kind: Kind,
+        kind: Scanned,
     ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         let unavailable = |detail: String| StoreError::Unavailable {
             operation: "list",
-            kind: match kind {
-                Kind::Lock => "lock",
-                Kind::Semaphore => "semaphore",
-            },
+            kind: kind.kind(),
             name: query.prefix.clone().unwrap_or_default(),
             detail,
         };
@@ -137,7 +147,7 @@ impl DynamoStore {
     fn scan(
         &self,
         query: &ListQuery,
-        kind: Kind,
+        kind: Scanned,
         after: Option<&String>,
         limit: usize,
     ) -> aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder {
@@ -151,11 +161,11 @@ impl DynamoStore {
             .expression_attribute_names("#name", item::NAME);
         let mut filters = match kind {
             // No lock name contains '/'; every other record's key does.
-            Kind::Lock => {
+            Scanned::Locks => {
                 scan = scan.expression_attribute_values(":slash", s("/"));
                 vec!["NOT contains(#name, :slash)"]
             }
-            Kind::Semaphore => {
+            Scanned::Semaphores => {
                 scan = scan.expression_attribute_values(":kind", s(key_prefix));
                 vec!["begins_with(#name, :kind)"]
             }
@@ -175,7 +185,7 @@ impl DynamoStore {
                 filters.push("begins_with(#name, :namespace)");
             }
         }
-        if query.held_only && kind == Kind::Lock {
+        if query.held_only && kind == Scanned::Locks {
             filters.push("#expires_at > :now");
             scan = scan
                 .expression_attribute_names("#expires_at", item::EXPIRES_AT)

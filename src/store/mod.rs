@@ -18,14 +18,12 @@ pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, Release};
 pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;
 pub use key::SERVER_KEY_RECORD;
-pub use list::{ListQuery, Page, SemaphorePage};
+pub use list::{ListQuery, Page, SemaphorePage, is_listed_key};
 pub use reclaim::Sweep;
-pub use semaphore::{
-    KEY_PREFIX as SEMAPHORE_KEY_PREFIX, SemaphoreOutcome, SemaphoreRequest, SlotRelease,
-};
+pub use semaphore::{SemaphoreOutcome, SemaphoreRequest, SlotRelease};
 pub use table::TableError;
 
-use crate::domain::{Lock, LockName, LockRejection, Nonce};
+use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce};
 
 /// What an acquire asks for.
 #[derive(Debug, Clone)]
@@ -58,8 +56,8 @@ pub enum StoreError {
     #[error("DynamoDB could not {operation} {kind} {name:?}: {detail}")]
     Unavailable {
         operation: &'static str,
-        /// What `name` names: `lock` or `semaphore`.
-        kind: &'static str,
+        /// What `name` names.
+        kind: Kind,
         name: String,
         detail: String,
     },

@@ -8,6 +8,7 @@
 //! DynamoDB's own TTL deletion is not used: it is not documented to re-check the
 //! item before deleting it, so it could delete a record acquired a moment before.
 
+use crate::domain::Kind;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,7 @@ fn unavailable(operation: &'static str, name: &str, detail: String) -> StoreErro
     tracing::warn!(lock = name, operation, %detail, "DynamoDB request failed");
     StoreError::Unavailable {
         operation,
-        kind: "lock",
+        kind: Kind::Lock,
         name: name.to_owned(),
         detail,
     }

@@ -30,7 +30,7 @@ use super::dynamo::{Subject, Write, millis, outcome_of};
 use super::item::{self, Item, n, number, required_string, s, string};
 use super::{DynamoStore, MalformedItem, StoreError};
 use crate::domain::{
-    AcquirePlan, Fence, Holder, LockName, Nonce, Semaphore, Slot, SlotRejection, check_slot,
+    AcquirePlan, Fence, Holder, Kind, LockName, Nonce, Semaphore, Slot, SlotRejection, check_slot,
     plan_acquire,
 };
 
@@ -89,7 +89,7 @@ fn key(name: &LockName) -> AttributeValue {
 
 fn subject<'a>(operation: &'static str, label: &'static str, name: &'a LockName) -> Subject<'a> {
     Subject {
-        kind: "semaphore",
+        kind: Kind::Semaphore,
         operation,
         label,
         name,
@@ -120,7 +120,7 @@ impl DynamoStore {
             let (fence, clear) = match plan {
                 AcquirePlan::Take { fence, clear } => (fence, clear),
                 AcquirePlan::Full => {
-                    self.metrics().conflicts("semaphore");
+                    self.metrics().conflicts(Kind::Semaphore);
                     let full = seen.expect("a full semaphore has a record");
                     return Ok(SemaphoreOutcome::Full(full));
                 }
@@ -142,7 +142,7 @@ impl DynamoStore {
             let subject = subject("acquire", "semaphore_acquire", &request.name);
             match self.write_as(subject, op).await? {
                 Write::Applied(item) => {
-                    self.metrics().grants("semaphore");
+                    self.metrics().grants(Kind::Semaphore);
                     let semaphore = semaphore_from(&item)?;
                     return Ok(SemaphoreOutcome::Granted { semaphore, fence });
                 }

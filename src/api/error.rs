@@ -563,81 +563,149 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let Self::Internal(detail) = &self {
-            // Logged once, where it is answered.
-            tracing::error!(detail, "answered 500 internal");
+/// What an answer adds to its error's status, code and sentence.
+#[derive(Debug, Default)]
+struct Extras {
+    /// The `Fencelock-Fence` header: the fence the answer is about.
+    fence_header: Option<Fence>,
+    /// The body's `fence`, `expireTime`, `reservedUntil` and `locks`.
+    fence: Option<Fence>,
+    expire_time: Option<String>,
+    reserved_until: Option<String>,
+    locks: Option<Vec<LockError>>,
+    retry_after_secs: Option<u64>,
+    /// A `WWW-Authenticate` challenge.
+    authenticate: bool,
+}
+
+impl Extras {
+    /// An answer about a holding whose fence is `fence`, in the header alone.
+    fn about(fence: Fence) -> Self {
+        Self {
+            fence_header: Some(fence),
+            ..Self::default()
         }
-        let mut body = self.plain_body();
-        let fence = match &self {
-            Self::LockHeld { fence, .. }
-            | Self::LeaseExpired { fence, .. }
-            | Self::SlotExpired { fence, .. } => Some(*fence),
-            Self::FenceMismatch { current, .. } => Some(*current),
-            _ => None,
-        };
-        let retry_after = match &self {
+    }
+
+    fn retry_after(secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::default()
+        }
+    }
+}
+
+impl ApiError {
+    /// What the answer to this error carries besides its code and sentence: one
+    /// description per variant, every variant named, so that a new one says its own.
+    fn extras(&self) -> Extras {
+        match self {
             Self::LockHeld {
                 fence,
                 expires_at,
                 reserved_until,
                 retry_after_secs,
                 ..
-            } => {
-                body.fence = Some(*fence);
-                body.expire_time = (*expires_at != 0).then(|| rfc3339(*expires_at));
-                body.reserved_until = reserved_until.map(rfc3339);
-                Some(*retry_after_secs)
+            } => Extras {
+                fence_header: Some(*fence),
+                fence: Some(*fence),
+                expire_time: (*expires_at != 0).then(|| rfc3339(*expires_at)),
+                reserved_until: reserved_until.map(rfc3339),
+                retry_after_secs: Some(*retry_after_secs),
+                ..Extras::default()
+            },
+            Self::LeaseExpired { fence, .. } | Self::SlotExpired { fence, .. } => {
+                Extras::about(*fence)
             }
+            Self::FenceMismatch { current, .. } => Extras::about(*current),
             Self::GroupHeld {
                 holders,
                 retry_after_secs,
-            } => {
-                body.locks = Some(
-                    holders
-                        .iter()
-                        .map(|h| LockError {
-                            name: h.name.to_string(),
-                            code: ErrorCode::LockHeld.as_str().into(),
-                            error: held_clause(&h.name, h.expires_at, h.reserved_until),
-                            fence: Some(h.fence),
-                            owner: h.owner.clone(),
-                            expire_time: (h.expires_at != 0).then(|| rfc3339(h.expires_at)),
-                            reserved_until: h.reserved_until.map(rfc3339),
-                        })
-                        .collect(),
-                );
-                Some(*retry_after_secs)
-            }
-            Self::GroupRefused { refusals } => {
-                body.locks = Some(refusals.iter().map(ApiError::lock_error).collect());
-                None
-            }
+            } => Extras {
+                locks: Some(holders.iter().map(GroupHolder::lock_error).collect()),
+                retry_after_secs: Some(*retry_after_secs),
+                ..Extras::default()
+            },
+            Self::GroupRefused { refusals } => Extras {
+                locks: Some(refusals.iter().map(ApiError::lock_error).collect()),
+                ..Extras::default()
+            },
             Self::SemaphoreFull {
                 free_at,
                 retry_after_secs,
                 ..
-            } => {
-                body.expire_time = Some(rfc3339(*free_at));
-                Some(*retry_after_secs)
-            }
+            } => Extras {
+                expire_time: Some(rfc3339(*free_at)),
+                retry_after_secs: Some(*retry_after_secs),
+                ..Extras::default()
+            },
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Extras::retry_after(*retry_after_secs),
             Self::Unavailable { .. }
             | Self::ShuttingDown { .. }
             | Self::NotReady(_)
-            | Self::OverLimit(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
-            Self::TooManyRequests {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            _ => None,
+            | Self::OverLimit(_) => Extras::retry_after(UNAVAILABLE_RETRY_AFTER_SECS),
+            Self::Unauthorized(_) => Extras {
+                authenticate: true,
+                ..Extras::default()
+            },
+            Self::InvalidRequest(_)
+            | Self::Unreadable(_)
+            | Self::Forbidden(_)
+            | Self::NotHolder { .. }
+            | Self::UriTooLong { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::LimitMismatch { .. }
+            | Self::SlotNotHeld { .. }
+            | Self::WouldShorten { .. }
+            | Self::LockNotFound { .. }
+            | Self::SemaphoreNotFound { .. }
+            | Self::RouteNotFound { .. }
+            | Self::TokenHoldsNothing { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::Internal(_) => Extras::default(),
+        }
+    }
+}
+
+impl GroupHolder {
+    /// This holder, as the `locks[]` entry of a refused group's answer.
+    fn lock_error(&self) -> LockError {
+        LockError {
+            name: self.name.to_string(),
+            code: ErrorCode::LockHeld.as_str().into(),
+            error: held_clause(&self.name, self.expires_at, self.reserved_until),
+            fence: Some(self.fence),
+            owner: self.owner.clone(),
+            expire_time: (self.expires_at != 0).then(|| rfc3339(self.expires_at)),
+            reserved_until: self.reserved_until.map(rfc3339),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            // Logged once, where it is answered.
+            tracing::error!(detail, "answered 500 internal");
+        }
+        let extras = self.extras();
+        let body = ErrorBody {
+            fence: extras.fence,
+            expire_time: extras.expire_time,
+            reserved_until: extras.reserved_until,
+            locks: extras.locks,
+            ..self.plain_body()
         };
-        let mut response = with_fence(fence, (self.status(), Json(body)));
-        if let Some(secs) = retry_after {
+        let mut response = with_fence(extras.fence_header, (self.status(), Json(body)));
+        if let Some(secs) = extras.retry_after_secs {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if matches!(self, Self::Unauthorized(_)) {
+        if extras.authenticate {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"fencelock\""),

@@ -103,6 +103,35 @@ pub async fn run_tls(
         .await
 }
 
+/// The server's limits, as `config` sets them.
+fn limits(config: &ServeConfig) -> Limits {
+    Limits {
+        request_timeout: config.request_timeout,
+        max_concurrent: config.max_concurrent_requests,
+        max_waiters_per_lock: config.max_waiters_per_lock as usize,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        ..Limits::default()
+    }
+}
+
+/// The certificate and key to speak HTTPS with, when `config` names them.
+async fn tls(config: &ServeConfig) -> Result<Option<RustlsConfig>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map(Some)
+        .map_err(|err| {
+            StartError::Config(format!(
+                "cannot use the certificate {} with the key {}: {err}",
+                cert.display(),
+                key.display()
+            ))
+        })
+}
+
 /// Starts the server described by `config` and serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let ttl = config.ttl_bounds().map_err(|e| StartError::Config(e.0))?;
@@ -135,30 +164,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             crate::domain::format_duration(config.max_wait)
         )));
     }
-    let limits = Limits {
-        request_timeout: config.request_timeout,
-        max_concurrent: config.max_concurrent_requests,
-        max_waiters_per_lock: config.max_waiters_per_lock as usize,
-        header_timeout: config.header_timeout,
-        idle_timeout: config.idle_timeout,
-        ..Limits::default()
-    };
     let security = security(&config)?;
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())
-        .with_limits(limits)
+        .with_limits(limits(&config))
         .with_security(security);
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(RustlsConfig::from_pem_file(cert, key).await.map_err(
-            |err| {
-                StartError::Config(format!(
-                    "cannot use the certificate {} with the key {}: {err}",
-                    cert.display(),
-                    key.display()
-                ))
-            },
-        )?),
-        _ => None,
-    };
+    let tls = tls(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {

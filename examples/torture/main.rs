@@ -21,7 +21,7 @@ mod linear;
 mod workload;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -237,6 +237,85 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     let work = args.out.join("run");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("the work folder is made");
+    announce(args, seed);
+    let table = format!("torture-{seed}");
+    let mut cluster = tokio::task::block_in_place(|| Cluster::start(&repo, &work, 3, &table));
+    if args.breakage.is_some() {
+        block(|| cluster.restart_instance(2, Some(CLOCK_BROKEN.to_owned())))
+            .map_err(|why| format!("--break skew could not set the clock ahead: {why}"))?;
+    }
+    let clients = cluster
+        .instance_urls()
+        .iter()
+        .map(|url| {
+            Client::new(url)
+                .expect("an instance URL")
+                .with_timeout(Duration::from_secs(3))
+        })
+        .collect();
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        clients,
+        history: Mutex::new(Vec::new()),
+        downstream: Downstream::default(),
+        pause_next_holder: AtomicBool::new(false),
+        faults: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let mixes = mixes(args);
+    let workers: Vec<_> = mixes
+        .iter()
+        .enumerate()
+        .map(|(id, mix)| {
+            let client = workload::client(shared.clone(), mix.clone(), id, seed ^ (id as u64 + 1));
+            tokio::spawn(client)
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let mut not_possible = BTreeMap::new();
+    if let Err(why) = cluster.can_drop_packets() {
+        not_possible.insert("drop_dynamodb_responses".to_owned(), why);
+    }
+    if let Err(why) = Cluster::can_skew_clocks() {
+        not_possible.insert("clock_ahead".to_owned(), why);
+    }
+    schedule(
+        &mut cluster,
+        &shared,
+        seed,
+        deadline,
+        &args.faults,
+        &mut not_possible,
+        args.breakage.is_some(),
+    )
+    .await;
+
+    shared.stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    }
+    drop(cluster);
+
+    let history = std::mem::take(&mut *shared.history.lock().unwrap());
+    write_history(&args.out.join("history.jsonl"), &history);
+    let (violations, holdings) = check::check(&history);
+    let windows = std::mem::take(&mut *shared.faults.lock().unwrap());
+    Ok(Summary {
+        seed,
+        duration_s: args.duration,
+        breakage: args.breakage.clone(),
+        operations: workload::tally(&history),
+        faults: tally_faults(&windows, &holdings),
+        faults_not_possible_here: not_possible,
+        grants: holdings.len(),
+        grants_by_mix: grants_by_mix(&holdings),
+        violations,
+    })
+}
+
+/// Says what this run is about to do.
+fn announce(args: &Args, seed: u64) {
     let mut mixes_said = Vec::new();
     if matches!(args.mode.as_str(), "all" | "locks") {
         mixes_said.push(format!(
@@ -265,30 +344,11 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
             .map(|b| format!(", broken: {b}"))
             .unwrap_or_default()
     );
-    let table = format!("torture-{seed}");
-    let mut cluster = tokio::task::block_in_place(|| Cluster::start(&repo, &work, 3, &table));
-    if args.breakage.is_some() {
-        block(|| cluster.restart_instance(2, Some(CLOCK_BROKEN.to_owned())))
-            .map_err(|why| format!("--break skew could not set the clock ahead: {why}"))?;
-    }
-    let clients = cluster
-        .instance_urls()
-        .iter()
-        .map(|url| {
-            Client::new(url)
-                .expect("an instance URL")
-                .with_timeout(Duration::from_secs(3))
-        })
-        .collect();
-    let shared = Arc::new(Shared {
-        started: Instant::now(),
-        clients,
-        history: Mutex::new(Vec::new()),
-        downstream: Downstream::default(),
-        pause_next_holder: AtomicBool::new(false),
-        faults: Mutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
+}
+
+/// The mix of each client, in client order: short leases on many locks, long ones on
+/// a few, semaphore slots and lock groups, as `--mode` picks them.
+fn mixes(args: &Args) -> Vec<Arc<Mix>> {
     // Short leases and holds on many locks, for many grants; the minimum lease is
     // lowered to 200 ms for this run in the servers' configuration (cluster.rs).
     let fast = Arc::new(Mix {
@@ -341,7 +401,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         _ => (true, true, true),
     };
     let count = |on: bool, clients: usize| if on { clients } else { 0 };
-    let mixes = std::iter::repeat_n(&fast, count(locks, args.clients))
+    std::iter::repeat_n(&fast, count(locks, args.clients))
         .chain(std::iter::repeat_n(&long, count(locks, args.long_clients)))
         .chain(std::iter::repeat_n(
             &semaphores,
@@ -350,51 +410,25 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         .chain(std::iter::repeat_n(
             &groups,
             count(multi, args.group_clients),
-        ));
-    let workers: Vec<_> = mixes
-        .enumerate()
-        .map(|(id, mix)| {
-            let client = workload::client(shared.clone(), mix.clone(), id, seed ^ (id as u64 + 1));
-            tokio::spawn(client)
-        })
-        .collect();
+        ))
+        .cloned()
+        .collect()
+}
 
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
-    let mut not_possible = BTreeMap::new();
-    if let Err(why) = cluster.can_drop_packets() {
-        not_possible.insert("drop_dynamodb_responses".to_owned(), why);
-    }
-    if let Err(why) = Cluster::can_skew_clocks() {
-        not_possible.insert("clock_ahead".to_owned(), why);
-    }
-    schedule(
-        &mut cluster,
-        &shared,
-        seed,
-        deadline,
-        &args.faults,
-        &mut not_possible,
-        args.breakage.is_some(),
-    )
-    .await;
-
-    shared.stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
-    }
-    drop(cluster);
-
-    let history = std::mem::take(&mut *shared.history.lock().unwrap());
+/// Writes the history, one JSON operation per line.
+fn write_history(path: &Path, history: &[workload::Op]) {
     let mut lines = String::new();
-    for op in &history {
+    for op in history {
         lines.push_str(&serde_json::to_string(op).expect("an op is JSON"));
         lines.push('\n');
     }
-    std::fs::write(args.out.join("history.jsonl"), lines).expect("the history is written");
-    let (violations, holdings) = check::check(&history);
-    let windows = std::mem::take(&mut *shared.faults.lock().unwrap());
+    std::fs::write(path, lines).expect("the history is written");
+}
+
+/// How many grants each mix had, by the prefix of its lock names.
+fn grants_by_mix(holdings: &[check::Holding]) -> BTreeMap<String, usize> {
     let mut grants_by_mix = BTreeMap::new();
-    for holding in &holdings {
+    for holding in holdings {
         let mix = if holding.name.starts_with("torture:long-") {
             "long"
         } else if holding.name.starts_with("torture:sem-") {
@@ -406,17 +440,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         };
         *grants_by_mix.entry(mix.to_owned()).or_default() += 1;
     }
-    Ok(Summary {
-        seed,
-        duration_s: args.duration,
-        breakage: args.breakage.clone(),
-        operations: workload::tally(&history),
-        faults: tally_faults(&windows, &holdings),
-        faults_not_possible_here: not_possible,
-        grants: holdings.len(),
-        grants_by_mix,
-        violations,
-    })
+    grants_by_mix
 }
 
 /// Each fault kind's count, and the grants answered while one of its kind was in

@@ -4,6 +4,7 @@
 //! its environment, heartbeat every third of the lease, and release when CMD ends. When
 //! the lock is lost, CMD's whole group gets SIGTERM and, after the grace, SIGKILL.
 
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::commands::{report, take, take_with};
 use super::output::warn;
-use super::{EXIT_FAILED, EXIT_LOST, RunArgs, holder};
-use crate::client::{Acquire, Client, ClientError, Holding, Kind};
+use super::{ClientArgs, EXIT_FAILED, EXIT_LOST, RunArgs, holder};
+use crate::client::{Acquire, Client, ClientError, Holding, Kind, LockView};
 use crate::domain::{LockName, parse_duration};
 
 /// The most time between two tries of a heartbeat that failed.
@@ -57,6 +58,104 @@ enum Loss {
     Silent(Option<String>),
 }
 
+impl Loss {
+    /// Says on stderr that `what` was lost, and why.
+    fn tell(&self, what: &str) {
+        match self {
+            Self::Taken(reason) => warn(format_args!("lost {what}: {reason}")),
+            Self::Silent(last) => warn(format_args!(
+                "lost {what}: no heartbeat succeeded before the lease would end{}",
+                last.as_deref()
+                    .map(|e| format!(" (last failure: {e})"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
+/// The signals `run` passes on to CMD.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next of them to arrive.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            Some(()) = self.interrupt.recv() => Signal::SIGINT,
+            Some(()) = self.terminate.recv() => Signal::SIGTERM,
+            Some(()) = self.hangup.recv() => Signal::SIGHUP,
+            else => std::future::pending().await,
+        }
+    }
+}
+
+/// Takes the lock (or semaphore slot) of one name, or the lock group of several,
+/// waiting up to `wait`; the locks granted, in the order of `names`, and when.
+async fn take_all(
+    client: &Client,
+    names: &[LockName],
+    request: Acquire,
+    wait: Duration,
+) -> Result<(Vec<LockView>, Instant), ClientError> {
+    match names {
+        [name] => take(client, name, request, wait)
+            .await
+            .map(|(lock, at)| (vec![lock], at)),
+        _ => {
+            let refs: Vec<&LockName> = names.iter().collect();
+            let what = format!("locks {}", quoted(names));
+            take_with(client, &what, None, request, wait, async |request| {
+                client.acquire_group(&refs, request).await
+            })
+            .await
+        }
+    }
+}
+
+/// CMD's environment: the holding, and how to reach the server as `run` does (so
+/// that CMD's own `fencelock update` works). With several names, FENCELOCK_NAME and
+/// FENCELOCK_FENCE list them in the same order, separated by spaces, and
+/// FENCELOCK_BODY is the first lock's.
+fn environment(
+    names: &[LockName],
+    locks: &[LockView],
+    nonce: &str,
+    client: &Client,
+    options: &ClientArgs,
+    limit: Option<u32>,
+) -> Vec<(&'static str, OsString)> {
+    let fences: Vec<String> = locks.iter().map(|lock| lock.fence.to_string()).collect();
+    let listed: Vec<&str> = names.iter().map(LockName::as_str).collect();
+    let mut env: Vec<(&str, OsString)> = vec![
+        ("FENCELOCK_NAME", listed.join(" ").into()),
+        ("FENCELOCK_FENCE", fences.join(" ").into()),
+        ("FENCELOCK_NONCE", nonce.into()),
+        ("FENCELOCK_BODY", locks[0].body.clone().into()),
+        ("FENCELOCK_URL", client.base().as_str().into()),
+    ];
+    if let Some(token) = &options.token {
+        env.push(("FENCELOCK_TOKEN", token.into()));
+    }
+    if let Some(ca) = &options.ca {
+        env.push(("FENCELOCK_CA", ca.into()));
+    }
+    if let Some(limit) = limit {
+        env.push(("FENCELOCK_LIMIT", limit.to_string().into()));
+    }
+    env
+}
+
 pub async fn run(args: RunArgs) -> u8 {
     let RunArgs {
         names,
@@ -88,39 +187,15 @@ pub async fn run(args: RunArgs) -> u8 {
         ..Acquire::default()
     };
     let kind = request.kind();
-    let wait = wait.unwrap_or_default();
-    let taken = match names.as_slice() {
-        [name] => take(&client, name, request, wait)
-            .await
-            .map(|(lock, at)| (vec![lock], at)),
-        _ => {
-            let refs: Vec<&LockName> = names.iter().collect();
-            let what = format!("locks {}", quoted(&names));
-            take_with(&client, &what, None, request, wait, async |request| {
-                client.acquire_group(&refs, request).await
-            })
-            .await
-        }
-    };
-    let (locks, granted) = match taken {
+    let (locks, granted) = match take_all(&client, &names, request, wait.unwrap_or_default()).await
+    {
         Ok(taken) => taken,
         Err(err) => {
             let lock = (kind == Kind::Lock && names.len() == 1).then(|| &names[0]);
             return report(&client, lock, &err).await;
         }
     };
-    let held = Held {
-        holdings: names
-            .iter()
-            .zip(&locks)
-            .map(|(name, lock)| Holding {
-                kind,
-                name,
-                fence: lock.fence,
-                nonce: Some(&nonce),
-            })
-            .collect(),
-    };
+    let held = Held::new(kind, &names, &locks, &nonce);
     let Ok(ttl) = parse_duration(&locks[0].ttl) else {
         warn(format_args!(
             "the server answered a lease of {:?}, which is not a duration",
@@ -130,43 +205,24 @@ pub async fn run(args: RunArgs) -> u8 {
         return EXIT_FAILED;
     };
     // Listen before CMD starts, so that no signal finds `run` with its default action.
-    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+    let Ok(mut signals) = Signals::listen() else {
         warn("cannot listen for signals; CMD was not started");
         release(&client, &held).await;
         return EXIT_FAILED;
     };
     let mut child = Command::new(&command[0]);
-    // With several names, FENCELOCK_NAME and FENCELOCK_FENCE list them in the same
-    // order, separated by spaces, and FENCELOCK_BODY is the first lock's.
-    let fences: Vec<String> = locks.iter().map(|lock| lock.fence.to_string()).collect();
-    let listed: Vec<&str> = names.iter().map(LockName::as_str).collect();
     child
         .args(&command[1..])
-        .env("FENCELOCK_NAME", listed.join(" "))
-        .env("FENCELOCK_FENCE", fences.join(" "))
-        .env("FENCELOCK_NONCE", &nonce)
-        .env("FENCELOCK_BODY", &locks[0].body)
-        .env("FENCELOCK_URL", client.base().as_str())
+        .envs(environment(
+            &names, &locks, &nonce, &client, &options, limit,
+        ))
         .process_group(0);
-    // So that CMD's own `fencelock update` reaches the server as `run` does.
-    if let Some(token) = &options.token {
-        child.env("FENCELOCK_TOKEN", token);
-    }
-    if let Some(ca) = &options.ca {
-        child.env("FENCELOCK_CA", ca);
-    }
-    if let Some(limit) = limit {
-        child.env("FENCELOCK_LIMIT", limit.to_string());
-    }
     let mut child = match child.spawn() {
         Ok(child) => child,
         Err(err) => {
             warn(format_args!("cannot start {:?}: {err}", command[0]));
             release(&client, &held).await;
+            // As a shell answers a command it cannot find, or cannot run.
             return if err.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -189,21 +245,10 @@ pub async fn run(args: RunArgs) -> u8 {
                 return finish(&client, &held, code).await;
             }
             loss = &mut keeper => break loss,
-            Some(()) = interrupt.recv() => pass_on(group, Signal::SIGINT),
-            Some(()) = terminate.recv() => pass_on(group, Signal::SIGTERM),
-            Some(()) = hangup.recv() => pass_on(group, Signal::SIGHUP),
+            signal = signals.next() => pass_on(group, signal),
         }
     };
-    let what = held.what();
-    match &loss {
-        Loss::Taken(reason) => warn(format_args!("lost {what}: {reason}")),
-        Loss::Silent(last) => warn(format_args!(
-            "lost {what}: no heartbeat succeeded before the lease would end{}",
-            last.as_deref()
-                .map(|e| format!(" (last failure: {e})"))
-                .unwrap_or_default()
-        )),
-    }
+    loss.tell(&held.what());
     warn(format_args!(
         "stopping {:?}: SIGTERM now, SIGKILL in {}",
         command[0],
@@ -256,7 +301,23 @@ struct Held<'a> {
     holdings: Vec<Holding<'a>>,
 }
 
-impl Held<'_> {
+impl<'a> Held<'a> {
+    /// The holdings `locks` grant `nonce`, of `names` in that order.
+    fn new(kind: Kind, names: &'a [LockName], locks: &[LockView], nonce: &'a str) -> Self {
+        Self {
+            holdings: names
+                .iter()
+                .zip(locks)
+                .map(|(name, lock)| Holding {
+                    kind,
+                    name,
+                    fence: lock.fence,
+                    nonce: Some(nonce),
+                })
+                .collect(),
+        }
+    }
+
     /// For messages: `lock "x"`, `its slot of semaphore "x"` or `locks "a", "b"`.
     fn what(&self) -> String {
         match self.holdings.as_slice() {

@@ -20,9 +20,12 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::types::{
-    KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    CancellationReason, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 
 use super::dynamo::{
@@ -351,26 +354,7 @@ impl DynamoStore {
         names: &[LockName],
         updates: Vec<(&LockName, Expression)>,
     ) -> Result<Transaction, StoreError> {
-        let items = updates
-            .into_iter()
-            .map(|(name, e)| {
-                let update = Update::builder()
-                    .table_name(self.table.as_ref())
-                    .key(item::NAME, s(name.as_str()))
-                    .update_expression(e.update)
-                    .condition_expression(e.condition)
-                    .set_expression_attribute_names(Some(e.names))
-                    .set_expression_attribute_values(Some(e.values))
-                    .return_values_on_condition_check_failure(
-                        ReturnValuesOnConditionCheckFailure::AllOld,
-                    )
-                    .build()
-                    .map_err(|err| {
-                        self.unavailable_as(group_subject(operation, label, name), err.to_string())
-                    })?;
-                Ok(TransactWriteItem::builder().update(update).build())
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let items = self.write_items(operation, label, updates)?;
         let first = &names[0];
         let mut conflicts = 0;
         loop {
@@ -381,47 +365,18 @@ impl DynamoStore {
                 .set_transact_items(Some(items.clone()))
                 .send()
                 .await;
-            let reasons = match &result {
-                Err(SdkError::ServiceError(context)) => match context.err() {
-                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                        Some(cancelled.cancellation_reasons().to_vec())
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
+            let reasons = cancellation_reasons(&result);
             let refused = reasons.as_ref().is_some_and(|reasons| {
                 reasons
                     .iter()
                     .any(|r| r.code() == Some("ConditionalCheckFailed"))
             });
-            let outcome = match (&result, refused) {
-                (Ok(_), _) => "granted",
-                (_, true) => "conflict",
-                (Err(err), false) => match err.code() {
-                    Some("TransactionCanceledException") => "cancelled",
-                    Some("ThrottlingException" | "ProvisionedThroughputExceededException") => {
-                        "throttled"
-                    }
-                    _ => "error",
-                },
-            };
-            self.metrics().dynamodb(label, outcome, started.elapsed());
+            self.metrics()
+                .dynamodb(label, outcome(&result, refused), started.elapsed());
             match (result, reasons) {
                 (Ok(_), _) => return Ok(Transaction::Applied),
                 (_, Some(reasons)) if refused => {
-                    return Ok(Transaction::Refused(
-                        reasons
-                            .into_iter()
-                            .map(|r| {
-                                if r.code() == Some("ConditionalCheckFailed") {
-                                    Refusal::Failed(r.item.filter(|item| !item.is_empty()))
-                                } else {
-                                    Refusal::Passed
-                                }
-                            })
-                            .collect(),
-                    ));
+                    return Ok(Transaction::Refused(refusals(reasons)));
                 }
                 // Another transaction held one of the items for a moment.
                 (_, Some(reasons))
@@ -442,6 +397,35 @@ impl DynamoStore {
                 }
             }
         }
+    }
+
+    /// One conditional update per lock, as a transaction's items.
+    fn write_items(
+        &self,
+        operation: &'static str,
+        label: &'static str,
+        updates: Vec<(&LockName, Expression)>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        updates
+            .into_iter()
+            .map(|(name, e)| {
+                let update = Update::builder()
+                    .table_name(self.table.as_ref())
+                    .key(item::NAME, s(name.as_str()))
+                    .update_expression(e.update)
+                    .condition_expression(e.condition)
+                    .set_expression_attribute_names(Some(e.names))
+                    .set_expression_attribute_values(Some(e.values))
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .build()
+                    .map_err(|err| {
+                        self.unavailable_as(group_subject(operation, label, name), err.to_string())
+                    })?;
+                Ok(TransactWriteItem::builder().update(update).build())
+            })
+            .collect()
     }
 
     /// The records of `names`, in their order, read strongly consistently.
@@ -522,4 +506,50 @@ fn group_subject<'a>(
         label,
         name,
     }
+}
+
+/// Why DynamoDB cancelled a transaction, item by item, if it did.
+fn cancellation_reasons(
+    result: &Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError>>,
+) -> Option<Vec<CancellationReason>> {
+    match result {
+        Err(SdkError::ServiceError(context)) => match context.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                Some(cancelled.cancellation_reasons().to_vec())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A transaction's outcome, as the metrics label it.
+fn outcome(
+    result: &Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError>>,
+    refused: bool,
+) -> &'static str {
+    match (result, refused) {
+        (Ok(_), _) => "granted",
+        (_, true) => "conflict",
+        (Err(err), false) => match err.code() {
+            Some("TransactionCanceledException") => "cancelled",
+            Some("ThrottlingException" | "ProvisionedThroughputExceededException") => "throttled",
+            _ => "error",
+        },
+    }
+}
+
+/// What each item of a refused transaction found: its old item where its condition
+/// failed.
+fn refusals(reasons: Vec<CancellationReason>) -> Vec<Refusal> {
+    reasons
+        .into_iter()
+        .map(|r| {
+            if r.code() == Some("ConditionalCheckFailed") {
+                Refusal::Failed(r.item.filter(|item| !item.is_empty()))
+            } else {
+                Refusal::Passed
+            }
+        })
+        .collect()
 }

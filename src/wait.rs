@@ -27,15 +27,36 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::domain::{Holder, LockName, Millis};
+use crate::metrics::Metrics;
 use crate::store::{
     AcquireOutcome, AcquireRequest, DynamoStore, GroupOutcome, SemaphoreOutcome, SemaphoreRequest,
     StoreError,
 };
 
-/// What a queue of waiters waits for: a lock ([`Locks`]) or a semaphore slot
-/// ([`Semaphores`]).
+/// What a queue needs of the store it acquires through, besides the attempts of
+/// [`Contended`]: the clock leases are counted by, and the metrics it counts waiters
+/// in. The queues' own unit tests put a store in memory here.
+pub trait QueueStore: Clone + Send + Sync + 'static {
+    fn clock(&self) -> &Arc<dyn Clock>;
+    fn metrics(&self) -> &Arc<Metrics>;
+}
+
+impl QueueStore for DynamoStore {
+    fn clock(&self) -> &Arc<dyn Clock> {
+        DynamoStore::clock(self)
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        DynamoStore::metrics(self)
+    }
+}
+
+/// What a queue of waiters waits for: a lock ([`Locks`]), a semaphore slot
+/// ([`Semaphores`]) or a lock group ([`Groups`]).
 pub trait Contended: Send + Sync + 'static {
+    type Store: QueueStore;
     type Request: Send + Sync + 'static;
     type Outcome: Clone + Send + Sync + 'static;
 
@@ -50,23 +71,23 @@ pub trait Contended: Send + Sync + 'static {
 
     /// One attempt to acquire.
     fn attempt(
-        store: &DynamoStore,
+        store: &Self::Store,
         request: &Self::Request,
     ) -> impl Future<Output = Result<Self::Outcome, StoreError>> + Send;
 
     /// What an attempt's outcome means for the queue.
-    fn turn(store: &DynamoStore, outcome: &Self::Outcome) -> Turn;
+    fn turn(store: &Self::Store, outcome: &Self::Outcome) -> Turn;
 
     /// What a grant to one waiter tells the waiters behind it, as the outcome of an
     /// attempt of theirs (a lock granted to another is held); `None` if nothing.
     fn seen_by_others(granted: &Self::Outcome) -> Option<Self::Outcome>;
 
     /// Releases a grant whose waiter left before it was handed over.
-    fn give_back(store: &DynamoStore, outcome: Self::Outcome) -> impl Future<Output = ()> + Send;
+    fn give_back(store: &Self::Store, outcome: Self::Outcome) -> impl Future<Output = ()> + Send;
 
     /// Undoes what the attempts of a waiter that leaves without a grant left behind
     /// (a group's reservations, if it made any); called before it is answered.
-    fn abandon(store: &DynamoStore, request: &Self::Request) -> impl Future<Output = ()> + Send;
+    fn abandon(store: &Self::Store, request: &Self::Request) -> impl Future<Output = ()> + Send;
 }
 
 /// What an attempt's outcome means for the queue.
@@ -86,6 +107,7 @@ pub enum Turn {
 pub struct Locks;
 
 impl Contended for Locks {
+    type Store = DynamoStore;
     type Request = AcquireRequest;
     type Outcome = AcquireOutcome;
 
@@ -170,6 +192,7 @@ pub const RESERVE_AFTER: Duration = Duration::from_secs(1);
 pub struct Groups;
 
 impl Contended for Groups {
+    type Store = DynamoStore;
     type Request = GroupRequest;
     type Outcome = GroupOutcome;
 
@@ -269,6 +292,7 @@ impl Contended for Groups {
 pub struct Semaphores;
 
 impl Contended for Semaphores {
+    type Store = DynamoStore;
     type Request = SemaphoreRequest;
     type Outcome = SemaphoreOutcome;
 
@@ -365,7 +389,7 @@ struct Waiter<K: Contended> {
 
 impl<K: Contended> Waiter<K> {
     /// Answers a waiter that leaves without a grant, undoing its attempts first.
-    async fn leave(self, store: &DynamoStore, answer: Reply<K>) {
+    async fn leave(self, store: &K::Store, answer: Reply<K>) {
         K::abandon(store, &self.request).await;
         let _ = self.reply.send(answer);
     }
@@ -379,7 +403,7 @@ struct Queue<K: Contended> {
 }
 
 struct Inner<K: Contended> {
-    store: DynamoStore,
+    store: K::Store,
     queues: Mutex<Registry<K>>,
     closed: watch::Sender<bool>,
     max_per_lock: usize,
@@ -450,12 +474,12 @@ impl<K: Contended> std::fmt::Debug for Waiters<K> {
 
 impl<K: Contended> Waiters<K> {
     /// Waiters acquiring through `store`, at most `max_per_lock` at once for one name.
-    pub fn new(store: DynamoStore, max_per_lock: usize) -> Self {
+    pub fn new(store: K::Store, max_per_lock: usize) -> Self {
         Self::with_backoff(store, max_per_lock, Backoff::default())
     }
 
     /// As [`Waiters::new`], retrying a name held elsewhere on `backoff`.
-    pub fn with_backoff(store: DynamoStore, max_per_lock: usize, backoff: Backoff) -> Self {
+    pub fn with_backoff(store: K::Store, max_per_lock: usize, backoff: Backoff) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -674,7 +698,7 @@ async fn serve_queue<K: Contended>(
 
 /// Drops waiters whose client left and answers those whose wait ran out.
 async fn answer_expired<K: Contended>(
-    store: &DynamoStore,
+    store: &K::Store,
     queue: &mut VecDeque<Waiter<K>>,
     last: &LastSeen<K::Outcome>,
 ) {
@@ -703,7 +727,7 @@ async fn answer_expired<K: Contended>(
 
 /// The next attempt while the name is held until `free_at`: when that lease is over
 /// for another server too, or after `delay` should it be released early elsewhere.
-fn retry_at(store: &DynamoStore, free_at: Millis, delay: Duration) -> Instant {
+fn retry_at(store: &impl QueueStore, free_at: Millis, delay: Duration) -> Instant {
     let now_ms = store.clock().now_millis();
     let until_free = u64::try_from(free_at - now_ms).unwrap_or(0);
     // One millisecond past the end, as takeover needs the end strictly behind.
@@ -714,4 +738,413 @@ fn retry_at(store: &DynamoStore, free_at: Millis, delay: Duration) -> Instant {
 /// servers do not retry in step.
 fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+/// The queues' behaviour on a lock kept in memory, under tokio's paused clock: time
+/// passes only as the queues sleep, so back-off and hand-off are seen exactly.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Kind;
+
+    /// Wall-clock time as tokio's (paused) clock moves it.
+    #[derive(Debug)]
+    struct PausedClock {
+        origin: Instant,
+    }
+
+    impl Clock for PausedClock {
+        fn now_micros(&self) -> i64 {
+            1_700_000_000_000_000 + i64::try_from(self.origin.elapsed().as_micros()).unwrap()
+        }
+    }
+
+    /// One lock, and what the queue did to it.
+    #[derive(Debug, Default)]
+    struct Record {
+        /// The holder and the end of its lease.
+        holder: Option<(u32, Millis)>,
+        /// Every attempt: by which waiter, and when.
+        attempts: Vec<(u32, Millis)>,
+        given_back: Vec<u32>,
+        abandoned: Vec<u32>,
+        /// How many attempts fail next, as DynamoDB being down.
+        failing: usize,
+        /// How long an attempt takes.
+        latency: Duration,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Memory {
+        record: Arc<Mutex<Record>>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    }
+
+    impl QueueStore for Memory {
+        fn clock(&self) -> &Arc<dyn Clock> {
+            &self.clock
+        }
+
+        fn metrics(&self) -> &Arc<Metrics> {
+            &self.metrics
+        }
+    }
+
+    /// A lease granted by an attempt.
+    const LEASE_MS: Millis = 10_000;
+
+    impl Memory {
+        fn new() -> Self {
+            Self {
+                record: Arc::default(),
+                clock: Arc::new(PausedClock {
+                    origin: Instant::now(),
+                }),
+                metrics: Arc::default(),
+            }
+        }
+
+        fn now(&self) -> Millis {
+            self.clock.now_millis()
+        }
+
+        fn record(&self) -> std::sync::MutexGuard<'_, Record> {
+            self.record.lock().unwrap()
+        }
+
+        /// Another server's client takes the lock for `lease_ms`.
+        fn held_elsewhere(&self, lease_ms: Millis) -> Millis {
+            let until = self.now() + lease_ms;
+            self.record().holder = Some((99, until));
+            until
+        }
+
+        fn release(&self) {
+            self.record().holder = None;
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Outcome {
+        Granted { to: u32, until: Millis },
+        Held { by: u32, until: Millis },
+    }
+
+    /// Waiting for the lock in [`Memory`].
+    struct InMemory;
+
+    impl Contended for InMemory {
+        type Store = Memory;
+        type Request = (LockName, u32);
+        type Outcome = Outcome;
+
+        fn name(request: &Self::Request) -> &LockName {
+            &request.0
+        }
+
+        async fn attempt(store: &Memory, request: &Self::Request) -> Result<Outcome, StoreError> {
+            let latency = store.record().latency;
+            tokio::time::sleep(latency).await;
+            let now = store.now();
+            let mut record = store.record();
+            record.attempts.push((request.1, now));
+            if record.failing > 0 {
+                record.failing -= 1;
+                return Err(StoreError::Unavailable {
+                    operation: "acquire",
+                    kind: Kind::Lock,
+                    name: request.0.to_string(),
+                    detail: "DynamoDB is down".into(),
+                });
+            }
+            match record.holder {
+                Some((by, until)) if until > now => Ok(Outcome::Held { by, until }),
+                _ => {
+                    let until = now + LEASE_MS;
+                    record.holder = Some((request.1, until));
+                    Ok(Outcome::Granted {
+                        to: request.1,
+                        until,
+                    })
+                }
+            }
+        }
+
+        fn turn(_: &Memory, outcome: &Outcome) -> Turn {
+            match *outcome {
+                Outcome::Granted { until, .. } => Turn::Granted {
+                    busy_until: Some(until),
+                },
+                Outcome::Held { until, .. } => Turn::Busy { free_at: until },
+            }
+        }
+
+        fn seen_by_others(granted: &Outcome) -> Option<Outcome> {
+            match *granted {
+                Outcome::Granted { to, until } => Some(Outcome::Held { by: to, until }),
+                Outcome::Held { .. } => None,
+            }
+        }
+
+        async fn give_back(store: &Memory, outcome: Outcome) {
+            if let Outcome::Granted { to, .. } = outcome {
+                let mut record = store.record();
+                record.given_back.push(to);
+                if record.holder.is_some_and(|(by, _)| by == to) {
+                    record.holder = None;
+                }
+            }
+        }
+
+        async fn abandon(store: &Memory, request: &Self::Request) {
+            store.record().abandoned.push(request.1);
+        }
+    }
+
+    fn job() -> LockName {
+        LockName::parse("job").unwrap()
+    }
+
+    type Answer = tokio::task::JoinHandle<Reply<InMemory>>;
+
+    /// Waiter `id` joins the queue, and has joined it when this returns.
+    async fn wait_for(waiters: &Waiters<InMemory>, id: u32, wait: Duration) -> Answer {
+        let waiters = waiters.clone();
+        let answer = tokio::spawn(async move { waiters.acquire((job(), id), wait).await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        answer
+    }
+
+    async fn granted(answer: Answer) -> u32 {
+        match answer.await.unwrap() {
+            Ok(Outcome::Granted { to, .. }) => to,
+            other => panic!("expected a grant, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_granted_in_arrival_order_and_only_the_front_one_asks() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        store.held_elsewhere(60_000);
+        let mut answers = Vec::new();
+        for id in 1..=5 {
+            answers.push(wait_for(&waiters, id, Duration::from_secs(600)).await);
+        }
+        assert_eq!(waiters.waiting_for([&job()]), vec![5]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut order = Vec::new();
+        for answer in answers {
+            store.release();
+            waiters.released(&job());
+            order.push(granted(answer).await);
+        }
+        assert_eq!(order, vec![1, 2, 3, 4, 5]);
+        // Each attempt was the front waiter's: nobody asked ahead of its turn.
+        let askers: Vec<u32> = store.record().attempts.iter().map(|a| a.0).collect();
+        assert!(askers.is_sorted(), "attempts out of turn: {askers:?}");
+        assert!(askers.iter().filter(|&&id| id == 5).count() >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_through_this_server_hands_the_lock_over_at_once() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        store.held_elsewhere(60_000);
+        let answer = wait_for(&waiters, 1, Duration::from_secs(600)).await;
+        // Long enough for the back-off to reach its longest, 1 s.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let released_at = Instant::now();
+        store.release();
+        waiters.released(&job());
+        assert_eq!(granted(answer).await, 1);
+        assert_eq!(
+            Instant::now(),
+            released_at,
+            "the waiter slept before its grant"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_held_elsewhere_is_retried_on_a_doubling_back_off_never_past_its_lease() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        let until = store.held_elsewhere(4_250);
+        let answer = wait_for(&waiters, 1, Duration::from_secs(60)).await;
+        assert_eq!(granted(answer).await, 1);
+        let times: Vec<Millis> = store.record().attempts.iter().map(|a| a.1).collect();
+        let (granting, refused) = times.split_last().unwrap();
+        // Granted as soon as the lease is over (1 ms past it at most), not a back-off later.
+        assert!(
+            (until..=until + 1).contains(granting),
+            "granted at {granting}, the lease ended at {until}"
+        );
+        // Refused attempts are spaced by a jittered [0.5, 1.0) of 100 ms doubling to
+        // 1 s, or less where the lease ends sooner.
+        let mut delay = 100;
+        for (k, gap) in refused.windows(2).map(|w| w[1] - w[0]).enumerate() {
+            // A millisecond either way: the clock counts whole milliseconds.
+            assert!(
+                gap >= delay / 2 - 1 && gap <= delay + 1,
+                "gap {k} was {gap} ms, expected {}..={delay}",
+                delay / 2
+            );
+            delay = (delay * 2).min(1000);
+        }
+        assert!(refused.len() >= 5, "{refused:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hundred_waiters_cost_the_store_what_one_does() {
+        let attempts = |waiting: u32| async move {
+            let store = Memory::new();
+            let waiters = Waiters::<InMemory>::new(store.clone(), 1000);
+            store.held_elsewhere(600_000);
+            let answers: Vec<_> = (1..=waiting)
+                .map(|id| {
+                    let waiters = waiters.clone();
+                    tokio::spawn(async move {
+                        waiters.acquire((job(), id), Duration::from_secs(30)).await
+                    })
+                })
+                .collect();
+            for answer in answers {
+                assert!(matches!(
+                    answer.await.unwrap(),
+                    Ok(Outcome::Held { by: 99, .. })
+                ));
+            }
+            let count = store.record().attempts.len();
+            count
+        };
+        let (one, hundred) = (attempts(1).await, attempts(100).await);
+        // Only the front waiter asks, so the count does not grow with the waiters;
+        // jitter alone makes the two differ (by ~1.7 attempts, one standard deviation).
+        assert!(
+            one.abs_diff(hundred) <= 8,
+            "one: {one}, a hundred: {hundred}"
+        );
+        // At least half of the longest back-off (1 s) between attempts, after the ramp.
+        assert!(hundred <= 30 * 2 + 5, "{hundred} attempts in 30 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_answers_the_last_holder_seen() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        let until = store.held_elsewhere(60_000);
+        let started = Instant::now();
+        let answer = waiters.acquire((job(), 1), Duration::from_secs(2)).await;
+        assert_eq!(answer.unwrap(), Outcome::Held { by: 99, until });
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        assert_eq!(store.record().abandoned, vec![1]);
+        // The queue went with its last waiter.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(waiters.waiting_names(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_store_is_retried_and_its_failure_answered_when_the_wait_runs_out() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        store.record().failing = 3;
+        let answer = waiters.acquire((job(), 1), Duration::from_secs(10)).await;
+        assert!(matches!(answer, Ok(Outcome::Granted { to: 1, .. })));
+        assert_eq!(store.record().attempts.len(), 4);
+
+        store.release();
+        store.record().failing = usize::MAX;
+        let answer = waiters.acquire((job(), 2), Duration::from_secs(2)).await;
+        assert!(
+            matches!(
+                answer,
+                Err(WaitError::Store(StoreError::Unavailable { .. }))
+            ),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_whose_client_left_is_dropped_and_its_reservations_undone() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        store.held_elsewhere(60_000);
+        let leaving = wait_for(&waiters, 1, Duration::from_secs(600)).await;
+        let staying = wait_for(&waiters, 2, Duration::from_secs(600)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        leaving.abort();
+        // Seen at the queue's next attempt, within the longest back-off.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(store.record().abandoned, vec![1]);
+        assert_eq!(waiters.waiting_for([&job()]), vec![1]);
+        let asked_since = store
+            .record()
+            .attempts
+            .iter()
+            .rev()
+            .take(1)
+            .map(|a| a.0)
+            .collect::<Vec<_>>();
+        assert_eq!(asked_since, vec![2], "the next waiter asks in its place");
+        store.release();
+        waiters.released(&job());
+        assert_eq!(granted(staying).await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_whose_waiter_left_during_the_attempt_is_given_back() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        store.record().latency = Duration::from_millis(50);
+        let leaving = {
+            let waiters = waiters.clone();
+            tokio::spawn(async move { waiters.acquire((job(), 1), Duration::from_secs(5)).await })
+        };
+        // The attempt is under way; the client leaves before it returns.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leaving.abort();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let record = store.record();
+        assert_eq!(record.attempts.len(), 1);
+        assert_eq!(record.given_back, vec![1]);
+        assert_eq!(
+            record.holder, None,
+            "the unclaimed grant still holds the lock"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_answers_every_waiter_and_every_later_one_shutting_down() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 100);
+        store.held_elsewhere(60_000);
+        let answers = [
+            wait_for(&waiters, 1, Duration::from_secs(600)).await,
+            wait_for(&waiters, 2, Duration::from_secs(600)).await,
+        ];
+        waiters.close();
+        for answer in answers {
+            assert!(matches!(
+                answer.await.unwrap(),
+                Err(WaitError::ShuttingDown)
+            ));
+        }
+        let later = waiters.acquire((job(), 3), Duration::from_secs(5)).await;
+        assert!(matches!(later, Err(WaitError::ShuttingDown)));
+        assert_eq!(store.record().abandoned, vec![1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_past_the_limit_are_refused_and_change_nothing() {
+        let store = Memory::new();
+        let waiters = Waiters::<InMemory>::new(store.clone(), 2);
+        store.held_elsewhere(60_000);
+        let _first = wait_for(&waiters, 1, Duration::from_secs(600)).await;
+        let _second = wait_for(&waiters, 2, Duration::from_secs(600)).await;
+        let third = waiters.acquire((job(), 3), Duration::from_secs(600)).await;
+        assert!(matches!(third, Err(WaitError::TooMany { limit: 2 })));
+        assert_eq!(waiters.waiting_for([&job()]), vec![2]);
+        assert!(store.record().attempts.iter().all(|a| a.0 == 1));
+    }
 }

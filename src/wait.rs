@@ -1015,8 +1015,7 @@ mod tests {
                     Ok(Outcome::Held { by: 99, .. })
                 ));
             }
-            let count = store.record().attempts.len();
-            count
+            store.record().attempts.len()
         };
         let (one, hundred) = (attempts(1).await, attempts(100).await);
         // Only the front waiter asks, so the count does not grow with the waiters;

@@ -223,12 +223,25 @@ pub fn same_secret(presented: &str, expected: &str) -> bool {
     bool::from(digest(presented).ct_eq(&digest(expected)))
 }
 
+/// Writes a token file of one token, `secret`, that may use `namespaces` (a TOML
+/// array's items, such as `"billing"`), with `more` TOML lines of it: for tests.
+#[cfg(test)]
+pub(crate) fn write_token_file(dir: &Path, secret: &str, namespaces: &str, more: &str) -> PathBuf {
+    let path = dir.join("tokens.toml");
+    let text = format!(
+        "[[tokens]]\nsha256 = \"{}\"\nnamespaces = [{namespaces}]\n{more}",
+        hex::encode(digest(secret))
+    );
+    std::fs::write(&path, text).expect("the token file is written");
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn name(raw: &str) -> LockName {
-        LockName::parse(raw).unwrap()
+        LockName::of(raw)
     }
 
     #[test]
@@ -293,15 +306,7 @@ mod tests {
     #[test]
     fn only_a_listed_token_authenticates() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tokens.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"*\"]\n",
-                hex::encode(digest("s3cret"))
-            ),
-        )
-        .unwrap();
+        let path = write_token_file(dir.path(), "s3cret", "\"*\"", "");
         let auth = Auth::load(&path).unwrap();
         assert!(auth.authenticate("s3cret").is_some());
         assert!(auth.authenticate("s3cre").is_none());

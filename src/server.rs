@@ -43,16 +43,48 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    serve_on(listener.into_std()?, None, state, shutdown, grace).await
+}
+
+/// As [`run`], speaking HTTPS with `tls` on `listener`.
+pub async fn run_tls(
+    listener: std::net::TcpListener,
+    tls: RustlsConfig,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    serve_on(listener, Some(tls), state, shutdown, grace).await
+}
+
+/// [`run`] and [`run_tls`].
+async fn serve_on(
+    listener: std::net::TcpListener,
+    tls: Option<RustlsConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
     let handle = shutdown_handle(&state, shutdown, grace);
     let timeouts = timeouts(&state);
+    let app = router(state).into_make_service();
+    listener.set_nonblocking(true)?;
     // HTTP/1 only: a connection that may turn out to be HTTP/2 costs several times the
     // memory of one that cannot, and an idle keep-alive connection should cost little.
-    let server = axum_server::from_tcp(listener.into_std()?)?
-        .handle(handle)
-        .http1_only();
-    transport::configure(server, timeouts)
-        .serve(router(state).into_make_service())
-        .await
+    match tls {
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle);
+            transport::configure(server.http1_only(), timeouts)
+                .serve(app)
+                .await
+        }
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
+            transport::configure(server.http1_only(), timeouts)
+                .serve(app)
+                .await
+        }
+    }
 }
 
 fn timeouts(state: &AppState) -> Timeouts {
@@ -82,25 +114,6 @@ fn shutdown_handle(
         stopping.graceful_shutdown(Some(grace));
     });
     handle
-}
-
-/// As [`run`], speaking HTTPS with `tls` on `listener`.
-pub async fn run_tls(
-    listener: std::net::TcpListener,
-    tls: RustlsConfig,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let handle = shutdown_handle(&state, shutdown, grace);
-    let timeouts = timeouts(&state);
-    listener.set_nonblocking(true)?;
-    let server = axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .http1_only();
-    transport::configure(server, timeouts)
-        .serve(router(state).into_make_service())
-        .await
 }
 
 /// The server's limits, as `config` sets them.

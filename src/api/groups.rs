@@ -20,7 +20,7 @@ use super::terms::{
 };
 use super::view::LockView;
 use super::{ApiError, AppState};
-use crate::domain::{Fence, Kind, LockName};
+use crate::domain::{Fence, Kind, Lock, LockName, Millis};
 use crate::store::{AcquireRequest, GroupOutcome, MAX_GROUP};
 use crate::wait::GroupRequest;
 
@@ -69,6 +69,17 @@ pub struct GroupHolding {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GroupView {
     pub locks: Vec<LockView>,
+}
+
+impl GroupView {
+    pub fn new(locks: impl IntoIterator<Item = Lock>, now: Millis) -> Self {
+        Self {
+            locks: locks
+                .into_iter()
+                .map(|lock| LockView::new(lock, now))
+                .collect(),
+        }
+    }
 }
 
 /// One lock of a released group.
@@ -274,13 +285,7 @@ pub async fn heartbeat(
         .heartbeat_group(&holders, ttl)
         .await?
         .map_err(refused)?;
-    let now = now(&app);
-    Ok(Json(GroupView {
-        locks: locks
-            .into_iter()
-            .map(|lock| LockView::new(lock, now))
-            .collect(),
-    }))
+    Ok(Json(GroupView::new(locks, now(&app))))
 }
 
 #[utoipa::path(post, path = "/lock-groups/release", tag = "lock-groups",

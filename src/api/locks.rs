@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -16,7 +15,7 @@ use super::terms::{
     AcquireQuery, ReleaseQuery, RenewQuery, Terms, check_details, holder, now, renew_ttl,
     retry_after_secs, terms, ttl_value, wait_value,
 };
-use super::view::{LockView, Released, with_fence};
+use super::view::{LockView, Released};
 use super::{ApiError, AppState};
 use crate::domain::{Holder, Kind, Lock};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
@@ -193,12 +192,7 @@ pub async fn release(
     if release.released {
         app.lock_released(&name);
     }
-    Ok(with_fence(
-        release.fence,
-        Json(Released {
-            released: release.released,
-        }),
-    ))
+    Ok(Released::answer(release))
 }
 
 #[utoipa::path(get, path = "/locks/{name}", tag = "locks",

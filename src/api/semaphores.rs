@@ -332,12 +332,7 @@ pub async fn release(
     if release.released {
         app.semaphore_waiters.released(&name);
     }
-    Ok(with_fence(
-        release.fence,
-        Json(Released {
-            released: release.released,
-        }),
-    ))
+    Ok(Released::answer(release))
 }
 
 #[utoipa::path(get, path = "/semaphores/{name}", tag = "semaphores",

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{AppState, MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_URI_BYTES, Security, router};
-use crate::auth::{Auth, digest_hex};
+use crate::auth::{Auth, write_token_file};
 use crate::clock::SystemClock;
 use crate::domain::TtlBounds;
 use crate::store::DynamoStore;
@@ -218,15 +218,12 @@ async fn malformed_requests_are_refused_with_json_before_dynamodb_is_asked() {
 #[tokio::test]
 async fn the_gate_refuses_a_missing_unknown_or_narrow_token_before_dynamodb_is_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"billing\"]\nlist = false\n",
-            digest_hex("billing-s3cret")
-        ),
-    )
-    .unwrap();
+    let path = write_token_file(
+        dir.path(),
+        "billing-s3cret",
+        "\"billing\"",
+        "list = false\n",
+    );
     let guarded = state(Security {
         auth: Some(Arc::new(Auth::load(&path).unwrap())),
         require_nonce: true,
@@ -240,39 +237,42 @@ async fn the_gate_refuses_a_missing_unknown_or_narrow_token_before_dynamodb_is_a
         }
         request
     };
+    let billing = Some("billing-s3cret");
     let cases = [
         (
-            as_token("POST", "/locks/billing:run?nonce=n", None),
-            StatusCode::UNAUTHORIZED,
+            "POST",
+            "/locks/billing:run?nonce=n",
+            None,
+            401,
             "unauthorized",
         ),
         (
-            as_token("POST", "/locks/billing:run?nonce=n", Some("guess")),
-            StatusCode::UNAUTHORIZED,
+            "POST",
+            "/locks/billing:run?nonce=n",
+            Some("guess"),
+            401,
             "unauthorized",
         ),
         (
-            as_token("POST", "/api/v1/locks/billing:run", None),
-            StatusCode::UNAUTHORIZED,
+            "POST",
+            "/api/v1/locks/billing:run",
+            None,
+            401,
             "unauthorized",
         ),
         (
-            as_token("POST", "/locks/payroll:run?nonce=n", Some("billing-s3cret")),
-            StatusCode::FORBIDDEN,
+            "POST",
+            "/locks/payroll:run?nonce=n",
+            billing,
+            403,
             "forbidden",
         ),
-        (
-            as_token("GET", "/locks", Some("billing-s3cret")),
-            StatusCode::FORBIDDEN,
-            "forbidden",
-        ),
-        (
-            as_token("DELETE", "/locks/billing:run/7", Some("billing-s3cret")),
-            StatusCode::FORBIDDEN,
-            "not_holder",
-        ),
+        ("GET", "/locks", billing, 403, "forbidden"),
+        ("DELETE", "/locks/billing:run/7", billing, 403, "not_holder"),
     ];
-    for (request, status, code) in cases {
+    for (method, uri, token, status, code) in cases {
+        let request = as_token(method, uri, token);
+        let status = StatusCode::from_u16(status).unwrap();
         let said = format!("{} {}", request.method(), request.uri());
         let (got, json, asked) = answer(&guarded, request).await;
         assert_eq!(

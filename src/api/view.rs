@@ -93,6 +93,18 @@ pub struct Released {
     pub released: bool,
 }
 
+impl Released {
+    /// The answer to `release`, with the current fence in its header.
+    pub fn answer(release: crate::store::Release) -> Response {
+        with_fence(
+            release.fence,
+            Json(Self {
+                released: release.released,
+            }),
+        )
+    }
+}
+
 /// A time as RFC 3339 in UTC with milliseconds.
 pub fn rfc3339(at: Millis) -> String {
     DateTime::from_timestamp_millis(at)

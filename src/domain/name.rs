@@ -15,6 +15,14 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockName(String);
 
+#[cfg(test)]
+impl LockName {
+    /// `raw`, which a test knows to be a lock name.
+    pub(crate) fn of(raw: &str) -> Self {
+        Self::parse(raw).expect("a valid lock name")
+    }
+}
+
 impl LockName {
     /// Parses a lock name, explaining what was expected when it is not one.
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {

@@ -134,7 +134,7 @@ mod tests {
     use super::*;
 
     fn name(raw: &str) -> LockName {
-        LockName::parse(raw).unwrap()
+        LockName::of(raw)
     }
 
     #[test]

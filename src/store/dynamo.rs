@@ -230,13 +230,14 @@ pub(super) fn release_expression(holder: &Holder, now: Millis) -> Expression {
     e
 }
 
-/// The answer to a release.
+/// The answer to a release, of a lock or of a semaphore's slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Release {
-    /// Whether the holder is the lock's current one, now released (by this call or an
-    /// earlier one); `false` means the lock has moved on and nothing changed.
+    /// Whether the holder is the current one (holds the slot), now released by this
+    /// call or an earlier one; `false` means the lock has moved on (the semaphore no
+    /// longer has the slot) and nothing changed.
     pub released: bool,
-    /// The lock's current fence; `None` when there is no record.
+    /// The lock's current fence (the semaphore's last); `None` when there is no record.
     pub fence: Option<Fence>,
 }
 
@@ -646,20 +647,34 @@ impl DynamoStore {
 
     /// The lock's record, read strongly consistently; `None` if there is none.
     pub async fn get(&self, name: &LockName) -> Result<Option<Lock>, StoreError> {
+        let record = self
+            .read_record(s(name.as_str()), "read")
+            .await
+            .map_err(|detail| self.unavailable("read", name, detail))?;
+        Ok(record.as_ref().map(Lock::try_from).transpose()?)
+    }
+
+    /// The record whose key is `key`, read strongly consistently and counted as
+    /// `label`; a failure as what DynamoDB said.
+    pub(super) async fn read_record(
+        &self,
+        key: AttributeValue,
+        label: &'static str,
+    ) -> Result<Option<Item>, String> {
         let started = Instant::now();
         let result = self
             .client
             .get_item()
             .table_name(self.table.as_ref())
-            .key(item::NAME, s(name.as_str()))
+            .key(item::NAME, key)
             .consistent_read(true)
             .send()
             .await;
         self.metrics
-            .dynamodb("read", outcome_of(&result), started.elapsed());
-        let output = result
-            .map_err(|err| self.unavailable("read", name, DisplayErrorContext(err).to_string()))?;
-        Ok(output.item.as_ref().map(Lock::try_from).transpose()?)
+            .dynamodb(label, outcome_of(&result), started.elapsed());
+        result
+            .map(|output| output.item)
+            .map_err(|err| DisplayErrorContext(err).to_string())
     }
 
     pub(super) fn update(&self, name: &LockName) -> UpdateItemFluentBuilder {

@@ -71,19 +71,11 @@ impl DynamoStore {
     }
 
     async fn read_key(&self) -> Result<Option<ServerKey>, StoreError> {
-        let started = Instant::now();
-        let result = self
-            .client
-            .get_item()
-            .table_name(self.table.as_ref())
-            .key(item::NAME, s(SERVER_KEY_RECORD))
-            .consistent_read(true)
-            .send()
-            .await;
-        self.metrics()
-            .dynamodb("key_read", outcome_of(&result), started.elapsed());
-        let output = result.map_err(|err| unavailable(DisplayErrorContext(err).to_string()))?;
-        let Some(record) = output.item else {
+        let Some(record) = self
+            .read_record(s(SERVER_KEY_RECORD), "key_read")
+            .await
+            .map_err(unavailable)?
+        else {
             return Ok(None);
         };
         let key = record

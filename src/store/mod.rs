@@ -20,7 +20,7 @@ pub use item::MalformedItem;
 pub use key::SERVER_KEY_RECORD;
 pub use list::{ListQuery, Page, SemaphorePage, is_listed_key};
 pub use reclaim::Sweep;
-pub use semaphore::{SemaphoreOutcome, SemaphoreRequest, SlotRelease};
+pub use semaphore::{SemaphoreOutcome, SemaphoreRequest};
 pub use table::TableError;
 
 use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce};

@@ -20,15 +20,14 @@
 //!   fences keep growing and its limit stays as the first acquire set it.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::dynamo::{Subject, Write, millis, outcome_of};
+use super::dynamo::{Subject, Write, millis};
 use super::item::{self, Item, n, number, required_string, s, string};
-use super::{DynamoStore, MalformedItem, StoreError};
+use super::{DynamoStore, MalformedItem, Release, StoreError};
 use crate::domain::{
     AcquirePlan, Fence, Holder, Kind, LockName, Nonce, Semaphore, Slot, SlotRejection, check_slot,
     plan_acquire,
@@ -71,16 +70,6 @@ pub enum SemaphoreOutcome {
     Full(Semaphore),
     /// The semaphore exists with another limit; nothing changed.
     LimitMismatch { limit: u32 },
-}
-
-/// The answer to a semaphore release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotRelease {
-    /// Whether the fence's slot is released now (by this call or an earlier one);
-    /// `false` means the semaphore no longer has it, and nothing changed.
-    pub released: bool,
-    /// The semaphore's last fence; `None` when there is no record.
-    pub fence: Option<Fence>,
 }
 
 fn key(name: &LockName) -> AttributeValue {
@@ -266,7 +255,7 @@ impl DynamoStore {
         &self,
         name: &LockName,
         holder: &Holder,
-    ) -> Result<Result<SlotRelease, SlotRejection>, StoreError> {
+    ) -> Result<Result<Release, SlotRejection>, StoreError> {
         let fence = slot_fence(holder);
         let mut condition =
             "attribute_exists(#slots.#f) AND #slots.#f.#expires_at <> :zero".to_owned();
@@ -297,7 +286,7 @@ impl DynamoStore {
             }
             Write::Rejected(Some(item)) => (semaphore_from(&item)?, false),
             Write::Rejected(None) => {
-                return Ok(Ok(SlotRelease {
+                return Ok(Ok(Release {
                     released: false,
                     fence: None,
                 }));
@@ -309,7 +298,7 @@ impl DynamoStore {
         {
             return Ok(Err(SlotRejection::NotHolder { fence }));
         }
-        Ok(Ok(SlotRelease {
+        Ok(Ok(Release {
             released: applied || slot.is_some_and(Slot::is_released),
             fence: Some(semaphore.fence),
         }))
@@ -317,24 +306,13 @@ impl DynamoStore {
 
     /// The semaphore's record, read strongly consistently; `None` if there is none.
     pub async fn get_semaphore(&self, name: &LockName) -> Result<Option<Semaphore>, StoreError> {
-        let started = Instant::now();
-        let result = self
-            .client
-            .get_item()
-            .table_name(self.table.as_ref())
-            .key(item::NAME, key(name))
-            .consistent_read(true)
-            .send()
-            .await;
-        self.metrics()
-            .dynamodb("semaphore_read", outcome_of(&result), started.elapsed());
-        let output = result.map_err(|err| {
-            self.unavailable_as(
-                subject("read", "semaphore_read", name),
-                DisplayErrorContext(err).to_string(),
-            )
-        })?;
-        Ok(output.item.as_ref().map(semaphore_from).transpose()?)
+        let record = self
+            .read_record(key(name), "semaphore_read")
+            .await
+            .map_err(|detail| {
+                self.unavailable_as(subject("read", "semaphore_read", name), detail)
+            })?;
+        Ok(record.as_ref().map(semaphore_from).transpose()?)
     }
 
     fn update_semaphore(&self, name: &LockName) -> UpdateItemFluentBuilder {

@@ -1,0 +1,41 @@
+"""fencelock: hold a fencelock lock correctly from Python.
+
+>>> import fencelock
+>>> client = fencelock.Client("http://localhost:12345")
+>>> with client.lock("nightly-backup", ttl="2m", wait="5m") as lease:  # doctest: +SKIP
+...     write_with_fence(lease.fence)
+...     lease.check()
+
+The lease heartbeats in the background, says when it is lost (``lease.lost``,
+``on_lost``, ``lease.check()``), and is released when the block is left.
+"""
+
+from ._async import AsyncClient, AsyncLease
+from ._errors import (
+    FencelockError,
+    Forbidden,
+    InvalidRequest,
+    LockHeld,
+    LockLost,
+    NotHolder,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+from ._sync import Client, Lease
+
+__all__ = [
+    "AsyncClient",
+    "AsyncLease",
+    "Client",
+    "FencelockError",
+    "Forbidden",
+    "InvalidRequest",
+    "Lease",
+    "LockHeld",
+    "LockLost",
+    "NotHolder",
+    "RateLimited",
+    "Unauthorized",
+    "Unavailable",
+]

@@ -1,0 +1,256 @@
+"""What the sync and asyncio clients share: durations, nonces, the requests of each
+kind of holding and the reading of their answers, and the holding's clock.
+
+Nothing here sends anything: ``_sync`` and ``_async`` send the :class:`Call` objects
+built here and hand the answers back.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+from ._errors import FencelockError, error_from
+
+Duration = str | int | float | _dt.timedelta
+Kind = Literal["lock", "semaphore", "group"]
+
+NONCE_HEADER = "Lock-Nonce"
+#: The longest nonce the server takes.
+MAX_NONCE = 64
+#: The most time between two tries of a heartbeat that failed, in seconds.
+MAX_HEARTBEAT_RETRY = 1.0
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def seconds(value: Duration) -> float:
+    """``value`` in seconds: ``"2m"``, ``"30s"``, ``"1500ms"``, ``"1h"``, a number of
+    seconds, or a :class:`datetime.timedelta`."""
+    if isinstance(value, _dt.timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration; expected for example '30s', '1500ms', '2m' "
+                "or a number of seconds"
+            )
+        result = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    else:
+        raise TypeError(f"a duration is a str, a number or a timedelta, not {type(value)}")
+    if result < 0:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
+    return result
+
+
+def wire(value: float) -> str:
+    """A duration in seconds as the server reads it: whole milliseconds."""
+    return f"{round(value * 1000)}ms"
+
+
+def fresh_nonce() -> str:
+    """A nonce unique to one holding: the host, the process and 64 random bits."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(8)}"[-MAX_NONCE:]
+
+
+def check_nonce(nonce: str) -> str:
+    if not (1 <= len(nonce) <= MAX_NONCE) or not all("!" <= c <= "~" for c in nonce):
+        raise ValueError("a nonce is 1 to 64 printable ASCII characters without spaces")
+    return nonce
+
+
+def parse_time(raw: str | None) -> _dt.datetime | None:
+    if raw is None:
+        return None
+    return _dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+def segment(name: str) -> str:
+    """``name`` as one segment of a URL path."""
+    return quote(name, safe=":")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request. ``holding`` says it names a holding (a 404 then means the
+    holding is gone)."""
+
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    holding: bool = False
+
+
+def answer(status: int, body: Any, headers: Any, call: Call) -> Any:
+    """The JSON of a 2xx answer, or raises the error the answer says."""
+    if 200 <= status < 300:
+        return body
+    raise error_from(status, body, headers, call.holding)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What an acquire asks for."""
+
+    kind: Kind
+    names: tuple[str, ...]
+    nonce: str
+    ttl: float | None
+    owner: str | None
+    metadata: Any
+    limit: int | None = None
+
+    def acquire(self, wait: float) -> Call:
+        body: dict[str, Any] = {"nonce": self.nonce}
+        if self.ttl is not None:
+            body["ttl"] = wire(self.ttl)
+        if wait > 0:
+            body["wait"] = wire(wait)
+        if self.owner is not None:
+            body["owner"] = self.owner
+        if self.metadata is not None:
+            body["metadata"] = self.metadata
+        if self.kind == "lock":
+            return Call("POST", f"/locks/{segment(self.names[0])}", json=body)
+        if self.kind == "semaphore":
+            body["limit"] = self.limit
+            return Call("POST", f"/semaphores/{segment(self.names[0])}", json=body)
+        body["names"] = list(self.names)
+        return Call("POST", "/lock-groups", json=body)
+
+
+@dataclass
+class Granted:
+    """What the server said of a holding: its fences by name, the body, the lease."""
+
+    fences: dict[str, int]
+    body: str
+    ttl: float
+    expire_time: str | None
+
+
+def granted(kind: Kind, view: Any) -> Granted:
+    """The holding an acquire, heartbeat or update answered."""
+    locks = view["locks"] if kind == "group" else [view]
+    first = locks[0]
+    return Granted(
+        fences={lock["name"]: int(lock["fence"]) for lock in locks},
+        body=str(first.get("body") or ""),
+        ttl=seconds(str(first["ttl"])),
+        expire_time=first.get("expireTime"),
+    )
+
+
+@dataclass(frozen=True)
+class Held:
+    """A holding, as heartbeat, update and release name it."""
+
+    kind: Kind
+    fences: dict[str, int]
+    nonce: str
+
+    def _root(self) -> str:
+        ((name, fence),) = self.fences.items()
+        root = "locks" if self.kind == "lock" else "semaphores"
+        return f"/{root}/{segment(name)}/{fence}"
+
+    def _locks(self) -> dict[str, Any]:
+        return {"locks": [{"name": n, "fence": f} for n, f in self.fences.items()]}
+
+    def heartbeat(self) -> Call:
+        headers = {NONCE_HEADER: self.nonce}
+        if self.kind == "group":
+            return Call(
+                "POST", "/lock-groups/heartbeat", json=self._locks(), headers=headers, holding=True
+            )
+        return Call("POST", f"{self._root()}/heartbeat", headers=headers, holding=True)
+
+    def update(self, body: str) -> Call:
+        if self.kind != "lock":
+            raise TypeError(f"a {self.kind} holding has no body to update; only a lock has")
+        return Call(
+            "POST",
+            self._root(),
+            content=body.encode(),
+            holding=True,
+            headers={NONCE_HEADER: self.nonce, "content-type": "text/plain"},
+        )
+
+    def release(self) -> Call:
+        headers = {NONCE_HEADER: self.nonce}
+        if self.kind == "group":
+            return Call(
+                "POST", "/lock-groups/release", json=self._locks(), headers=headers, holding=True
+            )
+        return Call("DELETE", self._root(), headers=headers, holding=True)
+
+
+class Clock:
+    """A holding's lease as the client counts it, on the monotonic clock: it ends one
+    lease after the *sending* of the last request the server confirmed (the acquire,
+    a heartbeat or an update), which is never later than the server's own end of the
+    lease, so loss is declared before the server could give the lock to anyone else.
+    """
+
+    def __init__(self, ttl: float, confirmed_sent: float) -> None:
+        self.ttl = ttl
+        self.confirmed_sent = confirmed_sent
+        #: When the first of the heartbeats failing since the last confirmation failed.
+        self.failing_since: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self.confirmed_sent + self.ttl
+
+    @property
+    def interval(self) -> float:
+        """Heartbeats are due every third of the lease."""
+        return self.ttl / 3
+
+    @property
+    def retry(self) -> float:
+        return min(self.ttl / 10, MAX_HEARTBEAT_RETRY)
+
+    def confirm(self, sent: float, ttl: float) -> None:
+        # A later confirmation may arrive first; keep the latest send.
+        if sent > self.confirmed_sent:
+            self.confirmed_sent = sent
+        self.ttl = ttl
+        self.failing_since = None
+
+    def fail(self, now: float) -> bool:
+        """Notes a failed heartbeat; answers whether heartbeats have now failed for a
+        third of the lease (the holding is in danger)."""
+        if self.failing_since is None:
+            self.failing_since = now
+        return now - self.failing_since >= self.ttl / 3
+
+    def next_heartbeat(self, now: float) -> float:
+        if self.failing_since is not None:
+            return min(now + self.retry, self.deadline)
+        return min(self.confirmed_sent + self.interval, self.deadline)
+
+
+def acquire_chunk(remaining: float, ttl: float | None) -> float:
+    """How long one acquire request waits on the server: the rest of the wait, but at
+    most a third of the lease, so that the lease's start (counted from the request's
+    sending) is known within a third of it."""
+    if ttl is None:
+        return remaining
+    return min(remaining, ttl / 3)
+
+
+__all__ = ["Call", "Clock", "Duration", "FencelockError", "Granted", "Held", "Terms"]

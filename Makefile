@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture screenshots
+.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture screenshots python-test
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -27,7 +27,13 @@ else
 	cargo test --lib --bins --tests -- --skip browser::
 	@echo "** browser tests SKIPPED: chromium and chromedriver are not installed **"
 endif
+	$(MAKE) python-test
 	$(MAKE) torture DURATION=60 SEED=1 TORTURE_PROFILE=debug
+
+# The Python client (clients/python), installed as a user installs it into a virtual
+# environment under target/: ruff, mypy --strict and its tests against a real server.
+python-test: tools
+	scripts/python-test.sh
 
 # The web page's screenshots in docs/ (light, dark, phone width), made by its browser test.
 screenshots: tools

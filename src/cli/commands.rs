@@ -195,6 +195,8 @@ pub(super) async fn take(
 
 /// As [`take`], for `what` (`lock "x"`, `locks "a", "b"`, …) acquired by `attempt`;
 /// on a terminal, says who holds `lock` when it is one lock, else what the server said.
+/// Answers what was taken and when the request that took it was *sent*, which is
+/// never later than the server's start of the lease.
 pub(super) async fn take_with<T>(
     client: &Client,
     what: &str,
@@ -211,10 +213,14 @@ pub(super) async fn take_with<T>(
     let mut shown_once = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        request.wait = (tried && !remaining.is_zero()).then_some(remaining);
+        // At most a third of the lease per request, so that the lease, counted from
+        // the sending of the request that got it, is known within a third of it.
+        let piece = request.ttl.map_or(remaining, |ttl| remaining.min(ttl / 3));
+        request.wait = (tried && !piece.is_zero()).then_some(piece);
         tried = true;
+        let sent = Instant::now();
         match attempt(&request).await {
-            Ok(taken) => return Ok((taken, Instant::now())),
+            Ok(taken) => return Ok((taken, sent)),
             Err(err) if remaining.is_zero() => return Err(err),
             Err(ClientError::Held {
                 fence, ref message, ..
@@ -288,4 +294,74 @@ fn until(lock: &LockView) -> String {
 
 fn whole_seconds(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_millis().div_ceil(1000) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn held() -> ClientError {
+        ClientError::Held {
+            message: "held".into(),
+            fence: Some(7),
+            expire_time: None,
+        }
+    }
+
+    fn request(ttl: Option<Duration>) -> Acquire {
+        Acquire {
+            nonce: "n".into(),
+            ttl,
+            ..Acquire::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_is_timed_from_the_sending_of_the_request_that_got_it() {
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let started = Instant::now();
+        let (_, sent) = take_with(
+            &client,
+            "lock",
+            None,
+            request(None),
+            Duration::ZERO,
+            async |_| {
+                // The answer takes 5 s to come back.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sent, started,
+            "the lease was counted from the answer's arrival"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_is_sent_in_pieces_of_at_most_a_third_of_the_lease() {
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let waits = Mutex::new(Vec::new());
+        let wait = Duration::from_secs(10);
+        let ttl = Some(Duration::from_secs(3));
+        let taken = take_with(&client, "lock", None, request(ttl), wait, async |request| {
+            let asked = request.wait.unwrap_or_default();
+            waits.lock().unwrap().push(asked);
+            // The server waits what it was asked, and the lock stays held.
+            tokio::time::sleep(asked).await;
+            Err::<(), _>(held())
+        })
+        .await;
+        assert!(matches!(taken, Err(ClientError::Held { .. })));
+        let waits = waits.into_inner().unwrap();
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(1)),
+            "{waits:?}"
+        );
+        let total: Duration = waits.iter().sum();
+        assert!(total >= wait, "waited {total:?} of {wait:?}");
+    }
 }

@@ -204,6 +204,21 @@ pub async fn run(args: RunArgs) -> u8 {
         release(&client, &held).await;
         return EXIT_FAILED;
     };
+    let mut granted = granted;
+    if Instant::now() > granted + ttl * 2 / 3 {
+        // The answer came so late that the lease, counted from the request's sending,
+        // is nearly over: confirm it before CMD relies on it.
+        let sent = Instant::now();
+        if let Err(err) = held.heartbeat(&client, ttl).await {
+            warn(format_args!(
+                "lost {} before CMD started: {err}",
+                held.what()
+            ));
+            release(&client, &held).await;
+            return EXIT_LOST;
+        }
+        granted = sent;
+    }
     // Listen before CMD starts, so that no signal finds `run` with its default action.
     let Ok(mut signals) = Signals::listen() else {
         warn("cannot listen for signals; CMD was not started");

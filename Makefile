@@ -39,7 +39,8 @@ python-test: tools
 screenshots: tools
 	FENCELOCK_SCREENSHOTS=$(CURDIR)/docs cargo test --test api -- browser::screenshots
 
-# The torture run: DynamoDB Local, three servers, 136 clients in four mixes and faults
+# The torture run: DynamoDB Local, three servers, 140 clients in five mixes (one of them
+# the Python client's, from `make python-test`'s virtual environment) and faults
 # from a seeded schedule, then the history checker; summary in
 # target/torture/summary.json. DURATION (seconds, default 60), SEED (random by
 # default), BREAK=skew (an instance's clock far ahead: the run must report

@@ -17,7 +17,9 @@ pip=("$venv/bin/pip" install --quiet --disable-pip-version-check)
 "${pip[@]}" ./clients/python "pytest==9.2.0" "pytest-asyncio==1.5.0" "mypy==2.4.1" "ruff==0.17.6"
 cargo build --quiet --bin fencelock
 cd clients/python
-"../../$venv/bin/ruff" check .
-"../../$venv/bin/ruff" format --check .
-"../../$venv/bin/mypy"
+# The torture run's Python mix is held to the same rules.
+mix=../../examples/torture/python_mix.py
+"../../$venv/bin/ruff" check . "$mix" --config pyproject.toml
+"../../$venv/bin/ruff" format --check . "$mix" --config pyproject.toml
+"../../$venv/bin/mypy" --strict src tests "$mix"
 "../../$venv/bin/pytest" -q -p no:cacheprovider

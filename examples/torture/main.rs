@@ -1,10 +1,11 @@
 //! `make torture`: fencelock's safety promises under faults. DynamoDB Local, three
-//! fencelock instances on one table, and four mixes of clients through all of them:
+//! fencelock instances on one table, and five mixes of clients through all of them:
 //! the fast mix (96 clients, 1,024 locks, leases under a second, short holds: many
 //! grants), the long mix (8 clients, 4 locks, leases of seconds: long waits and
 //! pauses past a lease), with a downstream store that refuses stale fences, and the
 //! semaphore mix (16 clients, 4 semaphores of limit 3), and the lock-group mix (16
-//! clients taking groups of 2-4 of 8 locks, and single locks among them). `--mode`
+//! clients taking groups of 2-4 of 8 locks, and single locks among them), and the
+//! Python mix (clients of the Python package, [`python`]). `--mode`
 //! picks locks, semaphores, groups (`multi`) or all of them (the default). Meanwhile
 //! faults from a seeded schedule: instances killed and paused, DynamoDB Local paused,
 //! restarted and cut off, a holder paused past its lease, an instance's clock set
@@ -18,6 +19,7 @@
 mod check;
 mod cluster;
 mod linear;
+mod python;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -70,7 +72,7 @@ struct Args {
     /// Locks of the long mix.
     #[arg(long, default_value_t = 4)]
     long_locks: usize,
-    /// What the clients take: `locks` (the fast and long mixes), `semaphore` (the
+    /// What the clients take: `locks` (the fast, long and Python mixes), `semaphore` (the
     /// semaphore mix), `multi` (the lock-group mix), or `all` of them at once.
     #[arg(long, default_value = "all", value_parser = ["all", "locks", "semaphore", "multi"])]
     mode: String,
@@ -93,6 +95,10 @@ struct Args {
     /// Semaphores of the semaphore mix.
     #[arg(long, default_value_t = 4)]
     semaphores: usize,
+    /// Clients of the Python mix (the Python package, from `target/python-venv`), on
+    /// 4 locks with leases of 1-3 s; 0 for none. Part of the `all` and `locks` modes.
+    #[arg(long, default_value_t = 4)]
+    python_clients: usize,
     /// The fault kinds to apply (comma-separated), or `none` for the workload alone.
     #[arg(long, value_delimiter = ',', default_value = "all", value_parser = fault_kind)]
     faults: Vec<String>,
@@ -148,6 +154,8 @@ struct Summary {
     faults: BTreeMap<String, FaultTally>,
     /// Fault kinds that could not be applied here, with why; none of them counted.
     faults_not_possible_here: BTreeMap<String, String>,
+    /// Mixes that could not run here, with why.
+    mixes_not_possible_here: BTreeMap<String, String>,
     grants: usize,
     grants_by_mix: BTreeMap<String, usize>,
     violations: Vec<check::Violation>,
@@ -272,6 +280,31 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         })
         .collect();
 
+    let mut mixes_not_possible = BTreeMap::new();
+    let python_mix = if matches!(args.mode.as_str(), "all" | "locks") && args.python_clients > 0 {
+        match python::python(&repo) {
+            Ok(python) => {
+                let launch = python::Launch {
+                    python: &python,
+                    repo: &repo,
+                    work: &work,
+                    urls: &cluster.instance_urls(),
+                    clients: args.python_clients,
+                    seconds: args.duration,
+                    seed,
+                };
+                Some(python::start(launch, shared.clone())?)
+            }
+            Err(why) => {
+                println!("torture: no Python mix here: {why}");
+                mixes_not_possible.insert("python".to_owned(), why);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let mut not_possible = BTreeMap::new();
     if let Err(why) = cluster.can_drop_packets() {
@@ -295,6 +328,10 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     for worker in workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
     }
+    if let Some(mix) = python_mix {
+        let operations = mix.finish(Duration::from_secs(30)).await?;
+        println!("torture: the Python mix recorded {operations} operations");
+    }
     drop(cluster);
 
     let history = std::mem::take(&mut *shared.history.lock().unwrap());
@@ -308,6 +345,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         operations: workload::tally(&history),
         faults: tally_faults(&windows, &holdings),
         faults_not_possible_here: not_possible,
+        mixes_not_possible_here: mixes_not_possible,
         grants: holdings.len(),
         grants_by_mix: grants_by_mix(&holdings),
         violations,
@@ -321,6 +359,12 @@ fn announce(args: &Args, seed: u64) {
         mixes_said.push(format!(
             "{} clients on {} locks (fast mix), {} on {} (long mix)",
             args.clients, args.locks, args.long_clients, args.long_locks
+        ));
+    }
+    if matches!(args.mode.as_str(), "all" | "locks") && args.python_clients > 0 {
+        mixes_said.push(format!(
+            "{} Python clients on 4 locks (Python mix)",
+            args.python_clients
         ));
     }
     if matches!(args.mode.as_str(), "all" | "semaphore") {
@@ -435,6 +479,8 @@ fn grants_by_mix(holdings: &[check::Holding]) -> BTreeMap<String, usize> {
             "semaphore"
         } else if holding.name.starts_with("torture:grp-") {
             "multi"
+        } else if holding.name.starts_with("torture:py-") {
+            "python"
         } else {
             "fast"
         };

@@ -83,11 +83,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn micros(&self, at: Instant) -> u64 {
+    pub fn micros(&self, at: Instant) -> u64 {
         at.duration_since(self.started).as_micros() as u64
     }
 
-    fn record(&self, op: Op) {
+    pub fn record(&self, op: Op) {
         self.history.lock().unwrap().push(op);
     }
 
@@ -470,7 +470,16 @@ async fn hold(
     }
 }
 
-fn downstream(shared: &Shared, id: usize, name: &str, fence: u64, ttl_ms: u64, kind: &'static str) {
+/// Writes to the downstream store with `fence`, recording the write; answers whether
+/// the store accepted it.
+pub fn downstream(
+    shared: &Shared,
+    id: usize,
+    name: &str,
+    fence: u64,
+    ttl_ms: u64,
+    kind: &'static str,
+) -> bool {
     let at = shared.micros(Instant::now());
     let (accepted, seq) = shared.downstream.write(name, fence);
     shared.record(Op {
@@ -486,6 +495,7 @@ fn downstream(shared: &Shared, id: usize, name: &str, fence: u64, ttl_ms: u64, k
         seq: Some(seq),
         limit: None,
     });
+    accepted
 }
 
 /// A counter of operations by kind and outcome.

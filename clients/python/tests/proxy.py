@@ -145,3 +145,53 @@ class Proxy:
             return
         writer.write(response)
         await writer.drain()
+
+
+@dataclass
+class Pipe:
+    """A plain TCP relay to the server that counts the connections it is asked for
+    and the HTTP requests that pass through them, to see that a client reuses its
+    connections and sends one request per operation."""
+
+    upstream_port: int
+    port: int = 0
+    connections: int = 0
+    requests: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        ready = threading.Event()
+        loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True).start()
+        ready.wait(10)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pump(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, count: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if count:
+                        self.requests += len(re.findall(rb" HTTP/1\.1\r\n", data))
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))

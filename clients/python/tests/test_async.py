@@ -90,3 +90,49 @@ async def test_a_wait_is_served_by_the_servers_waiting_acquire(server: str, name
         async with client.lock(name, wait="10s") as waiter:
             assert waiter.fence > holder.fence
         await task
+
+
+async def test_a_holder_whose_lock_another_took_raises_on_check_update_and_exit(
+    server: str, name: str
+) -> None:
+    async with fencelock.AsyncClient(server, timeout=5) as client:
+        with pytest.raises(fencelock.LockLost):
+            async with client.lock(name, ttl="900ms") as lease:
+                usurper = await client.lock(name, nonce=lease.nonce).acquire()
+                await asyncio.wait_for(lease.lost.wait(), 3)
+                with pytest.raises(fencelock.LockLost):
+                    await lease.update("late write")
+        status = await client.status(name)
+        assert status["fence"] == usurper.fence and status["body"] == ""
+        await usurper.release()
+
+
+async def test_a_retried_acquire_takes_one_slot_and_503s_are_retried(
+    proxy: Proxy, name: str
+) -> None:
+    async with fencelock.AsyncClient(proxy.url, timeout=1) as client:
+        proxy.fault(Fault("drop_answer", "POST /semaphores/", times=1))
+        async with client.semaphore(name, 2, wait="5s") as slot:
+            view = await client._send(fencelock._protocol.Call("GET", f"/semaphores/{name}"))
+            assert [h["fence"] for h in view["holders"]] == [slot.fence]
+        proxy.fault(Fault("unavailable", f"POST /locks/{name}", times=2))
+        async with client.lock(name, wait="10s"):
+            pass
+        assert len(proxy.requests(f"POST /locks/{name}$")) == 3
+
+
+async def test_failing_heartbeats_signal_danger_then_recover(proxy: Proxy, name: str) -> None:
+    warned: list[str] = []
+    async with (
+        fencelock.AsyncClient(proxy.url, timeout=0.5) as client,
+        client.lock(name, ttl="3s", on_danger=lambda lease: warned.append(lease.name)) as lease,
+    ):
+        proxy.fault(Fault("unavailable", "/heartbeat"))
+        await asyncio.wait_for(lease.in_danger.wait(), 4)
+        assert warned == [name] and not lease.lost.is_set()
+        proxy.fault(None)
+        for _ in range(60):
+            if not lease.in_danger.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert not lease.in_danger.is_set() and not lease.lost.is_set()

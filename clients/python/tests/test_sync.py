@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from proxy import Fault, Proxy
+from proxy import Fault, Pipe, Proxy
 
 import fencelock
 
@@ -232,3 +232,17 @@ def test_typed_errors_carry_the_server_sentence(server: str) -> None:
     assert bad.value.code == "invalid_request" and "lock name" in str(bad.value)
     with pytest.raises(fencelock.Unavailable):
         fencelock.Client("http://127.0.0.1:9", timeout=0.5).lock("x").acquire()
+
+
+def test_one_request_per_operation_on_one_reused_connection(server: str, name: str) -> None:
+    pipe = Pipe(upstream_port=int(server.rsplit(":", 1)[1]))
+    pipe.start()
+    client = fencelock.Client(pipe.url, timeout=5)
+    with client.lock(name, ttl="900ms") as lease:
+        time.sleep(1.0)  # three heartbeats, a third of the lease apart
+        lease.update("done")
+    client.close()
+    # The acquire, the heartbeats, the update and the release: one request each.
+    heartbeats = pipe.requests - 3
+    assert 2 <= heartbeats <= 4, pipe.requests
+    assert pipe.connections <= 2, pipe.connections  # the heartbeat thread may overlap

@@ -246,3 +246,19 @@ def test_one_request_per_operation_on_one_reused_connection(server: str, name: s
     heartbeats = pipe.requests - 3
     assert 2 <= heartbeats <= 4, pipe.requests
     assert pipe.connections <= 2, pipe.connections  # the heartbeat thread may overlap
+
+
+def test_a_grant_whose_answer_came_late_is_confirmed_before_it_is_handed_over(
+    proxy: Proxy, name: str
+) -> None:
+    client = fencelock.Client(proxy.url, timeout=5)
+    # The acquire's request reaches the server 0.8 s late: of a 1 s lease, counted
+    # from its sending, less than a third is left when the answer comes.
+    proxy.fault(Fault("delay", f"POST /locks/{name}$", times=1, seconds=0.8))
+    with client.lock(name, ttl="1s") as lease:
+        assert lease._clock is not None
+        left = lease._clock.deadline - time.monotonic()
+        assert not lease.lost.is_set()
+    # Handed over with the lease a heartbeat confirmed, not the 0.2 s the acquire left.
+    assert left > 0.6, left
+    assert proxy.requests(name)[1].path.endswith("/heartbeat"), proxy.requests(name)

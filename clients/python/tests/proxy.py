@@ -13,7 +13,29 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def serve_in_thread(handler: Handler) -> int:
+    """Serves `handler` on a free port of 127.0.0.1 from an event loop of its own, in a
+    daemon thread; answers the port."""
+    ready = threading.Event()
+    port: list[int] = []
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True).start()
+    ready.wait(10)
+    return port[0]
 
 
 @dataclass
@@ -79,19 +101,7 @@ class Proxy:
         return None
 
     def start(self) -> None:
-        ready = threading.Event()
-        loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            async with server:
-                await server.serve_forever()
-
-        thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-        thread.start()
-        ready.wait(10)
+        self.port = serve_in_thread(self._client)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -163,18 +173,7 @@ class Pipe:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        ready = threading.Event()
-        loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            async with server:
-                await server.serve_forever()
-
-        threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True).start()
-        ready.wait(10)
+        self.port = serve_in_thread(self._client)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -14,20 +14,17 @@ from typing import Any, TypeVar
 import httpx
 
 from ._errors import FencelockError, LockLost, Unavailable
+from ._lease import LeaseBase
 from ._protocol import (
     Call,
-    Clock,
     Duration,
     Granted,
-    Held,
-    Kind,
     Terms,
     acquire_chunk,
     answer,
     check_nonce,
     fresh_nonce,
     granted,
-    parse_time,
     seconds,
     segment,
 )
@@ -182,9 +179,12 @@ def _nonce(nonce: str | None) -> str:
     return check_nonce(nonce) if nonce is not None else fresh_nonce()
 
 
-class AsyncLease:
+class AsyncLease(LeaseBase):
     """As :class:`fencelock.Lease`, with ``lost`` and ``in_danger`` as
     :class:`asyncio.Event` and the heartbeats in a task."""
+
+    lost: asyncio.Event
+    in_danger: asyncio.Event
 
     def __init__(
         self,
@@ -194,57 +194,12 @@ class AsyncLease:
         on_lost: Callback | None,
         on_danger: Callback | None,
     ) -> None:
+        super().__init__(terms, wait, on_lost, on_danger)
         self._client = client
-        self._terms = terms
-        self._wait = wait
-        self._on_lost = on_lost
-        self._on_danger = on_danger
         self.lost = asyncio.Event()
         self.in_danger = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._held: Held | None = None
-        self._clock: Clock | None = None
-        self._lost_reason = ""
-        self._silent = False
-        self.body = ""
-        self.expire_time: str | None = None
-
-    @property
-    def kind(self) -> Kind:
-        return self._terms.kind
-
-    @property
-    def name(self) -> str:
-        return self._terms.names[0]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._terms.names
-
-    @property
-    def fences(self) -> dict[str, int]:
-        return dict(self._holding().fences)
-
-    @property
-    def fence(self) -> int:
-        fences = self._holding().fences
-        if len(fences) != 1:
-            raise TypeError("a lock group has a fence per lock: read lease.fences")
-        return next(iter(fences.values()))
-
-    @property
-    def expires_at(self) -> Any | None:
-        return parse_time(self.expire_time)
-
-    @property
-    def nonce(self) -> str:
-        return self._terms.nonce
-
-    def check(self) -> None:
-        """Raises :class:`LockLost` if the holding is lost."""
-        if self.lost.is_set():
-            raise LockLost(self._lost_reason, "lost")
 
     async def update(self, body: str) -> None:
         """Saves ``body`` with the lock and extends the lease; raises
@@ -260,13 +215,9 @@ class AsyncLease:
         self._confirm(sent, granted(self.kind, view))
 
     async def acquire(self) -> AsyncLease:
-        if self._held is not None:
-            raise RuntimeError("this lease was acquired already; ask the client for another")
         grant, sent = await self._client._acquire(self._terms, self._wait)
-        held = Held(self.kind, grant.fences, self._terms.nonce)
-        clock = Clock(grant.ttl, sent)
-        if time.monotonic() > sent + clock.ttl * 2 / 3:
-            # As in Lease.acquire: confirm a lease whose answer came late.
+        held, clock, late = self._begin(grant, sent)
+        if late:
             sent = time.monotonic()
             try:
                 renewed = granted(self.kind, await self._client._send(held.heartbeat()))
@@ -275,8 +226,7 @@ class AsyncLease:
                 raise
             clock.confirm(sent, renewed.ttl)
             grant.expire_time = renewed.expire_time
-        self._held, self._clock = held, clock
-        self.body, self.expire_time = grant.body, grant.expire_time
+        self._settle(held, clock, grant)
         self._task = asyncio.create_task(self._keep(), name=f"fencelock heartbeat {self.name}")
         return self
 
@@ -286,8 +236,8 @@ class AsyncLease:
         self._stop.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        held = self._held
-        if held is None or (self.lost.is_set() and not self._silent):
+        held = self._releasable()
+        if held is None:
             return
         give_up = time.monotonic() + RELEASE_WITHIN
         while True:
@@ -313,34 +263,10 @@ class AsyncLease:
         trace: TracebackType | None,
     ) -> None:
         await self.release()
-        if error is None and self.lost.is_set():
-            raise LockLost(self._lost_reason, "lost")
-
-    def _holding(self) -> Held:
-        if self._held is None:
-            raise RuntimeError("the lease is not acquired yet: use `async with client.lock(...)`")
-        return self._held
-
-    def _confirm(self, sent: float, grant: Granted) -> None:
-        assert self._clock is not None
-        self._clock.confirm(sent, grant.ttl)
-        self.expire_time = grant.expire_time
-        self.in_danger.clear()
-
-    def _declare_lost(self, reason: str, silent: bool) -> None:
-        if self.lost.is_set():
-            return
-        self._lost_reason = reason
-        self._silent = silent
-        self.lost.set()
-        log.warning("lost %s %s: %s", self.kind, self.name, reason)
-        if self._on_lost is not None:
-            try:
-                self._on_lost(self)
-            except Exception:
-                log.exception("the on_lost callback of %s %s failed", self.kind, self.name)
+        self._left(error)
 
     async def _keep(self) -> None:
+        """The heartbeat task."""
         held, clock = self._holding(), self._clock
         assert clock is not None
         last_failure = ""
@@ -348,11 +274,7 @@ class AsyncLease:
             now = time.monotonic()
             due, deadline = clock.next_heartbeat(now), clock.deadline
             if now >= deadline:
-                self._declare_lost(
-                    "no heartbeat was confirmed before the lease would end"
-                    + (f" (last failure: {last_failure})" if last_failure else ""),
-                    silent=True,
-                )
+                self._ran_out(last_failure)
                 return
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, due - now))
@@ -362,23 +284,15 @@ class AsyncLease:
             if time.monotonic() >= deadline:
                 continue
             sent = time.monotonic()
+            timeout = max(0.001, min(self._client.timeout, deadline - sent))
             try:
-                view = await self._client._send(
-                    held.heartbeat(), timeout=max(0.001, min(self._client.timeout, deadline - sent))
-                )
+                view = await self._client._send(held.heartbeat(), timeout=timeout)
             except LockLost as err:
                 self._declare_lost(str(err), silent=False)
                 return
             except FencelockError as err:
                 last_failure = str(err)
-                log.info("heartbeat of %s %s failed: %s; trying again", self.kind, self.name, err)
-                if clock.fail(time.monotonic()) and not self.in_danger.is_set():
-                    self.in_danger.set()
-                    if self._on_danger is not None:
-                        try:
-                            self._on_danger(self)
-                        except Exception:
-                            log.exception("the on_danger callback failed")
+                self._failed(err)
                 continue
             last_failure = ""
             self._confirm(sent, granted(self.kind, view))

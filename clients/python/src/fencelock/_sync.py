@@ -15,20 +15,17 @@ from typing import Any, TypeVar
 import httpx
 
 from ._errors import FencelockError, LockLost, Unavailable
+from ._lease import LeaseBase
 from ._protocol import (
     Call,
-    Clock,
     Duration,
     Granted,
-    Held,
-    Kind,
     Terms,
     acquire_chunk,
     answer,
     check_nonce,
     fresh_nonce,
     granted,
-    parse_time,
     seconds,
     segment,
 )
@@ -207,7 +204,7 @@ def _nonce(nonce: str | None) -> str:
     return check_nonce(nonce) if nonce is not None else fresh_nonce()
 
 
-class Lease:
+class Lease(LeaseBase):
     """A holding of a lock, a semaphore's slot or a lock group, from acquire to
     release.
 
@@ -219,6 +216,9 @@ class Lease:
     and cleared when one succeeds.
     """
 
+    lost: threading.Event
+    in_danger: threading.Event
+
     def __init__(
         self,
         client: Client,
@@ -227,64 +227,12 @@ class Lease:
         on_lost: Callback | None,
         on_danger: Callback | None,
     ) -> None:
+        super().__init__(terms, wait, on_lost, on_danger, guard=threading.Lock())
         self._client = client
-        self._terms = terms
-        self._wait = wait
-        self._on_lost = on_lost
-        self._on_danger = on_danger
         self.lost = threading.Event()
         self.in_danger = threading.Event()
         self._stop = threading.Event()
-        self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._held: Held | None = None
-        self._clock: Clock | None = None
-        self._lost_reason = ""
-        self._silent = False
-        self.body = ""
-        self.expire_time: str | None = None
-
-    # -- what the holder reads ----------------------------------------------------
-
-    @property
-    def kind(self) -> Kind:
-        return self._terms.kind
-
-    @property
-    def name(self) -> str:
-        return self._terms.names[0]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._terms.names
-
-    @property
-    def fences(self) -> dict[str, int]:
-        """Each lock's fence, by name (one entry unless this is a group)."""
-        return dict(self._holding().fences)
-
-    @property
-    def fence(self) -> int:
-        """The fence to send with every write this holding protects."""
-        fences = self._holding().fences
-        if len(fences) != 1:
-            raise TypeError("a lock group has a fence per lock: read lease.fences")
-        return next(iter(fences.values()))
-
-    @property
-    def expires_at(self) -> Any | None:
-        """When the server last said the lease ends (its clock), as a datetime."""
-        return parse_time(self.expire_time)
-
-    @property
-    def nonce(self) -> str:
-        return self._terms.nonce
-
-    def check(self) -> None:
-        """Raises :class:`LockLost` if the holding is lost: call it between steps of
-        long work, since Python cannot stop a running block."""
-        if self.lost.is_set():
-            raise LockLost(self._lost_reason, "lost")
 
     def update(self, body: str) -> None:
         """Saves ``body`` with the lock (what the next holder reads) and extends the
@@ -299,18 +247,11 @@ class Lease:
             raise
         self._confirm(sent, granted(self.kind, view))
 
-    # -- the holding's life ----------------------------------------------------
-
     def acquire(self) -> Lease:
         """Takes the holding and starts its heartbeats; the context manager calls it."""
-        if self._held is not None:
-            raise RuntimeError("this lease was acquired already; ask the client for another")
         grant, sent = self._client._acquire(self._terms, self._wait)
-        held = Held(self.kind, grant.fences, self._terms.nonce)
-        clock = Clock(grant.ttl, sent)
-        if time.monotonic() > sent + clock.ttl * 2 / 3:
-            # The answer came so late that the lease, counted from the request's
-            # sending, is nearly over: confirm it before the holder relies on it.
+        held, clock, late = self._begin(grant, sent)
+        if late:
             sent = time.monotonic()
             try:
                 renewed = granted(self.kind, self._client._send(held.heartbeat()))
@@ -319,8 +260,7 @@ class Lease:
                 raise
             clock.confirm(sent, renewed.ttl)
             grant.expire_time = renewed.expire_time
-        self._held, self._clock = held, clock
-        self.body, self.expire_time = grant.body, grant.expire_time
+        self._settle(held, clock, grant)
         self._thread = threading.Thread(
             target=self._keep, name=f"fencelock heartbeat {self.name}", daemon=True
         )
@@ -333,8 +273,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        held = self._held
-        if held is None or (self.lost.is_set() and not self._silent):
+        held = self._releasable()
+        if held is None:
             return
         give_up = time.monotonic() + RELEASE_WITHIN
         while True:
@@ -360,39 +300,10 @@ class Lease:
         trace: TracebackType | None,
     ) -> None:
         self.release()
-        if error is None and self.lost.is_set():
-            # The work may not have been exclusive: say so.
-            raise LockLost(self._lost_reason, "lost")
-
-    # -- the heartbeat thread ----------------------------------------------------
-
-    def _holding(self) -> Held:
-        if self._held is None:
-            raise RuntimeError("the lease is not acquired yet: use `with client.lock(...)`")
-        return self._held
-
-    def _confirm(self, sent: float, grant: Granted) -> None:
-        with self._guard:
-            assert self._clock is not None
-            self._clock.confirm(sent, grant.ttl)
-            self.expire_time = grant.expire_time
-        self.in_danger.clear()
-
-    def _declare_lost(self, reason: str, silent: bool) -> None:
-        with self._guard:
-            if self.lost.is_set():
-                return
-            self._lost_reason = reason
-            self._silent = silent
-            self.lost.set()
-        log.warning("lost %s %s: %s", self.kind, self.name, reason)
-        if self._on_lost is not None:
-            try:
-                self._on_lost(self)
-            except Exception:
-                log.exception("the on_lost callback of %s %s failed", self.kind, self.name)
+        self._left(error)
 
     def _keep(self) -> None:
+        """The heartbeat thread."""
         held, clock = self._holding(), self._clock
         assert clock is not None
         last_failure = ""
@@ -401,36 +312,22 @@ class Lease:
             with self._guard:
                 due, deadline = clock.next_heartbeat(now), clock.deadline
             if now >= deadline:
-                self._declare_lost(
-                    "no heartbeat was confirmed before the lease would end"
-                    + (f" (last failure: {last_failure})" if last_failure else ""),
-                    silent=True,
-                )
+                self._ran_out(last_failure)
                 return
             if self._stop.wait(max(0.0, due - now)):
                 return
             if time.monotonic() >= deadline:
                 continue
             sent = time.monotonic()
+            timeout = max(0.001, min(self._client.timeout, deadline - sent))
             try:
-                view = self._client._send(
-                    held.heartbeat(), timeout=max(0.001, min(self._client.timeout, deadline - sent))
-                )
+                view = self._client._send(held.heartbeat(), timeout=timeout)
             except LockLost as err:
                 self._declare_lost(str(err), silent=False)
                 return
             except FencelockError as err:
                 last_failure = str(err)
-                with self._guard:
-                    danger = clock.fail(time.monotonic())
-                log.info("heartbeat of %s %s failed: %s; trying again", self.kind, self.name, err)
-                if danger and not self.in_danger.is_set():
-                    self.in_danger.set()
-                    if self._on_danger is not None:
-                        try:
-                            self._on_danger(self)
-                        except Exception:
-                            log.exception("the on_danger callback failed")
+                self._failed(err)
                 continue
             last_failure = ""
             self._confirm(sent, granted(self.kind, view))

@@ -18,14 +18,25 @@ run: tools
 # FENCELOCK_TEST_DYNAMODB_ENDPOINT when set). The web page's tests need Chromium and
 # ChromeDriver; without them they are skipped, and this says so.
 HAVE_BROWSER := $(shell command -v chromedriver >/dev/null && { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null && echo yes)
+# The fencing recipes' tests start a PostgreSQL of their own from Debian's package;
+# without it they are skipped, and this says so.
+HAVE_POSTGRES := $(shell ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && echo yes)
+SKIP := $(if $(filter yes,$(HAVE_BROWSER)),,--skip browser::) $(if $(filter yes,$(HAVE_POSTGRES)),,--skip fencing::postgres)
+
 test: tools
 	cargo build --benches
-ifeq ($(HAVE_BROWSER),yes)
-	cargo test --lib --bins --tests
-else
+ifneq ($(HAVE_BROWSER),yes)
 	@echo "** browser tests SKIPPED: chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver) **"
-	cargo test --lib --bins --tests -- --skip browser::
+endif
+ifneq ($(HAVE_POSTGRES),yes)
+	@echo "** PostgreSQL fencing tests SKIPPED: PostgreSQL is not installed (Debian: apt-get install postgresql) **"
+endif
+	cargo test --lib --bins --tests -- $(SKIP)
+ifneq ($(HAVE_BROWSER),yes)
 	@echo "** browser tests SKIPPED: chromium and chromedriver are not installed **"
+endif
+ifneq ($(HAVE_POSTGRES),yes)
+	@echo "** PostgreSQL fencing tests SKIPPED: PostgreSQL is not installed **"
 endif
 	$(MAKE) python-test
 	$(MAKE) torture DURATION=60 SEED=1 TORTURE_PROFILE=debug

@@ -9,6 +9,7 @@ mod contention;
 mod cursors;
 mod errors;
 mod fences;
+mod fencing;
 mod gorilla;
 mod groups;
 mod helpers;

@@ -189,7 +189,6 @@ pub struct Raw {
     table: String,
 }
 
-#[allow(dead_code)] // The benchmark's floor uses it.
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
@@ -219,6 +218,50 @@ impl Raw {
             put = put.item(*name, s(*value));
         }
         put.send().await.expect("a raw item is written");
+    }
+
+    /// Puts an item `name` with `body` and `fence` on `condition` (about `fence`, with
+    /// `:fence` the one written), as docs/fencing.md's DynamoDB recipe does; answers
+    /// whether DynamoDB accepted it.
+    #[allow(dead_code)] // The fencing tests'.
+    pub async fn put_fenced(&self, name: &str, body: &str, fence: u64, condition: &str) -> bool {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("name", s(name))
+            .item("body", s(body))
+            .item("fence", n(fence))
+            .condition_expression(condition)
+            .expression_attribute_values(":fence", n(fence))
+            .send()
+            .await;
+        match put {
+            Ok(_) => true,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                false
+            }
+            Err(err) => panic!("the put failed: {err:?}"),
+        }
+    }
+
+    /// The string attribute `attribute` of the item `name`, read strongly consistently.
+    #[allow(dead_code)] // The fencing tests'.
+    pub async fn get_string(&self, name: &str, attribute: &str) -> Option<String> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("name", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("a raw read");
+        item.item()?.get(attribute)?.as_s().ok().cloned()
     }
 
     /// Deletes the record of `name`.

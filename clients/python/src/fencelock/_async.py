@@ -16,19 +16,19 @@ import httpx
 from ._errors import FencelockError, LockLost, Unavailable
 from ._lease import LeaseBase
 from ._protocol import (
+    RELEASE_WITHIN,
     Call,
     Duration,
     Granted,
     Terms,
     acquire_chunk,
+    acquire_pause,
     answer,
-    check_nonce,
-    fresh_nonce,
     granted,
+    release_pause,
     seconds,
     segment,
 )
-from ._sync import MAX_RETRY_PAUSE, RELEASE_WITHIN, _jitter
 
 log = logging.getLogger("fencelock")
 
@@ -107,7 +107,7 @@ class AsyncClient:
         on_danger: Callback | None = None,
     ) -> AsyncLease:
         """The lock ``name``: ``async with client.lock(...) as lease``."""
-        terms = Terms("lock", (name,), _nonce(nonce), seconds(ttl), owner, metadata)
+        terms = Terms.of("lock", (name,), ttl, owner, metadata, nonce)
         return AsyncLease(self, terms, seconds(wait), on_lost, on_danger)
 
     def semaphore(
@@ -124,7 +124,7 @@ class AsyncClient:
         on_danger: Callback | None = None,
     ) -> AsyncLease:
         """A slot of the semaphore ``name`` of ``limit`` slots."""
-        terms = Terms("semaphore", (name,), _nonce(nonce), seconds(ttl), owner, metadata, limit)
+        terms = Terms.of("semaphore", (name,), ttl, owner, metadata, nonce, limit)
         return AsyncLease(self, terms, seconds(wait), on_lost, on_danger)
 
     def locks(
@@ -140,7 +140,7 @@ class AsyncClient:
         on_danger: Callback | None = None,
     ) -> AsyncLease:
         """Every lock of ``names`` at once or none (a lock group)."""
-        terms = Terms("group", tuple(names), _nonce(nonce), seconds(ttl), owner, metadata)
+        terms = Terms.of("group", tuple(names), ttl, owner, metadata, nonce)
         return AsyncLease(self, terms, seconds(wait), on_lost, on_danger)
 
     def locked(self, name: str, **terms: Any) -> Callable[[F], F]:
@@ -167,16 +167,7 @@ class AsyncClient:
                 view = await self._send(terms.acquire(chunk), timeout=self.timeout + chunk)
                 return granted(terms.kind, view), sent
             except FencelockError as err:
-                left = deadline - time.monotonic()
-                if left <= 0 or err.code not in ("lock_held", "semaphore_full", "unavailable"):
-                    raise
-                if isinstance(err, Unavailable):
-                    hint = err.retry_after if err.retry_after is not None else 1.0
-                    await asyncio.sleep(min(_jitter(min(hint, MAX_RETRY_PAUSE)), left))
-
-
-def _nonce(nonce: str | None) -> str:
-    return check_nonce(nonce) if nonce is not None else fresh_nonce()
+                await asyncio.sleep(acquire_pause(err, deadline))
 
 
 class AsyncLease(LeaseBase):
@@ -244,14 +235,12 @@ class AsyncLease(LeaseBase):
             try:
                 await self._client._send(held.release())
                 return
-            except Unavailable as err:
-                if time.monotonic() >= give_up:
+            except FencelockError as err:
+                pause = release_pause(err, give_up)
+                if pause is None:
                     log.warning("could not release %s %s: %s", self.kind, self.name, err)
                     return
-                await asyncio.sleep(_jitter(0.5))
-            except FencelockError as err:
-                log.warning("could not release %s %s: %s", self.kind, self.name, err)
-                return
+                await asyncio.sleep(pause)
 
     async def __aenter__(self) -> AsyncLease:
         return await self.acquire()

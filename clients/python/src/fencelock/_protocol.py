@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import random
 import re
 import secrets
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
 
-from ._errors import FencelockError, error_from
+from ._errors import FencelockError, Unavailable, error_from
 
 Duration = str | int | float | _dt.timedelta
 Kind = Literal["lock", "semaphore", "group"]
@@ -26,6 +28,10 @@ NONCE_HEADER = "Lock-Nonce"
 MAX_NONCE = 64
 #: The most time between two tries of a heartbeat that failed, in seconds.
 MAX_HEARTBEAT_RETRY = 1.0
+#: The longest pause between two tries of a call that found the server unavailable.
+MAX_RETRY_PAUSE = 2.0
+#: How long a release may keep trying when the server is unavailable.
+RELEASE_WITHIN = 5.0
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -112,6 +118,21 @@ class Terms:
     owner: str | None
     metadata: Any
     limit: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        kind: Kind,
+        names: tuple[str, ...],
+        ttl: Duration,
+        owner: str | None,
+        metadata: Any,
+        nonce: str | None,
+        limit: int | None = None,
+    ) -> Terms:
+        """The terms a caller gives: a fresh nonce unless one is given."""
+        nonce = check_nonce(nonce) if nonce is not None else fresh_nonce()
+        return cls(kind, names, nonce, seconds(ttl), owner, metadata, limit)
 
     def acquire(self, wait: float) -> Call:
         body: dict[str, Any] = {"nonce": self.nonce}
@@ -242,6 +263,33 @@ class Clock:
         if self.failing_since is not None:
             return min(now + self.retry, self.deadline)
         return min(self.confirmed_sent + self.interval, self.deadline)
+
+
+def jitter(pause: float) -> float:
+    """``pause`` scaled by a random factor in [0.5, 1.0)."""
+    return pause * (0.5 + random.random() / 2)
+
+
+def acquire_pause(err: FencelockError, deadline: float) -> float:
+    """How long to pause before acquiring again after ``err``, within a wait that
+    ends at ``deadline`` (monotonic); raises ``err`` when it is final or the wait is
+    over. A held lock is asked again at once (the server did the waiting); an
+    unavailable server after its ``Retry-After`` (at most 2 s), with jitter."""
+    left = deadline - time.monotonic()
+    if left <= 0 or err.code not in ("lock_held", "semaphore_full", "unavailable"):
+        raise err
+    if not isinstance(err, Unavailable):
+        return 0.0
+    hint = err.retry_after if err.retry_after is not None else 1.0
+    return min(jitter(min(hint, MAX_RETRY_PAUSE)), left)
+
+
+def release_pause(err: FencelockError, give_up: float) -> float | None:
+    """How long to pause before releasing again after ``err``; ``None`` to give up
+    (a release that is refused, or unavailable past ``give_up``)."""
+    if isinstance(err, Unavailable) and time.monotonic() < give_up:
+        return jitter(0.5)
+    return None
 
 
 def acquire_chunk(remaining: float, ttl: float | None) -> float:

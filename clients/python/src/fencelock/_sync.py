@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,15 +16,16 @@ import httpx
 from ._errors import FencelockError, LockLost, Unavailable
 from ._lease import LeaseBase
 from ._protocol import (
+    RELEASE_WITHIN,
     Call,
     Duration,
     Granted,
     Terms,
     acquire_chunk,
+    acquire_pause,
     answer,
-    check_nonce,
-    fresh_nonce,
     granted,
+    release_pause,
     seconds,
     segment,
 )
@@ -34,15 +34,6 @@ log = logging.getLogger("fencelock")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[["Lease"], None]
-
-#: The longest pause between two tries of a call that found the server unavailable.
-MAX_RETRY_PAUSE = 2.0
-#: How long a release may keep trying when the server is unavailable.
-RELEASE_WITHIN = 5.0
-
-
-def _jitter(pause: float) -> float:
-    return pause * (0.5 + random.random() / 2)
 
 
 class Client:
@@ -128,7 +119,7 @@ class Client:
         """The lock ``name``, as a context manager: ``with client.lock(...) as lease``
         acquires (waiting up to ``wait``), heartbeats in the background, and releases
         on leaving the block."""
-        terms = Terms("lock", (name,), _nonce(nonce), seconds(ttl), owner, metadata)
+        terms = Terms.of("lock", (name,), ttl, owner, metadata, nonce)
         return Lease(self, terms, seconds(wait), on_lost, on_danger)
 
     def semaphore(
@@ -145,7 +136,7 @@ class Client:
         on_danger: Callback | None = None,
     ) -> Lease:
         """A slot of the semaphore ``name`` of ``limit`` slots, as :meth:`lock`."""
-        terms = Terms("semaphore", (name,), _nonce(nonce), seconds(ttl), owner, metadata, limit)
+        terms = Terms.of("semaphore", (name,), ttl, owner, metadata, nonce, limit)
         return Lease(self, terms, seconds(wait), on_lost, on_danger)
 
     def locks(
@@ -161,7 +152,7 @@ class Client:
         on_danger: Callback | None = None,
     ) -> Lease:
         """Every lock of ``names`` at once or none (a lock group), as :meth:`lock`."""
-        terms = Terms("group", tuple(names), _nonce(nonce), seconds(ttl), owner, metadata)
+        terms = Terms.of("group", tuple(names), ttl, owner, metadata, nonce)
         return Lease(self, terms, seconds(wait), on_lost, on_danger)
 
     def locked(self, name: str, **terms: Any) -> Callable[[F], F]:
@@ -192,16 +183,7 @@ class Client:
                 view = self._send(terms.acquire(chunk), timeout=self.timeout + chunk)
                 return granted(terms.kind, view), sent
             except FencelockError as err:
-                left = deadline - time.monotonic()
-                if left <= 0 or err.code not in ("lock_held", "semaphore_full", "unavailable"):
-                    raise
-                if isinstance(err, Unavailable):
-                    hint = err.retry_after if err.retry_after is not None else 1.0
-                    time.sleep(min(_jitter(min(hint, MAX_RETRY_PAUSE)), left))
-
-
-def _nonce(nonce: str | None) -> str:
-    return check_nonce(nonce) if nonce is not None else fresh_nonce()
+                time.sleep(acquire_pause(err, deadline))
 
 
 class Lease(LeaseBase):
@@ -281,14 +263,12 @@ class Lease(LeaseBase):
             try:
                 self._client._send(held.release())
                 return
-            except Unavailable as err:
-                if time.monotonic() >= give_up:
+            except FencelockError as err:
+                pause = release_pause(err, give_up)
+                if pause is None:
                     log.warning("could not release %s %s: %s", self.kind, self.name, err)
                     return
-                time.sleep(_jitter(0.5))
-            except FencelockError as err:
-                log.warning("could not release %s %s: %s", self.kind, self.name, err)
-                return
+                time.sleep(pause)
 
     def __enter__(self) -> Lease:
         return self.acquire()

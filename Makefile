@@ -40,6 +40,12 @@ ifneq ($(HAVE_POSTGRES),yes)
 endif
 	$(MAKE) python-test
 	$(MAKE) torture DURATION=60 SEED=1 TORTURE_PROFILE=debug
+ifeq ($(HAVE_POSTGRES),yes)
+	$(MAKE) torture DURATION=20 SEED=1 TORTURE_PROFILE=debug BREAK=check-then-write MODE=locks \
+		TORTURE_ARGS="--faults pause_client --python-clients 0 --out target/torture-check-then-write"
+else
+	@echo "** torture BREAK=check-then-write SKIPPED: PostgreSQL is not installed **"
+endif
 
 # The Python client (clients/python), installed as a user installs it into a virtual
 # environment under target/: ruff, mypy --strict and its tests against a real server.
@@ -53,9 +59,13 @@ screenshots: tools
 # The torture run: DynamoDB Local, three servers, 140 clients in five mixes (one of them
 # the Python client's, from `make python-test`'s virtual environment) and faults
 # from a seeded schedule, then the history checker; summary in
-# target/torture/summary.json. DURATION (seconds, default 60), SEED (random by
-# default), BREAK=skew (an instance's clock far ahead: the run must report
-# violations; refuses to start without libfaketime), MODE=locks|semaphore|multi
+# target/torture/summary.json. The lock mixes write downstream to a PostgreSQL the run
+# starts, by docs/fencing.md's recipe (without PostgreSQL, to a map, saying so).
+# DURATION (seconds, default 60), SEED (random by default), BREAK=skew (an
+# instance's clock far ahead: the run must report violations; refuses to start
+# without libfaketime), BREAK=check-then-write (paused holders check their fence,
+# pause and write without the condition: the run must report stale writes
+# PostgreSQL accepted; refuses to start without PostgreSQL), MODE=locks|semaphore|multi
 # (default: all at once), TORTURE_ARGS (more flags of the torture binary, such as
 # --group-wait-ms 3000; --help lists them). Faults that need root (a
 # network namespace), nftables or libfaketime are reported as not possible without

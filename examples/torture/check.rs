@@ -8,8 +8,10 @@
 //! - **fence_order**: a grant whose fence is not greater than that of a grant of the
 //!   same name answered before it was asked for; or two grants with one fence (for
 //!   locks and semaphores alike: each grant of a semaphore issues a new fence).
-//! - **stale_write_accepted**: the downstream store accepting a fence below one it
-//!   had already accepted.
+//! - **stale_write_accepted**: the downstream store holding a write whose fence is
+//!   below one it had already taken for that name, as the store itself answers at
+//!   the end of the run (its rows, `stored` operations in the order it took them),
+//!   not as the clients were told.
 //! - **not_linearizable**: a lock whose fence and body no order of its operations
 //!   explains, as a counter and a register ([`crate::linear`]): a lost update, a
 //!   heartbeat, update or release accepted from a superseded holder, or a body no
@@ -255,27 +257,22 @@ fn fence_order(holdings: &[Holding], violations: &mut Vec<Violation>) -> BTreeSe
 }
 
 fn stale_writes(history: &[Op], violations: &mut Vec<Violation>) {
-    let mut writes: Vec<&Op> = history
-        .iter()
-        .filter(|op| op.kind.starts_with("downstream"))
-        .collect();
+    let mut writes: Vec<&Op> = history.iter().filter(|op| op.kind == "stored").collect();
     writes.sort_by_key(|op| op.seq);
     let mut highest: BTreeMap<&str, u64> = BTreeMap::new();
     for op in writes {
         let fence = op.fence.unwrap_or(0);
         let seen = highest.entry(&op.name).or_insert(0);
-        if op.outcome == "accepted" {
-            if fence < *seen {
-                violations.push(Violation {
-                    kind: "stale_write_accepted",
-                    detail: format!(
-                        "lock {}: the downstream store accepted fence {fence} from client {} after fence {}",
-                        op.name, op.client, *seen
-                    ),
-                });
-            }
-            *seen = (*seen).max(fence);
+        if fence < *seen {
+            violations.push(Violation {
+                kind: "stale_write_accepted",
+                detail: format!(
+                    "lock {}: the downstream store holds fence {fence} from client {} ({}) written after fence {}",
+                    op.name, op.client, op.outcome, *seen
+                ),
+            });
         }
+        *seen = (*seen).max(fence);
     }
 }
 
@@ -368,6 +365,20 @@ mod tests {
     fn a_recorded_stale_write_accepted_downstream_is_reported() {
         let history = include_str!("histories/stale-write.jsonl");
         assert_eq!(reported(history), ["stale_write_accepted"]);
+    }
+
+    #[test]
+    fn stale_writes_are_judged_by_the_rows_the_store_holds_not_by_the_clients() {
+        let history = include_str!("histories/stale-write.jsonl");
+        let (clients, rows): (Vec<&str>, Vec<&str>) = history
+            .lines()
+            .partition(|line| !line.contains("\"stored\""));
+        // What the clients were told alone proves nothing.
+        assert!(reported(&clients.join("\n")).is_empty());
+        // The same rows in the other order (the stale one first) are no violation.
+        let mut swapped: Vec<String> = rows.iter().map(|row| row.to_string()).collect();
+        swapped[0] = swapped[0].replace("\"seq\":7", "\"seq\":10");
+        assert!(reported(&swapped.join("\n")).is_empty());
     }
 
     #[test]

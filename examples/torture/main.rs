@@ -2,7 +2,8 @@
 //! fencelock instances on one table, and five mixes of clients through all of them:
 //! the fast mix (96 clients, 1,024 locks, leases under a second, short holds: many
 //! grants), the long mix (8 clients, 4 locks, leases of seconds: long waits and
-//! pauses past a lease), with a downstream store that refuses stale fences, and the
+//! pauses past a lease), writing to a downstream PostgreSQL that refuses stale fences
+//! by docs/fencing.md's recipe ([`downstream`]), and the
 //! semaphore mix (16 clients, 4 semaphores of limit 3), and the lock-group mix (16
 //! clients taking groups of 2-4 of 8 locks, and single locks among them), and the
 //! Python mix (clients of the Python package, [`python`]). `--mode`
@@ -14,10 +15,15 @@
 //!
 //! `--break skew` sets one instance's clock ahead by far more than the skew margin:
 //! the checker must then report overlaps, and the run fails if it does not. It
-//! refuses to start without libfaketime.
+//! refuses to start without libfaketime. `--break check-then-write` makes the paused
+//! holders use the racy recipe (ask fencelock whether the fence holds, pause, write
+//! without the condition): the checker must then report stale writes that PostgreSQL
+//! accepted, and the run fails if it does not. It refuses to start without
+//! PostgreSQL.
 
 mod check;
 mod cluster;
+mod downstream;
 mod linear;
 mod python;
 mod workload;
@@ -37,7 +43,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use cluster::Cluster;
-use workload::{Downstream, FaultWindow, Mix, Shared};
+use downstream::Downstream;
+use workload::{FaultWindow, Mix, Shared};
 
 /// The clock offset that stays within the servers' 500 ms skew margin (libfaketime
 /// reads it in seconds).
@@ -56,8 +63,10 @@ struct Args {
     /// The seed of the workload and the fault schedule (random when not given).
     #[arg(long)]
     seed: Option<u64>,
-    /// Break the system on purpose, to show the checker catches it: `skew`.
-    #[arg(long = "break", value_parser = ["skew"])]
+    /// Break the system on purpose, to show the checker catches it: `skew` (an
+    /// instance's clock far ahead) or `check-then-write` (paused holders write
+    /// without the fence condition).
+    #[arg(long = "break", value_parser = ["skew", "check-then-write"])]
     breakage: Option<String>,
     /// Clients of the fast mix: short leases and holds on many locks.
     #[arg(long, default_value_t = 96)]
@@ -156,6 +165,8 @@ struct Summary {
     faults_not_possible_here: BTreeMap<String, String>,
     /// Mixes that could not run here, with why.
     mixes_not_possible_here: BTreeMap<String, String>,
+    /// Where the lock mixes' downstream writes went.
+    downstream_store: String,
     grants: usize,
     grants_by_mix: BTreeMap<String, usize>,
     violations: Vec<check::Violation>,
@@ -166,7 +177,7 @@ fn main() -> ExitCode {
     if let Some(path) = &args.check {
         return check_recorded(path);
     }
-    if args.breakage.is_some()
+    if args.breakage.as_deref() == Some("skew")
         && let Err(why) = Cluster::can_skew_clocks()
     {
         eprintln!("torture: --break skew sets an instance's clock ahead, but {why}");
@@ -187,8 +198,23 @@ fn main() -> ExitCode {
     let text = serde_json::to_string_pretty(&summary).expect("the summary is JSON");
     std::fs::write(args.out.join("summary.json"), &text).expect("the summary is written");
     print_summary(&summary);
+    // What each breakage must make the checker report.
+    let caught = match summary.breakage.as_deref() {
+        Some("check-then-write") => summary
+            .violations
+            .iter()
+            .any(|v| v.kind == "stale_write_accepted"),
+        _ => !summary.violations.is_empty(),
+    };
     let broken = summary.breakage.is_some();
-    match (broken, summary.violations.is_empty()) {
+    match (
+        broken,
+        if broken {
+            !caught
+        } else {
+            summary.violations.is_empty()
+        },
+    ) {
         (false, true) => ExitCode::SUCCESS,
         (false, false) => {
             eprintln!(
@@ -247,8 +273,14 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     std::fs::create_dir_all(&work).expect("the work folder is made");
     announce(args, seed);
     let table = format!("torture-{seed}");
+    let check_then_write = args.breakage.as_deref() == Some("check-then-write");
+    let downstream = Downstream::start(&work.join("postgres"), check_then_write)
+        .await
+        .map_err(|why| format!("the downstream PostgreSQL: {why}"))?;
+    println!("torture: downstream writes go to {}", downstream.describe());
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(&repo, &work, 3, &table));
-    if args.breakage.is_some() {
+    let skewed = args.breakage.as_deref() == Some("skew");
+    if skewed {
         block(|| cluster.restart_instance(2, Some(CLOCK_BROKEN.to_owned())))
             .map_err(|why| format!("--break skew could not set the clock ahead: {why}"))?;
     }
@@ -265,8 +297,9 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         started: Instant::now(),
         clients,
         history: Mutex::new(Vec::new()),
-        downstream: Downstream::default(),
+        downstream,
         pause_next_holder: AtomicBool::new(false),
+        check_then_write,
         faults: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
     });
@@ -320,7 +353,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         deadline,
         &args.faults,
         &mut not_possible,
-        args.breakage.is_some(),
+        skewed,
     )
     .await;
 
@@ -334,7 +367,14 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     }
     drop(cluster);
 
-    let history = std::mem::take(&mut *shared.history.lock().unwrap());
+    // What the downstream store itself holds, for the stale-write check.
+    let stored = shared
+        .downstream
+        .stored()
+        .await
+        .map_err(|why| format!("cannot read the downstream rows back: {why}"))?;
+    let mut history = std::mem::take(&mut *shared.history.lock().unwrap());
+    history.extend(stored);
     write_history(&args.out.join("history.jsonl"), &history);
     let (violations, holdings) = check::check(&history);
     let windows = std::mem::take(&mut *shared.faults.lock().unwrap());
@@ -346,6 +386,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         faults: tally_faults(&windows, &holdings),
         faults_not_possible_here: not_possible,
         mixes_not_possible_here: mixes_not_possible,
+        downstream_store: shared.downstream.describe(),
         grants: holdings.len(),
         grants_by_mix: grants_by_mix(&holdings),
         violations,
@@ -404,6 +445,7 @@ fn mixes(args: &Args) -> Vec<Arc<Mix>> {
         released_of_10: 6,
         limit: None,
         group_of: None,
+        paused_by_faults: false,
     });
     // Leases of seconds on a few locks: long waits, and pauses past a lease.
     let long = Arc::new(Mix {
@@ -415,6 +457,7 @@ fn mixes(args: &Args) -> Vec<Arc<Mix>> {
         released_of_10: 8,
         limit: None,
         group_of: None,
+        paused_by_faults: true,
     });
     // Slots of a few semaphores, more clients than slots: at most 3 holders each.
     let semaphores = Arc::new(Mix {
@@ -426,6 +469,7 @@ fn mixes(args: &Args) -> Vec<Arc<Mix>> {
         released_of_10: 7,
         limit: Some(SEMAPHORE_LIMIT),
         group_of: None,
+        paused_by_faults: false,
     });
     // Groups of 2-4 of a few locks, with single acquires of the same locks among them.
     let groups = Arc::new(Mix {
@@ -437,6 +481,7 @@ fn mixes(args: &Args) -> Vec<Arc<Mix>> {
         released_of_10: 7,
         limit: None,
         group_of: Some(2..5),
+        paused_by_faults: false,
     });
     let (locks, slots, multi) = match args.mode.as_str() {
         "locks" => (true, false, false),
@@ -686,6 +731,15 @@ fn print_summary(summary: &Summary) {
         .map(|(mix, n)| format!("{mix} mix {n}"))
         .collect();
     println!("grants: {} ({})", summary.grants, by_mix.join(", "));
+    println!("downstream store: {}", summary.downstream_store);
+    if let Some(paused) = summary.operations.get("downstream_after_pause") {
+        let count = |outcome: &str| paused.get(outcome).copied().unwrap_or(0);
+        println!(
+            "writes of holders paused past their lease: {} refused by the store, {} accepted",
+            count("rejected"),
+            count("accepted")
+        );
+    }
     println!("violations: {}", summary.violations.len());
     for violation in summary.violations.iter().take(10) {
         println!("  {}: {}", violation.kind, violation.detail);

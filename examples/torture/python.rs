@@ -125,7 +125,8 @@ pub fn start(launch: Launch<'_>, shared: Arc<Shared>) -> Result<PythonMix, Strin
                     asked.fence,
                     asked.ttl_ms,
                     "downstream",
-                );
+                )
+                .await;
                 let verdict = if accepted { "accepted" } else { "rejected" };
                 let _ = verdicts
                     .write_all(format!("{} {verdict}\n", asked.id).as_bytes())

@@ -1,9 +1,7 @@
 //! The clients of a torture run and what they record: every operation with its
-//! start and end (monotonic, from the run's start) and its outcome; and the
-//! downstream store that accepts a write only with a fence at least as high as any
-//! it has seen.
+//! start and end (monotonic, from the run's start) and its outcome, the downstream
+//! writes among them ([`crate::downstream`] decides them).
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +11,8 @@ use fencelock::client::{Acquire, Client, ClientError, Holding, Kind};
 use fencelock::domain::LockName;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+use crate::downstream::{Downstream, Verdict, Write};
 
 /// One operation as a client saw it: a line of `history.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +57,9 @@ pub struct Mix {
     /// With sizes, 7 in 10 acquires take a group of that many of the names at once
     /// (`/lock-groups`), the others one name alone, so groups and single locks meet.
     pub group_of: Option<Range<usize>>,
+    /// Whether the fault schedule's `pause_client` pauses this mix's holders: those
+    /// of a few contended locks, whose next holder writes soon after the lease ends.
+    pub paused_by_faults: bool,
 }
 
 /// A fault while it was in effect: from just before it was applied until it was
@@ -74,9 +77,12 @@ pub struct Shared {
     pub clients: Vec<Client>,
     pub history: Mutex<Vec<Op>>,
     pub downstream: Downstream,
-    /// Set by the fault schedule: the next client to take a lock pauses past its
-    /// lease, then writes downstream with its old fence.
+    /// Set by the fault schedule: the next client of a paused mix to take a lock
+    /// pauses past its lease, then writes downstream with its old fence.
     pub pause_next_holder: AtomicBool,
+    /// `--break check-then-write`: paused holders ask fencelock whether their fence
+    /// holds, pause, and write without the fence condition.
+    pub check_then_write: bool,
     /// The faults applied, by the schedule and by the clients that paused.
     pub faults: Mutex<Vec<FaultWindow>>,
     pub stop: AtomicBool,
@@ -98,28 +104,6 @@ impl Shared {
             end: self.micros(Instant::now()),
         };
         self.faults.lock().unwrap().push(window);
-    }
-}
-
-/// The downstream store: per name, the highest fence it has seen.
-#[derive(Default)]
-pub struct Downstream {
-    state: Mutex<(HashMap<String, u64>, u64)>,
-}
-
-impl Downstream {
-    /// Writes with `fence`: accepted if no higher fence was seen. Answers whether it
-    /// was, and its place in the store's order.
-    pub fn write(&self, name: &str, fence: u64) -> (bool, u64) {
-        let mut state = self.state.lock().unwrap();
-        let (highest, seq) = &mut *state;
-        *seq += 1;
-        let seen = highest.entry(name.to_owned()).or_insert(0);
-        let accepted = fence >= *seen;
-        if accepted {
-            *seen = fence;
-        }
-        (accepted, *seq)
     }
 }
 
@@ -302,21 +286,15 @@ async fn take_group(
         .collect();
     let margin = Duration::from_millis(150);
     let mut belief_end = sent + ttl;
-    let write_all = |belief_end: Instant| {
+    let write_all = async |belief_end: Instant| {
         if Instant::now() + margin < belief_end {
             for holding in &holdings {
-                downstream(
-                    shared,
-                    id,
-                    holding.name.as_str(),
-                    holding.fence,
-                    ttl_ms,
-                    "downstream",
-                );
+                let name = holding.name.as_str();
+                downstream(shared, id, name, holding.fence, ttl_ms, "downstream").await;
             }
         }
     };
-    write_all(belief_end);
+    write_all(belief_end).await;
     let until = Instant::now() + Duration::from_millis(rng.u64(mix.hold_ms.clone()));
     loop {
         tokio::time::sleep_until((Instant::now() + ttl / 3).min(until)).await;
@@ -340,7 +318,7 @@ async fn take_group(
             Err(ClientError::Lost { .. }) => return,
             Err(_) => {}
         }
-        write_all(belief_end);
+        write_all(belief_end).await;
     }
     let sent = Instant::now();
     if rng.u8(0..10) < mix.released_of_10 {
@@ -405,17 +383,13 @@ async fn hold(
     };
     let lock = holding.kind == Kind::Lock;
     if lock && Instant::now() + margin < belief_end {
-        downstream(shared, id, &name, fence, ttl_ms, "downstream");
+        downstream(shared, id, &name, fence, ttl_ms, "downstream").await;
     }
 
-    let paused = lock && shared.pause_next_holder.swap(false, Ordering::Relaxed);
+    let paused =
+        lock && mix.paused_by_faults && shared.pause_next_holder.swap(false, Ordering::Relaxed);
     if paused {
-        // A holder paused past its lease (a long GC, a stopped VM) that wakes up and
-        // writes with the fence it had.
-        let start = Instant::now();
-        tokio::time::sleep_until(belief_end + Duration::from_millis(rng.u64(1000..3000))).await;
-        downstream(shared, id, &name, fence, ttl_ms, "downstream_after_pause");
-        shared.fault("pause_client", start);
+        pause_then_write(shared, rng, id, &holding, ttl_ms, belief_end).await;
         return;
     }
 
@@ -451,7 +425,7 @@ async fn hold(
             Err(_) => {}
         }
         if lock && Instant::now() + margin < belief_end {
-            downstream(shared, id, &name, fence, ttl_ms, "downstream");
+            downstream(shared, id, &name, fence, ttl_ms, "downstream").await;
         }
     }
     if rng.u8(0..10) < mix.released_of_10 {
@@ -470,9 +444,55 @@ async fn hold(
     }
 }
 
-/// Writes to the downstream store with `fence`, recording the write; answers whether
-/// the store accepted it.
-pub fn downstream(
+/// A holder paused past its lease (a long GC, a stopped VM) that wakes up and writes
+/// with the fence it had: 1-3 s after its lease ends and, the case fences exist for,
+/// once a newer holder has written (or 10 s later, if none has). With
+/// `--break check-then-write` it asks fencelock first whether its fence holds (it
+/// does, then), and writes without the condition.
+async fn pause_then_write(
+    shared: &Shared,
+    rng: &mut fastrand::Rng,
+    id: usize,
+    holding: &Holding<'_>,
+    ttl_ms: u64,
+    belief_end: Instant,
+) {
+    let start = Instant::now();
+    let name = holding.name.as_str();
+    let how = if shared.check_then_write {
+        let server = &shared.clients[rng.usize(..shared.clients.len())];
+        let sent = Instant::now();
+        let checked = server.check(holding.name, holding.fence).await;
+        shared.record(Op {
+            client: id,
+            kind: "fence_check".into(),
+            name: name.to_owned(),
+            fence: Some(holding.fence),
+            start: shared.micros(sent),
+            end: shared.micros(Instant::now()),
+            outcome: outcome(&checked),
+            ttl_ms,
+            body: None,
+            seq: None,
+            limit: None,
+        });
+        Write::Unconditional
+    } else {
+        Write::Guarded
+    };
+    tokio::time::sleep_until(belief_end + Duration::from_millis(rng.u64(1000..3000))).await;
+    let given_up = Instant::now() + Duration::from_secs(10);
+    while shared.downstream.highest(name).await <= holding.fence && Instant::now() < given_up {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kind = "downstream_after_pause";
+    write_with(shared, id, name, holding.fence, ttl_ms, kind, how).await;
+    shared.fault("pause_client", start);
+}
+
+/// Writes to the downstream store with `fence` by the recipe, recording the write;
+/// answers whether the store accepted it.
+pub async fn downstream(
     shared: &Shared,
     id: usize,
     name: &str,
@@ -480,22 +500,34 @@ pub fn downstream(
     ttl_ms: u64,
     kind: &'static str,
 ) -> bool {
-    let at = shared.micros(Instant::now());
-    let (accepted, seq) = shared.downstream.write(name, fence);
+    write_with(shared, id, name, fence, ttl_ms, kind, Write::Guarded).await
+}
+
+async fn write_with(
+    shared: &Shared,
+    id: usize,
+    name: &str,
+    fence: u64,
+    ttl_ms: u64,
+    kind: &'static str,
+    how: Write,
+) -> bool {
+    let sent = Instant::now();
+    let verdict = shared.downstream.write(name, fence, id, kind, how).await;
     shared.record(Op {
         client: id,
         kind: kind.to_owned(),
         name: name.to_owned(),
         fence: Some(fence),
-        start: at,
-        end: at,
-        outcome: if accepted { "accepted" } else { "rejected" }.to_owned(),
+        start: shared.micros(sent),
+        end: shared.micros(Instant::now()),
+        outcome: verdict.outcome().to_owned(),
         ttl_ms,
         body: None,
-        seq: Some(seq),
+        seq: None,
         limit: None,
     });
-    accepted
+    verdict == Verdict::Accepted
 }
 
 /// A counter of operations by kind and outcome.

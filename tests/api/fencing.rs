@@ -5,153 +5,34 @@
 //! what is tested. Without PostgreSQL's binaries these tests fail, saying so; `make
 //! test` skips them there, and says that too.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
 use crate::helpers::{TestApp, dynamodb_local};
 
-/// The page's SQL blocks, in order.
-fn page_sql() -> Vec<String> {
-    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fencing.md"))
-        .expect("docs/fencing.md");
-    page.split("```sql\n")
-        .skip(1)
-        .map(|block| block.split("```").next().unwrap_or_default().to_owned())
-        .collect()
-}
+#[path = "../support/postgres.rs"]
+mod postgres;
 
-/// PostgreSQL's server binaries: the newest under /usr/lib/postgresql.
-fn bin_dir() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("bin"))
-        .filter(|bin| bin.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions.pop().expect(
-        "PostgreSQL is not installed (Debian: apt-get install postgresql); \
-         `make test` skips these tests without it",
-    )
-}
-
-struct Postgres {
-    port: u16,
-    _server: Child,
-}
-
-/// A command run as the `postgres` user when this process is root.
-fn as_owner(program: &Path) -> Command {
-    if nix::unistd::geteuid().is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-/// A data directory the server's user owns: under target/ when that user can reach
-/// it, else in the system's temporary directory (a checkout in a home directory of
-/// mode 0700 is out of its reach).
-fn data_dir() -> PathBuf {
-    let root = nix::unistd::geteuid().is_root();
-    let under_target = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target"))
-        .join(format!("postgres-test-{}", std::process::id()));
-    let candidates = [
-        under_target,
-        std::env::temp_dir().join(format!("fencelock-postgres-{}", std::process::id())),
-    ];
-    for dir in candidates {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a data directory");
-        if !root {
-            return dir;
-        }
-        let owner = nix::unistd::User::from_name("postgres")
-            .ok()
-            .flatten()
-            .expect("the postgres user that Debian's package creates");
-        nix::unistd::chown(&dir, Some(owner.uid), Some(owner.gid)).expect("chown");
-        let reachable = Command::new("runuser")
-            .args(["-u", "postgres", "--", "test", "-w"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if reachable {
-            return dir;
-        }
-        eprintln!(
-            "{} is out of the postgres user's reach; trying elsewhere",
-            dir.display()
-        );
-    }
-    panic!("no data directory the postgres user can write");
-}
+use postgres::{Postgres, recipe_sql as page_sql};
 
 /// One PostgreSQL for the whole test binary, stopped when it exits.
-fn postgres() -> u16 {
+fn server() -> &'static Postgres {
     static SERVER: OnceLock<Postgres> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let bin = bin_dir();
-            let dir = data_dir();
-            let data = dir.join("data");
-            let made = as_owner(&bin.join("initdb"))
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-                .arg(&data)
-                .stdout(Stdio::null())
-                .status()
-                .expect("initdb runs");
-            assert!(made.success(), "initdb failed");
-            let port = {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                listener.local_addr().unwrap().port()
-            };
-            let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
-            // As DynamoDB Local is run: the server stops when this process's end
-            // closes the shell's stdin.
-            let server = as_owner(Path::new("/bin/sh"))
-                .arg("-c")
-                .arg(format!(
-                    "{} -D {} -h 127.0.0.1 -p {port} -k {} -F & pid=$!; cat >/dev/null; kill $pid",
-                    bin.join("postgres").display(),
-                    data.display(),
-                    dir.display()
-                ))
-                .stdin(Stdio::piped())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("postgres starts");
-            let started = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "PostgreSQL did not listen; see {}",
-                    dir.join("postgres.log").display()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Postgres {
-                port,
-                _server: server,
-            }
-        })
-        .port
+    SERVER.get_or_init(|| {
+        let under = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
+        let preferred =
+            std::path::Path::new(under).join(format!("postgres-test-{}", std::process::id()));
+        Postgres::start(&preferred)
+            .unwrap_or_else(|why| panic!("{why}; `make test` skips these tests without PostgreSQL"))
+    })
 }
 
 /// A connection to a database of its own, with the page's fence table and function.
 async fn database() -> Client {
-    let port = postgres();
-    let connect = |db: &str| {
-        format!("host=127.0.0.1 port={port} user=postgres dbname={db} connect_timeout=10")
-    };
+    let server = server();
+    let connect = |db: &str| server.url(db);
     // The server may still be finishing its start-up.
     let (admin, connection) = loop {
         match tokio_postgres::connect(&connect("postgres"), NoTls).await {
@@ -244,13 +125,9 @@ async fn postgres_a_stale_holder_racing_the_new_one_waits_and_is_refused() {
         .await
         .unwrap()
         .get(0);
-    let port = postgres();
-    let (mut stale, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname={db_name}"),
-        NoTls,
-    )
-    .await
-    .unwrap();
+    let (mut stale, connection) = tokio_postgres::connect(&server().url(&db_name), NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     let racing = tokio::spawn(async move { guarded_write(&mut stale, 41, 99).await });
     tokio::time::sleep(Duration::from_millis(300)).await;

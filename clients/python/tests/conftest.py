@@ -99,3 +99,74 @@ def proxy(server: str) -> Proxy:
 def name() -> str:
     """A lock name no other test uses."""
     return f"py:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The connection string of a PostgreSQL started here (Debian's ``postgresql``:
+    ``initdb`` and ``postgres`` on 127.0.0.1, as the ``postgres`` user when the tests
+    run as root), stopped when the tests end. Without PostgreSQL the tests that need
+    it fail, unless ``FENCELOCK_POSTGRES_TESTS=skip`` (``make python-test`` sets it
+    there, and says so)."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        if os.environ.get("FENCELOCK_POSTGRES_TESTS") == "skip":
+            pytest.skip("PostgreSQL is not installed")
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    bin_dir = bins[-1].parent
+    as_owner: list[str] = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data_dir = _postgres_dir(as_owner)
+    initdb = [str(bin_dir / "initdb"), "-A", "trust", "-U", "postgres", "--no-sync"]
+    subprocess.run(
+        [*as_owner, *initdb, "-D", str(data_dir / "data")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    port = _free_port()
+    # The server stops (fast shutdown) when this process's end closes the shell's
+    # stdin, however this process ends.
+    command = (
+        f"{bin_dir / 'postgres'} -D {data_dir / 'data'} -h 127.0.0.1 -p {port} "
+        f"-k {data_dir} -F & pid=$!; cat >/dev/null; kill -INT $pid; wait $pid"
+    )
+    server = subprocess.Popen(
+        [*as_owner, "/bin/sh", "-c", command],
+        stdin=subprocess.PIPE,
+        stdout=open(data_dir / "postgres.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(300):
+            if server.poll() is not None:
+                raise RuntimeError(f"postgres exited; see {data_dir / 'postgres.log'}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=10"
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(30)
+
+
+def _postgres_dir(as_owner: list[str]) -> Path:
+    """A new folder the server's user can write: under target/, or in the temporary
+    directory when that user cannot reach target/ (a home directory of mode 0700)."""
+    import shutil
+    import tempfile
+
+    candidates = [
+        ROOT / "target" / "python-tests" / f"postgres-{os.getpid()}",
+        Path(tempfile.gettempdir()) / f"fencelock-python-postgres-{os.getpid()}",
+    ]
+    for folder in candidates:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        if not as_owner:
+            return folder
+        shutil.chown(folder, "postgres", "postgres")
+        if subprocess.run([*as_owner, "test", "-w", str(folder)], check=False).returncode == 0:
+            return folder
+    raise RuntimeError("no folder the postgres user can write")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,11 @@ def test_errors_are_typed_by_the_servers_code(
     assert str(err) == body["error"] and err.status == status
     if isinstance(err, (fencelock.LockHeld, fencelock.RateLimited, fencelock.Unavailable)):
         assert err.retry_after == 2.0
+
+
+def test_the_core_package_imports_no_psycopg() -> None:
+    """The core package keeps its one dependency: psycopg is the extra's, imported only
+    by fencelock.postgres."""
+    code = "import sys, fencelock; print('psycopg' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.stdout.strip() == "False", found.stderr

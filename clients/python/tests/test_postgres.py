@@ -4,14 +4,20 @@ goes through, and so does the same holder writing twice."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+
+if os.environ.get("FENCELOCK_POSTGRES_TESTS") == "skip":
+    # Without PostgreSQL there is no libpq for psycopg to load either.
+    pytest.skip("PostgreSQL is not installed", allow_module_level=True)
+
+import psycopg
 from proxy import Fault, Proxy
 
 import fencelock

@@ -68,8 +68,10 @@ pub struct ServeConfig {
     #[arg(long, env = "FENCELOCK_CLOCK_SKEW", default_value = "500ms", value_parser = duration)]
     pub clock_skew: Duration,
 
-    /// Longest a waiting acquire may wait; a longer `wait` is cut to this.
-    #[arg(long, env = "FENCELOCK_MAX_WAIT", default_value = "60s", value_parser = duration)]
+    /// Longest a waiting acquire or long-poll may wait; a longer `wait` is cut to
+    /// this. Nothing is sent while a request waits, so it must stay below the idle
+    /// timeout of any proxy in front: 50 s fits AWS's load balancers and nginx (60 s).
+    #[arg(long, env = "FENCELOCK_MAX_WAIT", default_value = "50s", value_parser = duration)]
     pub max_wait: Duration,
 
     /// After a lease ends without a release, nobody may take the lock for this long
@@ -109,6 +111,12 @@ pub struct ServeConfig {
     /// the idle timeout of a load balancer in front (60 s on AWS's).
     #[arg(long, env = "FENCELOCK_IDLE_TIMEOUT", default_value = "75s", value_parser = duration)]
     pub idle_timeout: Duration,
+
+    /// How often a watched lock's record is read, to see changes made through other
+    /// servers: the delay they reach watchers with, and 1 read per watched lock and
+    /// server each time, however many watch it.
+    #[arg(long, env = "FENCELOCK_WATCH_INTERVAL", default_value = "500ms", value_parser = duration)]
+    pub watch_interval: Duration,
 
     /// On SIGINT or SIGTERM, how long requests in flight may still take.
     #[arg(long, env = "FENCELOCK_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]

@@ -19,3 +19,4 @@ pub mod store;
 pub mod telemetry;
 pub mod transport;
 pub mod wait;
+pub mod watch;

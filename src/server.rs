@@ -106,9 +106,11 @@ fn shutdown_handle(
     let waiters = state.waiters.clone();
     let semaphore_waiters = state.semaphore_waiters.clone();
     let group_waiters = state.group_waiters.clone();
+    let watches = state.watches.clone();
     tokio::spawn(async move {
         shutdown.await;
         waiters.close();
+        watches.close();
         semaphore_waiters.close();
         group_waiters.close();
         stopping.graceful_shutdown(Some(grace));
@@ -124,6 +126,10 @@ fn limits(config: &ServeConfig) -> Limits {
         max_waiters_per_lock: config.max_waiters_per_lock as usize,
         header_timeout: config.header_timeout,
         idle_timeout: config.idle_timeout,
+        watch: crate::watch::WatchSettings {
+            interval: config.watch_interval,
+            ..crate::watch::WatchSettings::default()
+        },
         ..Limits::default()
     }
 }

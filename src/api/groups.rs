@@ -20,7 +20,7 @@ use super::terms::{
 };
 use super::view::LockView;
 use super::{ApiError, AppState};
-use crate::domain::{Fence, Kind, Lock, LockName, Millis};
+use crate::domain::{Fence, Kind, LeasePolicy, Lock, LockName, Millis};
 use crate::store::{AcquireRequest, GroupOutcome, MAX_GROUP};
 use crate::wait::GroupRequest;
 
@@ -72,11 +72,11 @@ pub struct GroupView {
 }
 
 impl GroupView {
-    pub fn new(locks: impl IntoIterator<Item = Lock>, now: Millis) -> Self {
+    pub fn new(locks: impl IntoIterator<Item = Lock>, now: Millis, policy: &LeasePolicy) -> Self {
         Self {
             locks: locks
                 .into_iter()
-                .map(|lock| LockView::new(lock, now))
+                .map(|lock| LockView::new(lock, now, policy))
                 .collect(),
         }
     }
@@ -196,7 +196,7 @@ pub async fn acquire(
             let mut views: Vec<LockView> = Vec::with_capacity(locks.len());
             for name in &names {
                 if let Some(lock) = locks.iter().find(|lock| lock.name == *name) {
-                    views.push(LockView::new(lock.clone(), now));
+                    views.push(LockView::new(lock.clone(), now, &app.policy));
                 }
             }
             Ok(Json(GroupView { locks: views }))
@@ -285,7 +285,7 @@ pub async fn heartbeat(
         .heartbeat_group(&holders, ttl)
         .await?
         .map_err(refused)?;
-    Ok(Json(GroupView::new(locks, now(&app))))
+    Ok(Json(GroupView::new(locks, now(&app), &app.policy)))
 }
 
 #[utoipa::path(post, path = "/lock-groups/release", tag = "lock-groups",

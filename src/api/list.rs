@@ -73,7 +73,7 @@ pub async fn list(
         locks: locks
             .into_iter()
             .zip(waiters)
-            .map(|(lock, waiters)| LockView::new(lock, now).with_waiters(waiters))
+            .map(|(lock, waiters)| LockView::new(lock, now, &app.policy).with_waiters(waiters))
             .collect(),
         next_cursor: seal_cursor(&app, &caller, Listed::Locks, page.next).await?,
     }))

@@ -16,6 +16,7 @@ use super::terms::{
     retry_after_secs, terms, ttl_value, wait_value,
 };
 use super::view::{LockView, Released};
+use super::watch::{StatusQuery, long_poll};
 use super::{ApiError, AppState};
 use crate::domain::{Holder, Kind, Lock};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
@@ -80,7 +81,7 @@ pub async fn acquire(
         metadata: body.metadata,
     };
     let lock = take(&app, &caller, request, wait).await?;
-    Ok(LockView::new(lock, now(&app)))
+    Ok(LockView::new(lock, now(&app), &app.policy))
 }
 
 /// Acquires `request` at once, or waiting up to `wait` (cut to the server's maximum);
@@ -164,7 +165,7 @@ pub async fn update(
 
 fn renewed(app: &AppState, name: crate::domain::LockName, outcome: HolderOutcome) -> LockResult {
     match outcome {
-        Ok(lock) => Ok(LockView::new(lock, now(app))),
+        Ok(lock) => Ok(LockView::new(lock, now(app), &app.policy)),
         Err(rejection) => Err(ApiError::rejected(name, rejection)),
     }
 }
@@ -196,18 +197,28 @@ pub async fn release(
 }
 
 #[utoipa::path(get, path = "/locks/{name}", tag = "locks",
-    params(LockPath),
+    params(LockPath, StatusQuery),
     responses(
-        (status = 200, description = "The lock, never its nonce", body = LockView),
+        (status = 200, description = "The lock, never its nonce; with `after` and `wait`, once its \
+            `version` is not `after`, or as it is when the wait runs out", body = LockView),
         CommonErrors,
         (status = 404, description = "`not_found`: the lock has no record", body = ErrorBody),
     ))]
-/// `GET /locks/{name}`: the lock's state, never its nonce.
-pub async fn status(State(app): State<AppState>, LockPath(name): LockPath) -> LockResult {
+/// `GET /locks/{name}[?after=<version>&wait=30s]`: the lock's state, never its nonce;
+/// a long-poll with `after` and `wait`.
+pub async fn status(
+    State(app): State<AppState>,
+    caller: Caller,
+    LockPath(name): LockPath,
+    Params(query): Params<StatusQuery>,
+) -> LockResult {
+    if let Some(polled) = long_poll(&app, &caller, &name, query).await? {
+        return polled.ok_or(ApiError::LockNotFound { name });
+    }
     match app.store.get(&name).await? {
         Some(lock) => {
             let waiters = app.waiters.waiting_for([&lock.name])[0];
-            Ok(LockView::new(lock, now(&app)).with_waiters(waiters))
+            Ok(LockView::new(lock, now(&app), &app.policy).with_waiters(waiters))
         }
         None => Err(ApiError::LockNotFound { name }),
     }
@@ -226,7 +237,7 @@ pub async fn check_fence(
     FencePath(name, fence): FencePath,
 ) -> LockResult {
     match app.store.get_held(&name, &Holder::Fence(fence)).await? {
-        Ok(lock) => Ok(LockView::new(lock, now(&app))),
+        Ok(lock) => Ok(LockView::new(lock, now(&app), &app.policy)),
         Err(rejection) => Err(ApiError::rejected(name, rejection)),
     }
 }

@@ -16,6 +16,7 @@ mod terms;
 mod tests;
 mod ui;
 mod view;
+mod watch;
 
 use std::sync::LazyLock;
 
@@ -58,6 +59,7 @@ use crate::domain::{LeasePolicy, TtlBounds};
 use crate::metrics::Metrics;
 use crate::store::DynamoStore;
 use crate::wait::{Backoff, DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
+use crate::watch::{WatchSettings, Watches};
 
 /// The header that carries a request's id: taken from the request, or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,6 +78,8 @@ pub struct AppState {
     pub waiters: Waiters,
     pub semaphore_waiters: Waiters<Semaphores>,
     pub group_waiters: Waiters<Groups>,
+    /// The watches of this server: long-polls and event streams.
+    pub watches: Watches,
     pub ttl: TtlBounds,
     /// The longest a request may wait for a lock; longer waits are cut to this.
     pub max_wait: Duration,
@@ -102,6 +106,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a connection with no request in progress is kept open.
     pub idle_timeout: Duration,
+    /// How watched locks are read.
+    pub watch: WatchSettings,
 }
 
 impl Default for Limits {
@@ -113,6 +119,7 @@ impl Default for Limits {
             wait_backoff: Backoff::default(),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
+            watch: WatchSettings::default(),
         }
     }
 }
@@ -121,10 +128,12 @@ impl AppState {
     /// The state of a server on `store`, with no one waiting yet.
     pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
         let limits = Limits::default();
+        let (watches, store) = watching(store, limits.watch);
         Self {
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             group_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
+            watches,
             clock: store.clock().clone(),
             metrics: store.metrics().clone(),
             policy: store.policy(),
@@ -137,8 +146,9 @@ impl AppState {
         }
     }
 
-    /// The same state with other server limits (and no one waiting yet).
+    /// The same state with other server limits (and no one waiting or watching yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        (self.watches, self.store) = watching(self.store, limits.watch);
         let (store, most, backoff) = (
             &self.store,
             limits.max_waiters_per_lock,
@@ -156,6 +166,13 @@ impl AppState {
         self.guard = Arc::new(guard::Guard::new(security));
         self
     }
+}
+
+/// Watches reading `store`, and the store that tells them of its writes.
+fn watching(store: DynamoStore, settings: WatchSettings) -> (Watches, DynamoStore) {
+    let watches = Watches::new(store.clone(), settings);
+    let store = store.on_write(watches.hook());
+    (watches, store)
 }
 
 /// The whole HTTP API.
@@ -225,6 +242,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(locks::acquire, locks::status))
         .routes(routes!(locks::update, locks::release, locks::check_fence))
         .routes(routes!(locks::heartbeat))
+        .routes(routes!(watch::events))
         .routes(routes!(groups::acquire))
         .routes(routes!(groups::heartbeat))
         .routes(routes!(groups::release))

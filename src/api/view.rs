@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{Fence, Lock, Millis, format_duration};
+use crate::domain::{Fence, LeasePolicy, Lock, Millis, format_duration};
 
 /// A lock as clients see it: glock's `acquireTime`, `expireTime`, `fence` and `body`,
 /// plus the rest of the record. Never the nonce.
@@ -16,6 +16,13 @@ use crate::domain::{Fence, Lock, Millis, format_duration};
 pub struct LockView {
     pub name: String,
     pub fence: Fence,
+    /// Grows with every change of the lock: each write (acquire, heartbeat, update,
+    /// release, a group's reservation) adds 2, and a lease that ran out unreleased
+    /// adds 1 at the moment another holder may take the lock, though nothing is
+    /// written. `GET /locks/{name}?after=<version>` waits for the next one. Starts
+    /// again from 0 if the record is deleted (by the sweeper, or by hand).
+    #[serde(default)]
+    pub version: u64,
     /// Whether a lease is live now.
     pub held: bool,
     pub acquire_time: String,
@@ -41,9 +48,10 @@ pub struct LockView {
 }
 
 impl LockView {
-    /// The view of `lock` at time `now`.
-    pub fn new(lock: Lock, now: Millis) -> Self {
+    /// The view of `lock` at time `now`, with leases lapsing as `policy` says.
+    pub fn new(lock: Lock, now: Millis, policy: &LeasePolicy) -> Self {
         Self {
+            version: lock.view_version(policy.lapsed_at(&lock), now),
             held: lock.is_held(now),
             reserved_until: lock.reserved_until(now).map(rfc3339),
             expire_time: (!lock.is_released()).then(|| rfc3339(lock.expires_at)),

@@ -100,6 +100,7 @@ mod tests {
         LockView {
             name: "job".into(),
             fence: 7,
+            version: 2,
             held,
             acquire_time: "2026-11-23T10:00:00.000Z".into(),
             heartbeat_time: "2026-11-23T10:00:00.000Z".into(),

@@ -62,6 +62,12 @@ impl LeasePolicy {
             .map_or(lease_over, |reservation| lease_over.max(reservation.until))
     }
 
+    /// When `lock`'s lease, unreleased, lets another holder take it (a reservation
+    /// aside): its end plus the grace. `None` for a released lock.
+    pub fn lapsed_at(&self, lock: &Lock) -> Option<Millis> {
+        (!lock.is_released()).then(|| lock.expires_at.saturating_add(self.takeover_grace_ms()))
+    }
+
     /// When a slot of the full `semaphore` frees up at the latest, seen at `now`: the
     /// first lease to end, plus the grace; `now` when one is free already.
     pub fn semaphore_free_at(&self, semaphore: &Semaphore, now: Millis) -> Millis {
@@ -90,6 +96,7 @@ mod tests {
             ttl: Duration::from_secs(10),
             body: String::new(),
             reservation,
+            version: 0,
         }
     }
 

@@ -45,6 +45,11 @@ pub struct Lock {
     pub body: String,
     /// The last reservation a waiting lock group made of this lock, live or not.
     pub reservation: Option<Reservation>,
+    /// How many times the record was written (0 on records written before versions
+    /// existed): every acquire, heartbeat, update, release and reservation adds one.
+    /// A view's `version` is twice this, plus one once a lease ran out unreleased
+    /// ([`Lock::view_version`]).
+    pub version: u64,
 }
 
 /// A waiting lock group's claim to be the next holder of a lock: until `until`, no
@@ -81,6 +86,15 @@ impl Lock {
     /// Whether the last holder released the lock (rather than letting its lease run out).
     pub fn is_released(&self) -> bool {
         self.expires_at == 0
+    }
+
+    /// The version a view of this record shows at `now`: twice the writes, plus one
+    /// once `lapsed_at` is past (the lease ran out unreleased and another holder may
+    /// take the lock), so that a lease running out is a change though nothing is
+    /// written, and every change, written or not, makes the number grow.
+    pub fn view_version(&self, lapsed_at: Option<Millis>, now: Millis) -> u64 {
+        let lapsed = lapsed_at.is_some_and(|at| now >= at);
+        self.version.saturating_mul(2) + u64::from(lapsed)
     }
 }
 
@@ -181,6 +195,7 @@ mod tests {
             ttl: Duration::from_secs(30),
             body: String::new(),
             reservation: None,
+            version: 0,
         }
     }
 

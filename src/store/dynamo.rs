@@ -118,6 +118,8 @@ pub struct DynamoStore {
     metrics: Arc<Metrics>,
     /// The table's server key, once read ([`DynamoStore::server_key`]).
     server_key: Arc<OnceCell<ServerKey>>,
+    /// Told of every write applied ([`DynamoStore::on_write`]).
+    pub(super) written: super::Written,
 }
 
 /// What a heartbeat, body update or extend changes besides the heartbeat time.
@@ -175,12 +177,29 @@ impl Expression {
         }
     }
 
+    /// The same update, also counting the write in the record's version: every write
+    /// of a lock record is sent through [`Expression::on`] or as a transaction's item,
+    /// and both count it here.
+    pub(super) fn versioned(mut self) -> Self {
+        let count = "#version = if_not_exists(#version, :version_zero) + :version_step";
+        self.update = match self.update.strip_prefix("SET ") {
+            Some(sets) => format!("SET {count}, {sets}"),
+            // One that only removes (a group's reservations).
+            None => format!("SET {count} {}", self.update),
+        };
+        self.name("#version", item::VERSION)
+            .value(":version_zero", n(0))
+            .value(":version_step", n(1));
+        self
+    }
+
     /// `op` with these expressions.
     pub(super) fn on(self, op: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
-        op.update_expression(self.update)
-            .condition_expression(self.condition)
-            .set_expression_attribute_names(Some(self.names))
-            .set_expression_attribute_values(Some(self.values))
+        let e = self.versioned();
+        op.update_expression(e.update)
+            .condition_expression(e.condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
     }
 }
 
@@ -296,7 +315,15 @@ impl DynamoStore {
             policy: LeasePolicy::new(clock_skew, Duration::ZERO),
             metrics: Arc::default(),
             server_key: Arc::default(),
+            written: super::Written::default(),
         }
+    }
+
+    /// The same store, calling `hook` with a record's name after every write it
+    /// applies to the record.
+    pub fn on_write(mut self, hook: super::WriteHook) -> Self {
+        self.written = super::Written(Some(hook));
+        self
     }
 
     pub(super) fn server_key_cell(&self) -> &OnceCell<ServerKey> {
@@ -380,6 +407,7 @@ impl DynamoStore {
                 self.metrics.grants(Kind::Lock);
                 let now = now_micros.div_euclid(1000);
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
+                let version = old.as_ref().map_or(0, |o| o.version) + 1;
                 let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
                 Ok(AcquireOutcome::Granted(Lock {
                     name: request.name.clone(),
@@ -394,6 +422,7 @@ impl DynamoStore {
                     ttl: request.ttl,
                     body,
                     reservation,
+                    version,
                 }))
             }
             Write::Rejected(Some(item)) => {
@@ -707,7 +736,10 @@ impl DynamoStore {
         self.metrics
             .dynamodb(subject.label, outcome, started.elapsed());
         match result {
-            Ok(output) => Ok(Write::Applied(output.attributes.unwrap_or_default())),
+            Ok(output) => {
+                self.written.tell(subject.name);
+                Ok(Write::Applied(output.attributes.unwrap_or_default()))
+            }
             Err(SdkError::ServiceError(context)) => match context.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
                     Ok(Write::Rejected(failed.item))

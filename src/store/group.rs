@@ -374,7 +374,12 @@ impl DynamoStore {
             self.metrics()
                 .dynamodb(label, outcome(&result, refused), started.elapsed());
             match (result, reasons) {
-                (Ok(_), _) => return Ok(Transaction::Applied),
+                (Ok(_), _) => {
+                    for name in names {
+                        self.written.tell(name);
+                    }
+                    return Ok(Transaction::Applied);
+                }
                 (_, Some(reasons)) if refused => {
                     return Ok(Transaction::Refused(refusals(reasons)));
                 }
@@ -409,6 +414,7 @@ impl DynamoStore {
         updates
             .into_iter()
             .map(|(name, e)| {
+                let e = e.versioned();
                 let update = Update::builder()
                     .table_name(self.table.as_ref())
                     .key(item::NAME, s(name.as_str()))

@@ -34,6 +34,8 @@ pub const BODY: &str = "body";
 /// until when (N, ms since epoch); both set and cleared together.
 pub const RESERVED_BY: &str = "reserved_by";
 pub const RESERVED_UNTIL: &str = "reserved_until";
+/// How many times the record was written (N); absent on records written before.
+pub const VERSION: &str = "version";
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -88,6 +90,10 @@ impl TryFrom<&Item> for Lock {
             ttl: Duration::from_millis(ttl_ms),
             body: string(item, BODY).unwrap_or_default(),
             reservation,
+            version: match item.get(VERSION) {
+                Some(_) => number(item, VERSION).map_err(&malformed)?,
+                None => 0,
+            },
         })
     }
 }

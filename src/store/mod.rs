@@ -12,6 +12,7 @@ mod reclaim;
 mod semaphore;
 mod table;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, Release};
@@ -24,6 +25,32 @@ pub use semaphore::{SemaphoreOutcome, SemaphoreRequest};
 pub use table::TableError;
 
 use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce};
+
+/// Called with a record's name after each write a store applied to it (never after a
+/// refused one, which changed nothing): how watches learn of this server's writes.
+pub type WriteHook = Arc<dyn Fn(&LockName) + Send + Sync>;
+
+/// A store's [`WriteHook`], if it has one.
+#[derive(Clone, Default)]
+pub(crate) struct Written(Option<WriteHook>);
+
+impl Written {
+    pub(crate) fn tell(&self, name: &LockName) {
+        if let Some(hook) = &self.0 {
+            hook(name);
+        }
+    }
+}
+
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Written(hook)"
+        } else {
+            "Written(none)"
+        })
+    }
+}
 
 /// What an acquire asks for.
 #[derive(Debug, Clone)]

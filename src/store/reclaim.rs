@@ -116,6 +116,9 @@ impl DynamoStore {
         match result {
             Ok(_) => {
                 tracing::info!(lock = name, "reclaimed a stale lock record");
+                if let Ok(name) = crate::domain::LockName::parse(name) {
+                    self.written.tell(&name);
+                }
                 Ok(true)
             }
             Err(SdkError::ServiceError(context))

@@ -31,3 +31,4 @@ mod status;
 mod takeover;
 mod tls;
 mod wait;
+mod watch;

@@ -4,7 +4,10 @@
 //! - handoff: from sending a release through a server to its next local waiter
 //!   receiving the grant;
 //! - the DynamoDB requests per second that 100 waiters on one server spend on a lock
-//!   held through the other server.
+//!   held through the other server;
+//! - watching: from sending a write to a watcher's event (`GET /locks/{name}/events`)
+//!   on the same server and on the other one, and the DynamoDB requests per second of
+//!   1 and of 100 watchers of one name.
 //!
 //! It prints a table and writes `target/bench/waiting.json`. `cargo test` builds it
 //! (so it cannot rot) but runs it only when given `--bench`, as `cargo bench` does.
@@ -26,6 +29,8 @@ const HANDOFFS: usize = 100;
 const WAITERS: usize = 100;
 const RAMP_UP: Duration = Duration::from_secs(2);
 const WINDOW: Duration = Duration::from_secs(10);
+const WATCHED_WRITES: usize = 100;
+const WATCHERS: usize = 100;
 
 struct Server {
     base: String,
@@ -152,6 +157,98 @@ async fn waiting_cost(
     )
 }
 
+/// The ids of the events of `name`'s stream on `server`, as they arrive, with when.
+async fn watch(
+    http: &reqwest::Client,
+    server: &Server,
+    name: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<(Instant, u64)> {
+    let mut response = http
+        .get(format!("{}/locks/{name}/events", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buffer = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let at = Instant::now();
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let id = block
+                    .lines()
+                    .find_map(|line| line.strip_prefix("id:")?.trim().parse().ok());
+                if let Some(id) = id
+                    && tx.send((at, id)).is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// From sending a body update through `writer` to the event of its version reaching
+/// a watcher on `watched`, one write at a time, each at a random moment of the
+/// watch's read interval.
+async fn watch_delays(http: &reqwest::Client, watched: &Server, writer: &Server) -> Vec<Duration> {
+    let name = format!("watched-{}", fastrand::u64(..));
+    let lock = post(
+        http,
+        format!("{}/locks/{name}?nonce=w&ttl=600s", writer.base),
+    )
+    .await;
+    let fence = lock["fence"].as_u64().unwrap();
+    let mut events = watch(http, watched, &name).await;
+    let mut delays = Vec::new();
+    for i in 0..WATCHED_WRITES {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..500))).await;
+        let sent = Instant::now();
+        let view: Value = http
+            .post(format!("{}/locks/{name}/{fence}", writer.base))
+            .body(format!("step {i}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let version = view["version"].as_u64().unwrap();
+        loop {
+            let (at, id) = events.recv().await.expect("the stream is open");
+            if id >= version {
+                delays.push(at - sent);
+                break;
+            }
+        }
+    }
+    delays
+}
+
+/// DynamoDB requests per second on `server` while `watchers` watch one name held
+/// there, nothing being written.
+async fn watch_cost(http: &reqwest::Client, server: &Server, watchers: usize) -> f64 {
+    let name = format!("quiet-{}", fastrand::u64(..));
+    post(
+        http,
+        format!("{}/locks/{name}?nonce=q&ttl=600s", server.base),
+    )
+    .await;
+    let mut streams = Vec::new();
+    for _ in 0..watchers {
+        let mut events = watch(http, server, &name).await;
+        events.recv().await.expect("the state");
+        streams.push(events);
+    }
+    let before = server.metrics.dynamodb_requests_total();
+    tokio::time::sleep(WINDOW).await;
+    let after = server.metrics.dynamodb_requests_total();
+    (after - before) as f64 / WINDOW.as_secs_f64()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
@@ -190,6 +287,12 @@ async fn main() {
     let (handoff, release) = handoffs(&http, &a).await;
     let (handoff, release) = (summary(handoff), summary(release));
     let (ramp_up, steady) = waiting_cost(&http, &a, &b).await;
+    let same_server = summary(watch_delays(&http, &a, &a).await);
+    let other_server = summary(watch_delays(&http, &a, &b).await);
+    let (one, many) = (
+        watch_cost(&http, &b, 1).await,
+        watch_cost(&http, &b, WATCHERS).await,
+    );
 
     println!(
         "waiting acquire, {} cores",
@@ -199,6 +302,8 @@ async fn main() {
     for (label, s) in [
         ("release round trip", &release),
         ("release sent -> local waiter granted", &handoff),
+        ("write sent -> event, same server", &same_server),
+        ("write sent -> event, other server", &other_server),
     ] {
         println!(
             "{label:<44} {:>8.2} {:>8.2} {:>8.2}",
@@ -217,12 +322,23 @@ async fn main() {
         WINDOW.as_secs()
     );
 
+    println!("one name watched on a server, nothing written (reads every 500 ms):");
+    println!("  DynamoDB requests/s, 1 watcher:      {one:.1}");
+    println!("  DynamoDB requests/s, {WATCHERS} watchers:  {many:.1}");
+
     let report = json!({
         "handoff": handoff,
         "release": release,
         "waiters": WAITERS,
         "requests_per_second_ramp_up": ramp_up,
         "requests_per_second_steady": steady,
+        "watch": {
+            "same_server": same_server,
+            "other_server": other_server,
+            "requests_per_second_1_watcher": one,
+            "watchers": WATCHERS,
+            "requests_per_second_many_watchers": many,
+        },
     });
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
     std::fs::create_dir_all(dir).unwrap();

@@ -228,25 +228,25 @@ async fn watch_delays(http: &reqwest::Client, watched: &Server, writer: &Server)
     delays
 }
 
-/// DynamoDB requests per second on `server` while `watchers` watch one name held
-/// there, nothing being written.
-async fn watch_cost(http: &reqwest::Client, server: &Server, watchers: usize) -> f64 {
+/// DynamoDB requests per second on `server` while 1 and then WATCHERS watch one name
+/// held there, nothing being written.
+async fn watch_cost(http: &reqwest::Client, server: &Server) -> (f64, f64) {
     let name = format!("quiet-{}", fastrand::u64(..));
-    post(
-        http,
-        format!("{}/locks/{name}?nonce=q&ttl=600s", server.base),
-    )
-    .await;
+    post(http, format!("{}/locks/{name}?nonce=q&ttl=600s", server.base)).await;
     let mut streams = Vec::new();
-    for _ in 0..watchers {
-        let mut events = watch(http, server, &name).await;
-        events.recv().await.expect("the state");
-        streams.push(events);
+    let mut rates = Vec::new();
+    for watchers in [1, WATCHERS] {
+        while streams.len() < watchers {
+            let mut events = watch(http, server, &name).await;
+            events.recv().await.expect("the state");
+            streams.push(events);
+        }
+        let before = server.metrics.dynamodb_requests_total();
+        tokio::time::sleep(WINDOW).await;
+        let after = server.metrics.dynamodb_requests_total();
+        rates.push((after - before) as f64 / WINDOW.as_secs_f64());
     }
-    let before = server.metrics.dynamodb_requests_total();
-    tokio::time::sleep(WINDOW).await;
-    let after = server.metrics.dynamodb_requests_total();
-    (after - before) as f64 / WINDOW.as_secs_f64()
+    (rates[0], rates[1])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -289,10 +289,7 @@ async fn main() {
     let (ramp_up, steady) = waiting_cost(&http, &a, &b).await;
     let same_server = summary(watch_delays(&http, &a, &a).await);
     let other_server = summary(watch_delays(&http, &a, &b).await);
-    let (one, many) = (
-        watch_cost(&http, &b, 1).await,
-        watch_cost(&http, &b, WATCHERS).await,
-    );
+    let (one, many) = watch_cost(&http, &b).await;
 
     println!(
         "waiting acquire, {} cores",

@@ -232,7 +232,11 @@ async fn watch_delays(http: &reqwest::Client, watched: &Server, writer: &Server)
 /// held there, nothing being written.
 async fn watch_cost(http: &reqwest::Client, server: &Server) -> (f64, f64) {
     let name = format!("quiet-{}", fastrand::u64(..));
-    post(http, format!("{}/locks/{name}?nonce=q&ttl=600s", server.base)).await;
+    post(
+        http,
+        format!("{}/locks/{name}?nonce=q&ttl=600s", server.base),
+    )
+    .await;
     let mut streams = Vec::new();
     let mut rates = Vec::new();
     for watchers in [1, WATCHERS] {

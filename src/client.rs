@@ -358,6 +358,41 @@ impl Client {
             .map_err(ClientError::lost_if_gone)
     }
 
+    /// `GET /locks/{name}/events`: the lock's changes as they happen, from the event
+    /// after `last` (an event id seen before) when reconnecting.
+    pub async fn events(&self, name: &LockName, last: Option<u64>) -> Result<Events, ClientError> {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty()
+                .extend(["locks", name.as_str(), "events"]);
+        }
+        // No timeout for the whole request: a stream does not end. Its silence is
+        // bounded instead ([`Events::next`]).
+        let mut request = self.http.get(url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        let response = self.send(request).await?;
+        let status = response.status();
+        if !status.is_success() {
+            // Any error status is one of the API's errors, which decode reports.
+            let err = self.decode::<serde_json::Value>(response).await.err();
+            return Err(err.unwrap_or_else(|| ClientError::Unexpected {
+                url: self.base.to_string(),
+                status,
+                detail: "an error status".into(),
+            }));
+        }
+        Ok(Events {
+            response,
+            buffer: String::new(),
+            url: self.base.to_string(),
+        })
+    }
+
     /// `GET /locks`: one page of locks.
     pub async fn list(&self, request: &ListRequest) -> Result<LockPage, ClientError> {
         self.json(self.request(Method::GET, &[]).query(request))
@@ -552,6 +587,91 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         cause = err.source();
     }
     text
+}
+
+/// The longest an event stream may stay silent: the server sends a comment every 15 s.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(45);
+
+/// An open event stream of one lock ([`Client::events`]).
+pub struct Events {
+    response: Response,
+    buffer: String,
+    url: String,
+}
+
+/// One event of a stream: its kind (`state`, `acquired`, `renewed`, `updated`,
+/// `released`, `reserved`, `expired`, `deleted`, `gap`), its id (the lock's version
+/// after it; none for a gap) and its data (the lock's view, or what the gap says).
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchEvent {
+    pub event: String,
+    pub id: Option<u64>,
+    pub data: serde_json::Value,
+}
+
+impl WatchEvent {
+    /// The lock's view after the event, when the event carries one.
+    pub fn lock(&self) -> Option<LockView> {
+        serde_json::from_value(self.data.clone()).ok()
+    }
+}
+
+impl Events {
+    /// The next event; `None` when the server ended the stream (it is stopping:
+    /// reconnect with the last id seen).
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>, ClientError> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_event(&block) {
+                    return Ok(Some(event));
+                }
+            }
+            let chunk = tokio::time::timeout(STREAM_SILENCE, self.response.chunk())
+                .await
+                .map_err(|_| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: format!(
+                        "the event stream was silent for {}",
+                        format_duration(STREAM_SILENCE)
+                    ),
+                })?
+                .map_err(|err| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: error_chain(&err),
+                })?;
+            match chunk {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// One event of a `text/event-stream` block; `None` for a comment or a block
+/// without an event name.
+fn parse_event(block: &str) -> Option<WatchEvent> {
+    let (mut event, mut id, mut data) = (None, None, String::new());
+    for line in block.lines() {
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event = Some(value.to_owned()),
+            "id" => id = value.parse().ok(),
+            "data" => {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value);
+            }
+            _ => {}
+        }
+    }
+    Some(WatchEvent {
+        event: event?,
+        id,
+        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! The one-request client commands (`acquire`, `heartbeat`, `update`, `release`,
-//! `status`, `list`), and [`take`], the waiting acquire that `run` shares.
+//! `status`, `list`), `watch`, and [`take`], the waiting acquire that `run` shares.
 
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::output::{holding, lock_details, lock_table, show, warn, when};
+use super::output::{change, holding, lock_details, lock_table, show, warn, when};
 use super::{
     AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
     PrintArgs, UpdateArgs, exit_code, holder,
@@ -131,6 +131,45 @@ pub async fn status(args: NameArgs) -> u8 {
         let lock = client.status(&name).await?;
         show(json, &lock, || lock_details(&lock));
         Ok(0)
+    })
+    .await
+}
+
+/// `watch`: the lock's event stream, a line per event (a JSON object per line with
+/// `--json`), reconnecting as a browser's `EventSource` does, from the last event
+/// seen, after a second; until interrupted, or until the server refuses the watch.
+pub async fn watch(args: NameArgs) -> u8 {
+    let NameArgs {
+        name,
+        client: options,
+        print: PrintArgs { json },
+    } = args;
+    with_client(&options, &name, async |client| {
+        let mut last = None;
+        loop {
+            match client.events(&name, last).await {
+                Ok(mut events) => loop {
+                    match events.next().await {
+                        Ok(Some(event)) => {
+                            last = event.id.or(last);
+                            if json {
+                                println!("{}", serde_json::to_string(&event).unwrap_or_default());
+                            } else {
+                                println!("{}", change(&event));
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(err) => {
+                            warn(format_args!("{err}; reconnecting"));
+                            break;
+                        }
+                    }
+                },
+                Err(err) if err.is_transient() => warn(format_args!("{err}; retrying")),
+                Err(err) => return Err(err),
+            }
+            tokio::time::sleep(RETRY_UNAVAILABLE).await;
+        }
     })
     .await
 }

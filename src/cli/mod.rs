@@ -74,6 +74,8 @@ pub enum ClientCommand {
     /// Hold a lock while a command runs: acquire, run, heartbeat, release.
     #[command(after_help = run::ABOUT_RUN)]
     Run(RunArgs),
+    /// Print each change of a lock as it happens, one line each, until interrupted.
+    Watch(NameArgs),
 }
 
 /// How to reach the server, shared by the client commands.
@@ -269,6 +271,7 @@ pub async fn execute(command: ClientCommand) -> ExitCode {
         ClientCommand::Status(args) => commands::status(args).await,
         ClientCommand::List(args) => commands::list(args).await,
         ClientCommand::Run(args) => run::run(args).await,
+        ClientCommand::Watch(args) => commands::watch(args).await,
     };
     ExitCode::from(code)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::client::LockView;
+use crate::client::{LockView, WatchEvent};
 
 /// Prints `value` as JSON, or `sentence()` for people.
 pub fn show<T: Serialize>(json: bool, value: &T, sentence: impl FnOnce() -> String) {
@@ -80,6 +80,24 @@ pub fn lock_details(lock: &LockView) -> String {
     }
     text.push_str(&format!("\n  body: {:?}", lock.body));
     text
+}
+
+/// One line for an event of `watch`: when it was printed, what happened, and the
+/// lock after it.
+pub fn change(event: &WatchEvent) -> String {
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let what = match (event.event.as_str(), event.lock()) {
+        ("gap", _) => match event.data["missed"].as_u64() {
+            Some(missed) => format!("{missed} changes were not seen one by one"),
+            None => "changes were missed; the next event is the state now".to_owned(),
+        },
+        ("deleted", _) => "the record was deleted".to_owned(),
+        ("updated", Some(lock)) => format!("{}; body {:?}", holding(&lock), lock.body),
+        (_, Some(lock)) => holding(&lock),
+        (_, None) => "no record: never taken, or deleted".to_owned(),
+    };
+    let version = event.id.map(|id| format!(" v{id}")).unwrap_or_default();
+    format!("{now} {:<8}{version} {what}", event.event)
 }
 
 /// One line per lock, for `list`.

@@ -428,3 +428,56 @@ async fn shutting_down_ends_the_streams() {
     .await;
     assert!(ended.is_ok(), "the stream stayed open through the shutdown");
 }
+
+#[tokio::test]
+async fn fencelock_watch_prints_a_line_per_change_and_reconnects_from_the_last() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = TestApp::spawn().await;
+    let name = name();
+    let acquired = app.acquire(&name, "a", "&ttl=30s").await;
+    let v = version(&acquired.json);
+    let mut child = crate::helpers::fencelock(&app.base)
+        .args(["watch", &name])
+        .spawn()
+        .expect("fencelock starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .unwrap()
+            .expect("a line")
+    };
+    let state = next().await;
+    assert!(state.contains(&format!("state    v{v} held by")), "{state}");
+    app.update(&name, acquired.fence(), "half").await;
+    let updated = next().await;
+    assert!(
+        updated.contains(&format!("updated  v{} ", v + 2)),
+        "{updated}"
+    );
+    assert!(updated.ends_with("body \"half\""), "{updated}");
+    app.release(&name, acquired.fence()).await;
+    let released = next().await;
+    assert!(
+        released.contains(&format!("released v{} free", v + 4)),
+        "{released}"
+    );
+
+    // JSON, a line each, in the API's shapes.
+    let mut child = crate::helpers::fencelock(&app.base)
+        .args(["watch", &name, "--json"])
+        .spawn()
+        .expect("fencelock starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["event"], "state");
+    assert_eq!(event["id"], v + 4);
+    assert_eq!(event["data"]["held"], false);
+}

@@ -22,11 +22,13 @@ from ._errors import (
     Unauthorized,
     Unavailable,
 )
+from ._protocol import Change
 from ._sync import Client, Lease
 
 __all__ = [
     "AsyncClient",
     "AsyncLease",
+    "Change",
     "Client",
     "FencelockError",
     "Forbidden",

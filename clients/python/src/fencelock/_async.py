@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,9 +16,13 @@ import httpx
 from ._errors import FencelockError, LockLost, Unavailable
 from ._lease import LeaseBase
 from ._protocol import (
+    RECONNECT,
     RELEASE_WITHIN,
+    STREAM_SILENCE,
     Call,
+    Change,
     Duration,
+    EventParser,
     Granted,
     Terms,
     acquire_chunk,
@@ -28,6 +32,7 @@ from ._protocol import (
     release_pause,
     seconds,
     segment,
+    watch_call,
 )
 
 log = logging.getLogger("fencelock")
@@ -88,6 +93,29 @@ class AsyncClient:
             await self._send(call)
         except FencelockError as err:
             log.info("%s %s failed: %s", call.method, call.path, err)
+
+    async def watch(self, name: str, *, last_id: int | None = None) -> AsyncGenerator[Change, None]:
+        """As :meth:`fencelock.Client.watch`: ``async for change in client.watch(name)``."""
+        last = last_id
+        while True:
+            call = watch_call(name, last)
+            try:
+                timeout = httpx.Timeout(self.timeout, read=STREAM_SILENCE)
+                async with self._http.stream(
+                    "GET", call.path, headers=call.headers, timeout=timeout
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        answer(response.status_code, response.json(), response.headers, call)
+                    parser = EventParser()
+                    async for line in response.aiter_lines():
+                        change = parser.feed(line)
+                        if change is not None:
+                            last = change.id if change.id is not None else last
+                            yield change
+            except httpx.TransportError as err:
+                log.info("the stream of %s broke (%s); reconnecting", name, err)
+            await asyncio.sleep(RECONNECT)
 
     async def status(self, name: str) -> dict[str, Any]:
         """The lock's status view (``GET /locks/{name}``)."""

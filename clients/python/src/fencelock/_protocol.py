@@ -8,6 +8,7 @@ built here and hand the answers back.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import random
 import re
@@ -302,3 +303,58 @@ def acquire_chunk(remaining: float, ttl: float | None) -> float:
 
 
 __all__ = ["Call", "Clock", "Duration", "FencelockError", "Granted", "Held", "Terms"]
+
+
+#: The longest an event stream may stay silent: the server sends a comment every 15 s.
+STREAM_SILENCE = 45.0
+#: How long a watch waits before reconnecting, as the stream asks.
+RECONNECT = 1.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """One event of a lock's stream: ``event`` is ``state`` (the first), ``acquired``,
+    ``renewed``, ``updated``, ``released``, ``reserved``, ``expired``, ``deleted`` or
+    ``gap`` (changes not seen one by one); ``id`` the lock's version after it (none for
+    a gap); ``data`` the lock's view after it, or what the gap or deletion says."""
+
+    event: str
+    id: int | None
+    data: dict[str, Any]
+
+
+class EventParser:
+    """Turns the lines of a ``text/event-stream`` into :class:`Change` events."""
+
+    def __init__(self) -> None:
+        self._event: str | None = None
+        self._id: int | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Change | None:
+        """The event that ``line`` completes (a blank line ends one), if any."""
+        if line == "":
+            event, id_, data = self._event, self._id, "\n".join(self._data)
+            self._event, self._id, self._data = None, None, []
+            if event is None:
+                return None
+            try:
+                parsed = json.loads(data) if data else {}
+            except ValueError:
+                parsed = {"text": data}
+            return Change(event, id_, parsed if isinstance(parsed, dict) else {"value": parsed})
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            self._event = value
+        elif field == "id":
+            self._id = int(value) if value.isdigit() else None
+        elif field == "data":
+            self._data.append(value)
+        return None
+
+
+def watch_call(name: str, last: int | None) -> Call:
+    """The request of a lock's event stream, from the event after ``last``."""
+    headers = {"last-event-id": str(last)} if last is not None else {}
+    return Call("GET", f"/locks/{segment(name)}/events", headers=headers)

@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,9 +16,13 @@ import httpx
 from ._errors import FencelockError, LockLost, Unavailable
 from ._lease import LeaseBase
 from ._protocol import (
+    RECONNECT,
     RELEASE_WITHIN,
+    STREAM_SILENCE,
     Call,
+    Change,
     Duration,
+    EventParser,
     Granted,
     Terms,
     acquire_chunk,
@@ -28,6 +32,7 @@ from ._protocol import (
     release_pause,
     seconds,
     segment,
+    watch_call,
 )
 
 log = logging.getLogger("fencelock")
@@ -96,6 +101,34 @@ class Client:
             self._send(call)
         except FencelockError as err:
             log.info("%s %s failed: %s", call.method, call.path, err)
+
+    def watch(self, name: str, *, last_id: int | None = None) -> Generator[Change, None, None]:
+        """The changes of the lock ``name`` as they happen (``GET /locks/{name}/events``):
+        a ``state`` change first, then one per change, forever. When the connection
+        drops or the server stops it reconnects after a second from the last change
+        seen (``last_id``, to start after one seen before), so nothing the server
+        still keeps is missed; what it no longer keeps comes as a ``gap``. An answer
+        the server refuses (401, 403, 400) is raised. Break out of the loop to stop."""
+        last = last_id
+        while True:
+            call = watch_call(name, last)
+            try:
+                timeout = httpx.Timeout(self.timeout, read=STREAM_SILENCE)
+                with self._http.stream(
+                    "GET", call.path, headers=call.headers, timeout=timeout
+                ) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        answer(response.status_code, response.json(), response.headers, call)
+                    parser = EventParser()
+                    for line in response.iter_lines():
+                        change = parser.feed(line)
+                        if change is not None:
+                            last = change.id if change.id is not None else last
+                            yield change
+            except httpx.TransportError as err:
+                log.info("the stream of %s broke (%s); reconnecting", name, err)
+            time.sleep(RECONNECT)
 
     def status(self, name: str) -> dict[str, Any]:
         """The lock's status view (``GET /locks/{name}``)."""

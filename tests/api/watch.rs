@@ -368,22 +368,12 @@ async fn a_change_through_another_server_reaches_a_watcher() {
 
 /// DynamoDB reads by the watches of `app`, from its metrics.
 async fn reads(app: &TestApp) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| {
-            line.starts_with("fencelock_dynamodb_requests_total")
-                && line.contains("operation=\"read\"")
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let scrape = crate::metrics::scrape(app).await;
+    crate::metrics::value(
+        &scrape,
+        "fencelock_dynamodb_requests_total",
+        &[("operation", "read")],
+    ) as u64
 }
 
 #[tokio::test]

@@ -83,8 +83,10 @@ torture: tools
 bench: tools
 	cargo bench --bench lockbench
 
-# Waiting-acquire benchmark (release build): handoff latency and DynamoDB requests
-# per second of 100 waiters; writes target/bench/waiting.json.
+# Waiting and watching benchmark (release build): handoff latency and DynamoDB
+# requests per second of 100 waiters; a write's delay to a watcher's event through the
+# same server and another, and the requests per second of 1 and 100 watchers;
+# writes target/bench/waiting.json.
 bench-wait: tools
 	cargo bench --bench waiting
 

@@ -258,15 +258,6 @@ impl Watches {
         self.inner.closed.send_replace(true);
     }
 
-    /// Names followed now, for the metrics and the tests.
-    pub fn watched(&self) -> usize {
-        self.inner
-            .names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
     fn start(&self, name: LockName) -> Arc<Watched> {
         let watched = Arc::new(Watched {
             latest: watch::Sender::new(None),

@@ -172,10 +172,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     if config.create_table {
         store.ensure_table().await?;
     }
-    let sweeper = config
-        .reclaim_after
-        .0
-        .map(|after| spawn_sweeper(store.clone(), after));
     if config.request_timeout <= config.max_wait {
         return Err(StartError::Config(format!(
             "FENCELOCK_REQUEST_TIMEOUT ({}) must be longer than FENCELOCK_MAX_WAIT ({})",
@@ -187,6 +183,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())
         .with_limits(limits(&config))
         .with_security(security);
+    // The state's store: its deletes reach the watches at once.
+    let sweeper = config
+        .reclaim_after
+        .0
+        .map(|after| spawn_sweeper(state.store.clone(), after));
     let tls = tls(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await

@@ -1,8 +1,8 @@
 //! The fencing recipes of docs/fencing.md, against the real stores: a PostgreSQL this
 //! test starts (Debian's `postgresql`, `initdb` and `postgres` on 127.0.0.1, run as
 //! the `postgres` user when the tests run as root, which PostgreSQL requires) and
-//! DynamoDB Local. The SQL is read from the page itself, so the page cannot drift from
-//! what is tested. Without PostgreSQL's binaries these tests fail, saying so; `make
+//! DynamoDB Local. The SQL and the shell job (run by `fencelock run`, with `psql`)
+//! are read from the page itself, so the page cannot drift from what is tested. Without PostgreSQL's binaries these tests fail, saying so; `make
 //! test` skips them there, and says that too.
 
 use std::sync::OnceLock;
@@ -191,4 +191,75 @@ async fn dynamodb_the_fence_condition_refuses_a_stale_fence() {
         raw.get_string("report", "body").await.as_deref(),
         Some("again")
     );
+}
+
+/// The page's shell job, `backup.sh`, as written.
+fn shell_job() -> String {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fencing.md")).unwrap();
+    let start = page
+        .find("```sh\n#!/bin/sh\n# backup.sh")
+        .expect("the page's shell job")
+        + 6;
+    page[start..][..page[start..].find("```").unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn postgres_the_shell_job_under_fencelock_run_writes_and_a_stale_one_is_refused() {
+    let db = database().await;
+    let db_name: String = db
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{}/{db_name}",
+        server().port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("backup.sh");
+    std::fs::write(&script, shell_job()).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let app = TestApp::spawn().await;
+    let mut run = crate::helpers::fencelock(&app.base);
+    run.env("DATABASE_URL", &url).current_dir(dir.path()).args([
+        "run",
+        "nightly-backup",
+        "--ttl",
+        "2m",
+        "--",
+        "./backup.sh",
+    ]);
+    let done = crate::helpers::finished(run.spawn().unwrap()).await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    assert_eq!(tables(&db).await, 120);
+    let fence: i64 = db
+        .query_one(
+            "SELECT fence FROM fencelock_fences WHERE lock_name = 'nightly-backup'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    // A holder of the fence before it, waking up late: psql stops with 3, nothing lands.
+    db.batch_execute("UPDATE backups SET tables = 7")
+        .await
+        .unwrap();
+    let stale = tokio::process::Command::new("/bin/sh")
+        .arg(&script)
+        .env("DATABASE_URL", &url)
+        .env("FENCELOCK_NAME", "nightly-backup")
+        .env("FENCELOCK_FENCE", (fence - 1).to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(stale.status.code(), Some(3), "{stale:?}");
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("stale fence"),
+        "{stale:?}"
+    );
+    assert_eq!(tables(&db).await, 7, "the stale job's write landed");
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 
 import pytest
@@ -12,19 +13,22 @@ import fencelock
 
 def test_watch_yields_each_change_in_order(server: str, name: str) -> None:
     client = fencelock.Client(server)
-    seen: list[fencelock.Change] = []
-    started = threading.Event()
+    changes: queue.Queue[fencelock.Change] = queue.Queue()
 
     def follow() -> None:
         for change in itertools.islice(client.watch(name), 4):
-            seen.append(change)
-            started.set()
+            changes.put(change)
 
     watcher = threading.Thread(target=follow)
     watcher.start()
-    assert started.wait(20), "no state event"
+    # Each change is awaited before the next is made: writes faster than the server
+    # reads them may come as a gap (changes not seen one by one).
+    seen = [changes.get(timeout=20)]
     with client.lock(name, ttl="30s") as lease:
+        seen.append(changes.get(timeout=20))
         lease.update("half")
+        seen.append(changes.get(timeout=20))
+    seen.append(changes.get(timeout=20))
     watcher.join(20)
     assert [c.event for c in seen] == ["state", "acquired", "updated", "released"]
     assert seen[0].data == {"name": name, "version": 0}

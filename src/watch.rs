@@ -386,14 +386,14 @@ pub fn changes(before: Option<&Seen>, after: &Seen) -> Vec<Event> {
                 vec![written(None, new, after.version, &event)]
             }
             Some(ref new) => vec![
-                gap(Some(new.version - 1)),
+                Event::gap(Some(new.version - 1)),
                 event(EventKind::State, after.version),
             ],
         };
     };
     if new.version < old.version {
         // Deleted and written anew between two reads.
-        return vec![gap(None), event(EventKind::State, after.version)];
+        return vec![Event::gap(None), event(EventKind::State, after.version)];
     }
     let writes = new.version - old.version;
     let mut events = Vec::new();
@@ -401,7 +401,7 @@ pub fn changes(before: Option<&Seen>, after: &Seen) -> Vec<Event> {
         0 => {}
         1 => events.push(written(Some(old), new, new.version * 2, &event)),
         _ => {
-            events.push(gap(Some(writes - 1)));
+            events.push(Event::gap(Some(writes - 1)));
             events.push(event(EventKind::State, new.version * 2));
         }
     }
@@ -409,10 +409,6 @@ pub fn changes(before: Option<&Seen>, after: &Seen) -> Vec<Event> {
         events.push(event(EventKind::Expired, after.version));
     }
     events
-}
-
-fn gap(missed: Option<u64>) -> Event {
-    Event::gap(missed)
 }
 
 /// The event of the one write that turned `old` into `new`.

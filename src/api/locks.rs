@@ -216,12 +216,15 @@ pub async fn status(
         return polled.ok_or(ApiError::LockNotFound { name });
     }
     match app.store.get(&name).await? {
-        Some(lock) => {
-            let waiters = app.waiters.waiting_for([&lock.name])[0];
-            Ok(LockView::new(lock, now(&app), &app.policy).with_waiters(waiters))
-        }
+        Some(lock) => Ok(status_view(&app, lock)),
         None => Err(ApiError::LockNotFound { name }),
     }
+}
+
+/// A lock's status view: as of now, with the acquires waiting for it on this server.
+pub(super) fn status_view(app: &AppState, lock: Lock) -> LockView {
+    let waiters = app.waiters.waiting_for([&lock.name])[0];
+    LockView::new(lock, now(app), &app.policy).with_waiters(waiters)
 }
 
 #[utoipa::path(get, path = "/locks/{name}/{fence}", tag = "locks",

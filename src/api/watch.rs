@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 use super::error::CommonErrors;
 use super::extract::LockPath;
 use super::guard::Caller;
-use super::terms::{now, parse_duration_param};
+use super::terms::parse_duration_param;
 use super::view::LockView;
 use super::{ApiError, AppState};
 use crate::domain::LockName;
@@ -109,9 +109,7 @@ pub(super) async fn long_poll(
 
 /// The view of what a watch last read, as of now.
 fn view_of(app: &AppState, seen: &Seen) -> Option<LockView> {
-    let lock = seen.lock.clone()?;
-    let waiters = app.waiters.waiting_for([&lock.name])[0];
-    Some(LockView::new(lock, now(app), &app.policy).with_waiters(waiters))
+    Some(super::locks::status_view(app, seen.lock.clone()?))
 }
 
 #[utoipa::path(get, path = "/locks/{name}/events", tag = "locks",

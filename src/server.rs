@@ -107,10 +107,12 @@ fn shutdown_handle(
     let semaphore_waiters = state.semaphore_waiters.clone();
     let group_waiters = state.group_waiters.clone();
     let watches = state.watches.clone();
+    let elections = state.elections.clone();
     tokio::spawn(async move {
         shutdown.await;
         waiters.close();
         watches.close();
+        elections.close();
         semaphore_waiters.close();
         group_waiters.close();
         stopping.graceful_shutdown(Some(grace));

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     SemaphoreFull,
     /// 409: the semaphore exists with another limit.
     LimitMismatch,
+    /// 409: another candidate leads the election.
+    ElectionLed,
+    /// 409: the term does not lead the election (another does, it resigned, or its
+    /// lease ran out).
+    NotLeader,
     /// 409: the fence is not the lock's current one.
     FenceMismatch,
     /// 409: the fence is current, but its lease ran out or was released.
@@ -55,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -65,6 +70,8 @@ impl ErrorCode {
         Self::LockHeld,
         Self::SemaphoreFull,
         Self::LimitMismatch,
+        Self::ElectionLed,
+        Self::NotLeader,
         Self::FenceMismatch,
         Self::LeaseExpired,
         Self::LeaseLonger,
@@ -89,6 +96,8 @@ impl ErrorCode {
             Self::LockHeld => "lock_held",
             Self::SemaphoreFull => "semaphore_full",
             Self::LimitMismatch => "limit_mismatch",
+            Self::ElectionLed => "election_led",
+            Self::NotLeader => "not_leader",
             Self::FenceMismatch => "fence_mismatch",
             Self::LeaseExpired => "lease_expired",
             Self::LeaseLonger => "lease_longer",
@@ -118,6 +127,8 @@ impl ErrorCode {
             Self::LockHeld
             | Self::SemaphoreFull
             | Self::LimitMismatch
+            | Self::ElectionLed
+            | Self::NotLeader
             | Self::FenceMismatch
             | Self::LeaseExpired
             | Self::LeaseLonger

@@ -161,6 +161,26 @@ pub enum ApiError {
         fence: Fence,
         released: bool,
     },
+    /// 409 `election_led`: another candidate leads the election; the campaign's wait
+    /// (if any) ran out first.
+    #[error(
+        "election \"{name}\" is led under term {term}, whose lease ends at {}; campaign with a wait to stand until it is free, or observe it",
+        rfc3339(*expires_at)
+    )]
+    ElectionLed {
+        name: LockName,
+        term: Fence,
+        expires_at: Millis,
+        retry_after_secs: u64,
+    },
+    /// 409 `not_leader`: the term does not lead the election: another term does, it
+    /// resigned, or its lease ran out.
+    #[error("{}", not_leader_sentence(name, *term, reason))]
+    NotLeader {
+        name: LockName,
+        term: Fence,
+        reason: LockRejection,
+    },
     /// 404 `not_found`: no such route.
     #[error("no route for {method} {path}; see /openapi.json or docs/api.md for the API")]
     RouteNotFound { method: String, path: String },
@@ -215,6 +235,19 @@ impl ApiError {
                 missing: false,
             },
             LockRejection::WouldShorten { expires_at } => Self::WouldShorten { name, expires_at },
+        }
+    }
+
+    /// The error for a term that does not lead election `name`.
+    pub fn not_leader(name: LockName, term: Fence, reason: LockRejection) -> Self {
+        match reason {
+            LockRejection::NotHolder { fence } => Self::NotHolder {
+                kind: Kind::Election,
+                name,
+                fence,
+                missing: false,
+            },
+            reason => Self::NotLeader { name, term, reason },
         }
     }
 
@@ -311,6 +344,8 @@ impl ApiError {
             Self::LockHeld { .. } | Self::GroupHeld { .. } => C::LockHeld,
             Self::GroupRefused { refusals } => refusals.first().map_or(C::Conflict, ApiError::code),
             Self::SemaphoreFull { .. } => C::SemaphoreFull,
+            Self::ElectionLed { .. } => C::ElectionLed,
+            Self::NotLeader { .. } => C::NotLeader,
             Self::LimitMismatch { .. } => C::LimitMismatch,
             Self::FenceMismatch { .. } | Self::SlotNotHeld { .. } => C::FenceMismatch,
             Self::LeaseExpired { .. } | Self::SlotExpired { .. } => C::LeaseExpired,
@@ -618,6 +653,22 @@ impl ApiError {
                 Extras::about(*fence)
             }
             Self::FenceMismatch { current, .. } => Extras::about(*current),
+            Self::ElectionLed {
+                term,
+                expires_at,
+                retry_after_secs,
+                ..
+            } => Extras {
+                fence_header: Some(*term),
+                fence: Some(*term),
+                expire_time: Some(rfc3339(*expires_at)),
+                retry_after_secs: Some(*retry_after_secs),
+                ..Extras::default()
+            },
+            Self::NotLeader { term, reason, .. } => match reason {
+                LockRejection::FenceMismatch { current, .. } => Extras::about(*current),
+                _ => Extras::about(*term),
+            },
             Self::GroupHeld {
                 holders,
                 retry_after_secs,
@@ -713,6 +764,27 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+fn not_leader_sentence(name: &LockName, term: Fence, reason: &LockRejection) -> String {
+    let why = match reason {
+        LockRejection::FenceMismatch { current, .. } => {
+            format!("its current term is {current}")
+        }
+        LockRejection::LeaseExpired { released: true, .. } => "it resigned".to_owned(),
+        LockRejection::LeaseExpired {
+            released: false, ..
+        } => "its lease ran out before this heartbeat".to_owned(),
+        LockRejection::NotFound | LockRejection::TokenMismatch => {
+            "the election has no record".to_owned()
+        }
+        LockRejection::NotHolder { .. } | LockRejection::WouldShorten { .. } => {
+            "the server refused the change".to_owned()
+        }
+    };
+    format!(
+        "term {term} does not lead election \"{name}\": {why}; stop acting as its leader, and campaign again for a new term"
+    )
 }
 
 fn not_holder_sentence(kind: Kind, name: &LockName, fence: Fence, missing: bool) -> String {

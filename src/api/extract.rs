@@ -21,6 +21,9 @@ pub struct LockPath(pub LockName);
 /// `{name}/{fence}` of a lock route.
 pub struct FencePath(pub LockName, pub Fence);
 
+/// `{name}/{term}` of an election route: the term is the leader's fence.
+pub struct TermPath(pub LockName, pub Fence);
+
 /// `{resource}` of a Gorilla-compatible route.
 pub struct ResourcePath(pub LockName);
 
@@ -109,6 +112,23 @@ impl<S: Send + Sync> FromRequestParts<S> for FencePath {
                 .map_err(|e| invalid(e.body_text()))?;
         let name = lock_name(parts, &raw_name)?;
         Ok(Self(name, parse_fence(&raw_fence)?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TermPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((raw_name, raw_term)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| invalid(e.body_text()))?;
+        let name = lock_name(parts, &raw_name)?;
+        let term = crate::domain::parse_fence(&raw_term).map_err(|_| {
+            invalid(format!(
+                "term {raw_term:?} is not a term; expected the whole number campaign returned"
+            ))
+        })?;
+        Ok(Self(name, term))
     }
 }
 
@@ -228,6 +248,48 @@ impl IntoParams for FencePath {
             path_parameter("fence", "The fence returned by acquire", fence),
         ]
     }
+}
+
+impl IntoParams for TermPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let term = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0));
+        vec![
+            election_parameter(),
+            path_parameter("term", "The term campaign returned", term),
+        ]
+    }
+}
+
+/// The `{name}` of an election route.
+pub struct ElectionPath(pub LockName);
+
+impl<S: Send + Sync> FromRequestParts<S> for ElectionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let LockPath(name) = LockPath::from_request_parts(parts, state).await?;
+        Ok(Self(name))
+    }
+}
+
+impl IntoParams for ElectionPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![election_parameter()]
+    }
+}
+
+fn election_parameter() -> Parameter {
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Za-z0-9._:-]{1,255}$"));
+    path_parameter(
+        "name",
+        "Election name: 1–255 bytes of [A-Za-z0-9._:-], namespaced as lock names are",
+        schema,
+    )
 }
 
 impl IntoParams for TokenPath {

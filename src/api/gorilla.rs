@@ -154,6 +154,7 @@ pub async fn acquire(
         ttl,
         owner: Some(owner),
         metadata: body.metadata,
+        body: None,
     };
     let lock = take(&app, &caller, request, Duration::ZERO).await?;
     Ok(lock.into())

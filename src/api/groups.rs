@@ -171,6 +171,7 @@ pub async fn acquire(
             ttl,
             owner: body.owner,
             metadata: body.metadata,
+            body: None,
         },
     );
     let outcome = if wait.is_zero() {

@@ -79,6 +79,7 @@ pub async fn acquire(
         ttl,
         owner: body.owner,
         metadata: body.metadata,
+        body: None,
     };
     let lock = take(&app, &caller, request, wait).await?;
     Ok(LockView::new(lock, now(&app), &app.policy))

@@ -2,6 +2,7 @@
 //! store and map its outcome; no SDK type reaches this module.
 
 mod code;
+mod elections;
 mod error;
 mod extract;
 mod gorilla;
@@ -41,6 +42,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use code::ErrorCode;
+pub use elections::{ElectionView, Leader};
 pub use error::{ApiError, ErrorBody, LockError, Unreadable};
 pub use groups::{GroupReleased, GroupReleasedLock, GroupView};
 pub use guard::{
@@ -80,6 +82,8 @@ pub struct AppState {
     pub group_waiters: Waiters<Groups>,
     /// The watches of this server: long-polls and event streams.
     pub watches: Watches,
+    /// Elections: their records, campaigns waiting and watches, apart from locks'.
+    pub elections: ElectionState,
     pub ttl: TtlBounds,
     /// The longest a request may wait for a lock; longer waits are cut to this.
     pub max_wait: Duration,
@@ -124,12 +128,43 @@ impl Default for Limits {
     }
 }
 
+/// What a server keeps for elections: a store of election records (told to the
+/// election watches of its writes), the campaigns waiting, and the observers.
+#[derive(Debug, Clone)]
+pub struct ElectionState {
+    pub store: DynamoStore,
+    pub waiters: Waiters,
+    pub watches: Watches,
+}
+
+impl ElectionState {
+    fn new(store: &DynamoStore, limits: &Limits) -> Self {
+        let (watches, store) = watching(store.elections(), limits.watch);
+        Self {
+            waiters: Waiters::with_backoff(
+                store.clone(),
+                limits.max_waiters_per_lock,
+                limits.wait_backoff,
+            ),
+            watches,
+            store,
+        }
+    }
+
+    /// Ends every campaign waiting and every observer: the server is stopping.
+    pub fn close(&self) {
+        self.waiters.close();
+        self.watches.close();
+    }
+}
+
 impl AppState {
     /// The state of a server on `store`, with no one waiting yet.
     pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
         let limits = Limits::default();
         let (watches, store) = watching(store, limits.watch);
         Self {
+            elections: ElectionState::new(&store, &limits),
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             group_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
@@ -157,6 +192,7 @@ impl AppState {
         self.waiters = Waiters::with_backoff(store.clone(), most, backoff);
         self.semaphore_waiters = Waiters::with_backoff(store.clone(), most, backoff);
         self.group_waiters = Waiters::with_backoff(store.clone(), most, backoff);
+        self.elections = ElectionState::new(store, &limits);
         self.limits = limits;
         self
     }
@@ -228,6 +264,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "locks", description = "The glock-style API"),
         (name = "semaphores", description = "Counting semaphores: at most `limit` holders at once"),
         (name = "lock-groups", description = "Several locks taken, renewed and released together, all or nothing"),
+        (name = "elections", description = "Leader election: campaign, proclaim, leader, observe, resign; the term is the leader's fence"),
         (name = "gorilla", description = "The Gorilla-compatible API"),
         (name = "operations", description = "The service itself"),
         (name = "ui", description = "The web page, and the files it loads"),
@@ -243,6 +280,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(locks::update, locks::release, locks::check_fence))
         .routes(routes!(locks::heartbeat))
         .routes(routes!(watch::events))
+        .routes(routes!(elections::campaign, elections::leader))
+        .routes(routes!(elections::proclaim, elections::resign))
+        .routes(routes!(elections::heartbeat))
+        .routes(routes!(elections::observe))
         .routes(routes!(groups::acquire))
         .routes(routes!(groups::heartbeat))
         .routes(routes!(groups::release))

@@ -1,5 +1,6 @@
 //! Watching a lock: the long-poll of `GET /locks/{name}?after=…&wait=…` and the
-//! event stream of `GET /locks/{name}/events` ([`crate::watch`] follows the record).
+//! event stream of `GET /locks/{name}/events` ([`crate::watch`] follows the record);
+//! elections' long-poll and stream are the same, with views of their own.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use super::terms::parse_duration_param;
 use super::view::LockView;
 use super::{ApiError, AppState};
 use crate::domain::LockName;
-use crate::watch::{Event, EventKind, Seen};
+use crate::watch::{Event, EventKind, Seen, Watches};
 
 /// How often a stream sends a comment when nothing happens: well within the 60 s
 /// idle timeout of common load balancers.
@@ -56,16 +57,35 @@ fn version(field: &str, raw: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// The long-poll: the lock once its view version is not `after`, or when `wait`
-/// runs out (then as it is, `after`'s version still); `Some(None)` when it has no
-/// record. `None` for a plain status: without `after` or `wait`, or when the watch
-/// could not read the lock in the whole wait (the status read then says why).
+/// The long-poll of a lock: the lock once its view version is not `after`, or when
+/// `wait` runs out (then as it is, `after`'s version still); `Some(None)` when it has
+/// no record. `None` for a plain status: without `after` or `wait`, or when the
+/// watch could not read the lock in the whole wait (the status read then says why).
 pub(super) async fn long_poll(
     app: &AppState,
     caller: &Caller,
     name: &LockName,
     query: StatusQuery,
 ) -> Result<Option<Option<LockView>>, ApiError> {
+    long_poll_of(app, caller, &app.watches, name, query, |seen| {
+        seen.lock
+            .clone()
+            .map(|lock| super::locks::status_view(app, lock))
+    })
+    .await
+}
+
+/// The long-poll of `name` as `watches` follow it: what `view` makes of its state
+/// once its version is not `after`, or when `wait` runs out; `None` for a plain read
+/// (no `after` or `wait`, or nothing read in the whole wait).
+pub(super) async fn long_poll_of<T>(
+    app: &AppState,
+    caller: &Caller,
+    watches: &Watches,
+    name: &LockName,
+    query: StatusQuery,
+    view: impl Fn(&Seen) -> T,
+) -> Result<Option<T>, ApiError> {
     let wait = parse_duration_param("wait", query.wait.as_deref())?;
     let Some(after) = query.after.as_deref() else {
         if wait.is_some() {
@@ -83,33 +103,27 @@ pub(super) async fn long_poll(
         return Ok(None);
     }
     let _slot = app.guard.wait_slot(caller)?;
-    let mut latest = app.watches.subscribe(name, None).latest;
+    let mut latest = watches.subscribe(name, None).latest;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let changed = {
             let seen = latest.borrow_and_update();
-            seen.as_ref().and_then(|seen| {
-                let view = view_of(app, seen);
-                (seen.version != after).then_some(view)
-            })
+            seen.as_ref()
+                .filter(|seen| seen.version != after)
+                .map(&view)
         };
         if let Some(view) = changed {
             return Ok(Some(view));
         }
         match tokio::time::timeout_at(deadline, latest.changed()).await {
             Ok(Ok(())) => {}
-            // The wait ran out, or the server is stopping: the lock as last read.
+            // The wait ran out, or the server is stopping: the state as last read.
             Ok(Err(_)) | Err(_) => {
                 let seen = latest.borrow().clone();
-                return Ok(seen.map(|seen| view_of(app, &seen)));
+                return Ok(seen.as_ref().map(&view));
             }
         }
     }
-}
-
-/// The view of what a watch last read, as of now.
-fn view_of(app: &AppState, seen: &Seen) -> Option<LockView> {
-    Some(super::locks::status_view(app, seen.lock.clone()?))
 }
 
 #[utoipa::path(get, path = "/locks/{name}/events", tag = "locks",
@@ -129,6 +143,28 @@ pub async fn events(
     LockPath(name): LockPath,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let policy = app.policy;
+    event_stream(&app.watches, name, &headers, move |name, event| {
+        let data = event.lock.as_ref().map(|lock| {
+            let mut view = LockView::new(lock.clone(), event.at, &policy);
+            view.version = event.version.unwrap_or(view.version);
+            serde_json::to_value(view).unwrap_or_default()
+        });
+        sse_event(name, event, event.kind.as_str(), data)
+    })
+}
+
+/// The stream of `name` as `watches` follow it, from what `headers` say was last
+/// received: each event as `render` writes it.
+pub(super) fn event_stream<R>(
+    watches: &Watches,
+    name: LockName,
+    headers: &HeaderMap,
+    render: R,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>> + use<R>>, ApiError>
+where
+    R: Fn(&LockName, &Event) -> SseEvent + Send + 'static,
+{
     let last = headers
         .get(LAST_EVENT_ID)
         .map(|raw| {
@@ -138,7 +174,7 @@ pub async fn events(
             version("Last-Event-ID", raw.trim())
         })
         .transpose()?;
-    let subscription = app.watches.subscribe(&name, last);
+    let subscription = watches.subscribe(&name, last);
     let current = subscription.latest.borrow().clone();
     // What the stream begins with. Before the first read of the name there is
     // nothing to say yet: its `state` event comes as the first live one.
@@ -168,30 +204,28 @@ pub async fn events(
         },
     )
     .flatten();
-    let app_for_events = app.clone();
     let events = stream::iter(first)
         .chain(live)
-        .map(move |event| Ok(sse_event(&app_for_events, &name, &event)));
+        .map(move |event| Ok(render(&name, &event)));
     let hello =
         stream::once(async { Ok(SseEvent::default().retry(RECONNECT).comment("fencelock")) });
     Ok(Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
-/// One event as the stream sends it: its kind, its version as the id, and the lock's
-/// view as of the change (or what the gap or deletion says).
-fn sse_event(app: &AppState, name: &LockName, event: &Event) -> SseEvent {
-    let data = match (&event.kind, &event.lock) {
+/// One event as a stream sends it: named `kind`, its version as the id, and `data`
+/// as of the change (or what the gap or deletion says, without it).
+pub(super) fn sse_event(
+    name: &LockName,
+    event: &Event,
+    kind: &str,
+    data: Option<serde_json::Value>,
+) -> SseEvent {
+    let data = match (&event.kind, data) {
         (EventKind::Gap, _) => json!({ "name": name.as_str(), "missed": event.missed }),
         (_, None) => json!({ "name": name.as_str(), "version": event.version }),
-        (_, Some(lock)) => {
-            let mut view = LockView::new(lock.clone(), event.at, &app.policy);
-            view.version = event.version.unwrap_or(view.version);
-            serde_json::to_value(view).unwrap_or_default()
-        }
+        (_, Some(data)) => data,
     };
-    let sse = SseEvent::default()
-        .event(event.kind.as_str())
-        .data(data.to_string());
+    let sse = SseEvent::default().event(kind).data(data.to_string());
     match event.version {
         Some(version) => sse.id(version.to_string()),
         None => sse,

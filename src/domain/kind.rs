@@ -11,18 +11,21 @@ pub enum Kind {
     Semaphore,
     /// A lock group: several locks taken together, all or none.
     Group,
+    /// An election: a lock whose holder is the leader, its fence the term.
+    Election,
     /// A record of fencelock's own, such as the server key.
     Record,
 }
 
 impl Kind {
-    /// `lock`, `semaphore`, `group` or `record`: the word messages use, and the
+    /// `lock`, `semaphore`, `group`, `election` or `record`: the word messages use, and the
     /// `kind` label of the metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Lock => "lock",
             Self::Semaphore => "semaphore",
             Self::Group => "group",
+            Self::Election => "election",
             Self::Record => "record",
         }
     }

@@ -120,6 +120,40 @@ pub struct DynamoStore {
     server_key: Arc<OnceCell<ServerKey>>,
     /// Told of every write applied ([`DynamoStore::on_write`]).
     pub(super) written: super::Written,
+    /// Whose records the lock operations read and write: locks', or elections'.
+    space: Space,
+}
+
+/// The records a store's lock operations address. An election is kept as a lock is
+/// (its leader the holder, its term the fence, its value the body), under a key of
+/// its own, so that an election and a lock of the same name are different records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Keys are the lock names.
+    Locks,
+    /// Keys are the election names after [`ELECTION_PREFIX`].
+    Elections,
+}
+
+/// What the key of an election's record starts with (no lock name contains `/`).
+pub const ELECTION_PREFIX: &str = "election/";
+
+impl Space {
+    /// The kind of the records, for metrics and messages.
+    pub fn kind(self) -> Kind {
+        match self {
+            Self::Locks => Kind::Lock,
+            Self::Elections => Kind::Election,
+        }
+    }
+
+    /// The key of `name`'s record.
+    fn key(self, name: &LockName) -> AttributeValue {
+        match self {
+            Self::Locks => s(name.as_str()),
+            Self::Elections => s(format!("{ELECTION_PREFIX}{name}")),
+        }
+    }
 }
 
 /// What a heartbeat, body update or extend changes besides the heartbeat time.
@@ -316,7 +350,23 @@ impl DynamoStore {
             metrics: Arc::default(),
             server_key: Arc::default(),
             written: super::Written::default(),
+            space: Space::Locks,
         }
+    }
+
+    /// The same table, its lock operations (acquire, heartbeat, update, release,
+    /// get) on election records; and no write hook, until one is given.
+    pub fn elections(&self) -> Self {
+        Self {
+            space: Space::Elections,
+            written: super::Written::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Whose records this store's lock operations address.
+    pub fn space(&self) -> Space {
+        self.space
     }
 
     /// The same store, calling `hook` with a record's name after every write it
@@ -403,12 +453,15 @@ impl DynamoStore {
                 {
                     self.metrics.expired_takeovers.inc();
                 }
-                self.metrics.locks_granted.inc();
-                self.metrics.grants(Kind::Lock);
+                if self.space == Space::Locks {
+                    self.metrics.locks_granted.inc();
+                }
+                self.metrics.grants(self.space.kind());
                 let now = now_micros.div_euclid(1000);
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
                 let version = old.as_ref().map_or(0, |o| o.version) + 1;
                 let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
+                let body = request.body.clone().unwrap_or(body);
                 Ok(AcquireOutcome::Granted(Lock {
                     name: request.name.clone(),
                     fence,
@@ -426,8 +479,10 @@ impl DynamoStore {
                 }))
             }
             Write::Rejected(Some(item)) => {
-                self.metrics.lock_conflicts.inc();
-                self.metrics.conflicts(Kind::Lock);
+                if self.space == Space::Locks {
+                    self.metrics.lock_conflicts.inc();
+                }
+                self.metrics.conflicts(self.space.kind());
                 Ok(AcquireOutcome::Held(
                     Lock::try_from(&item)?.seen_by(&request.nonce),
                 ))
@@ -535,6 +590,10 @@ impl DynamoStore {
                 e.value(":metadata", s(metadata.to_string()));
             }
             None => remove.push("#metadata"),
+        }
+        if let Some(body) = &request.body {
+            set.push("#body = :body");
+            e.name("#body", item::BODY).value(":body", s(body));
         }
         e.update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         e
@@ -677,7 +736,7 @@ impl DynamoStore {
     /// The lock's record, read strongly consistently; `None` if there is none.
     pub async fn get(&self, name: &LockName) -> Result<Option<Lock>, StoreError> {
         let record = self
-            .read_record(s(name.as_str()), "read")
+            .read_record(self.space.key(name), "read")
             .await
             .map_err(|detail| self.unavailable("read", name, detail))?;
         Ok(record.as_ref().map(Lock::try_from).transpose()?)
@@ -710,7 +769,7 @@ impl DynamoStore {
         self.client
             .update_item()
             .table_name(self.table.as_ref())
-            .key(item::NAME, s(name.as_str()))
+            .key(item::NAME, self.space.key(name))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
@@ -721,7 +780,7 @@ impl DynamoStore {
         name: &LockName,
         op: UpdateItemFluentBuilder,
     ) -> Result<Write, StoreError> {
-        self.write_as(Subject::lock(operation, name), op).await
+        self.write_as(self.subject(operation, name), op).await
     }
 
     /// Sends one conditional `UpdateItem` about `subject`, counted under its label.
@@ -751,7 +810,16 @@ impl DynamoStore {
     }
 
     fn unavailable(&self, operation: &'static str, name: &LockName, detail: String) -> StoreError {
-        self.unavailable_as(Subject::lock(operation, name), detail)
+        self.unavailable_as(self.subject(operation, name), detail)
+    }
+
+    fn subject<'a>(&self, operation: &'static str, name: &'a LockName) -> Subject<'a> {
+        Subject {
+            kind: self.space.kind(),
+            operation,
+            label: operation,
+            name,
+        }
     }
 
     pub(super) fn unavailable_as(&self, subject: Subject<'_>, detail: String) -> StoreError {
@@ -781,15 +849,4 @@ pub(super) struct Subject<'a> {
     /// The `operation` label of the DynamoDB request metric.
     pub label: &'static str,
     pub name: &'a LockName,
-}
-
-impl<'a> Subject<'a> {
-    fn lock(operation: &'static str, name: &'a LockName) -> Self {
-        Self {
-            kind: Kind::Lock,
-            operation,
-            label: operation,
-            name,
-        }
-    }
 }

@@ -56,7 +56,11 @@ impl TryFrom<&Item> for Lock {
             name: raw_name.clone(),
             reason,
         };
-        let name = LockName::parse(&raw_name).map_err(|e| malformed(e.0))?;
+        // An election's record is keyed after its prefix; its name is the rest.
+        let bare = raw_name
+            .strip_prefix(super::dynamo::ELECTION_PREFIX)
+            .unwrap_or(&raw_name);
+        let name = LockName::parse(bare).map_err(|e| malformed(e.0))?;
         let nonce = Nonce::parse(&required_string(item, NONCE).map_err(&malformed)?)
             .map_err(|e| malformed(e.0))?;
         let metadata = match string(item, METADATA) {

@@ -15,7 +15,7 @@ mod table;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, Release};
+pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, ELECTION_PREFIX, Release, Space};
 pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;
 pub use key::SERVER_KEY_RECORD;
@@ -60,6 +60,8 @@ pub struct AcquireRequest {
     pub ttl: Duration,
     pub owner: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// A body the grant sets (an election's value); `None` keeps the body as it is.
+    pub body: Option<String>,
 }
 
 /// How an acquire ended.

@@ -179,6 +179,7 @@ async fn a_wait_that_ends_before_the_first_attempt_gets_its_answer() {
         ttl: Duration::from_secs(30),
         owner: None,
         metadata: None,
+        body: None,
     };
     match waiters.acquire(request, Duration::ZERO).await {
         Ok(AcquireOutcome::Held(lock)) => assert_eq!(lock.fence, holder),

@@ -21,7 +21,7 @@ async fn quick() -> TestApp {
     TestApp::spawn_with(quick_options()).await
 }
 
-fn quick_options() -> Options {
+pub(crate) fn quick_options() -> Options {
     Options {
         limits: Limits {
             watch: WatchSettings {
@@ -184,21 +184,26 @@ async fn bad_watch_parameters_are_refused_saying_what_was_expected() {
 }
 
 /// An open event stream, read event by event.
-struct Stream {
+pub(crate) struct Stream {
     response: reqwest::Response,
     buffer: String,
 }
 
 #[derive(Debug, Clone)]
-struct Sse {
-    event: String,
-    id: Option<u64>,
-    data: Value,
+pub(crate) struct Sse {
+    pub event: String,
+    pub id: Option<u64>,
+    pub data: Value,
 }
 
 impl Stream {
     async fn open(app: &TestApp, name: &str, last: Option<u64>) -> Self {
-        let mut request = app.http.get(format!("{}/locks/{name}/events", app.base));
+        Self::open_at(app, &format!("/locks/{name}/events"), last).await
+    }
+
+    /// The stream at `path` (such as `/elections/{name}/events`).
+    pub(crate) async fn open_at(app: &TestApp, path: &str, last: Option<u64>) -> Self {
+        let mut request = app.http.get(format!("{}{path}", app.base));
         if let Some(last) = last {
             request = request.header("last-event-id", last.to_string());
         }
@@ -216,7 +221,7 @@ impl Stream {
     }
 
     /// The next event (comments skipped), within 20 s.
-    async fn next(&mut self) -> Sse {
+    pub(crate) async fn next(&mut self) -> Sse {
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 while let Some(end) = self.buffer.find("\n\n") {

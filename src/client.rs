@@ -10,7 +10,9 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::api::{ErrorBody, GroupReleasedLock, LockPage, LockView, Released};
+pub use crate::api::{
+    ElectionView, ErrorBody, GroupReleasedLock, Leader, LockPage, LockView, Released,
+};
 use crate::api::{ErrorCode, FENCE_HEADER, NONCE_HEADER};
 use crate::api::{GroupReleased, GroupView};
 use crate::domain::{Fence, LockName, format_duration};
@@ -82,13 +84,15 @@ impl Acquire {
     }
 }
 
-/// What a name is acquired as: a lock (`/locks`) or a slot of a semaphore
-/// (`/semaphores`). A semaphore slot is answered as a lock without a body.
+/// What a name is acquired as: a lock (`/locks`), a slot of a semaphore
+/// (`/semaphores`), or the leadership of an election (`/elections`). A semaphore
+/// slot is answered as a lock without a body; a leadership as an [`ElectionView`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Kind {
     #[default]
     Lock,
     Semaphore,
+    Election,
 }
 
 impl Kind {
@@ -96,14 +100,16 @@ impl Kind {
         match self {
             Self::Lock => "locks",
             Self::Semaphore => "semaphores",
+            Self::Election => "elections",
         }
     }
 
-    /// `lock` or `semaphore`, for messages.
+    /// `lock`, `semaphore` or `election`, for messages.
     pub fn noun(self) -> &'static str {
         match self {
             Self::Lock => crate::domain::Kind::Lock,
             Self::Semaphore => crate::domain::Kind::Semaphore,
+            Self::Election => crate::domain::Kind::Election,
         }
         .as_str()
     }
@@ -358,13 +364,67 @@ impl Client {
             .map_err(ClientError::lost_if_gone)
     }
 
+    /// `POST /elections/{name}`: campaign with `request`'s nonce, lease, wait and
+    /// owner, proclaiming `value` once leading; the election with this candidate as
+    /// its leader.
+    pub async fn campaign(
+        &self,
+        name: &LockName,
+        request: &Acquire,
+        value: &str,
+    ) -> Result<ElectionView, ClientError> {
+        let mut body = serde_json::to_value(request).unwrap_or_default();
+        body["value"] = value.into();
+        let timeout = self.timeout + request.wait.unwrap_or_default();
+        let call = self
+            .request_in(Kind::Election, Method::POST, &[name.as_str()])
+            .json(&body)
+            .timeout(timeout);
+        self.json(call).await
+    }
+
+    /// `POST /elections/{name}/{term}/heartbeat`: the leader renews its lease
+    /// ([`ClientError::Lost`] once the term leads no more).
+    pub async fn heartbeat_leader(
+        &self,
+        leadership: &Holding<'_>,
+        ttl: Option<Duration>,
+    ) -> Result<ElectionView, ClientError> {
+        let term = leadership.fence.to_string();
+        let call = self
+            .request_in(
+                Kind::Election,
+                Method::POST,
+                &[leadership.name.as_str(), &term, "heartbeat"],
+            )
+            .query(&ttl_query(ttl));
+        self.json(leadership.prove(call)).await
+    }
+
+    /// `GET /elections/{name}`: who leads now, if anyone.
+    pub async fn leader(&self, name: &LockName) -> Result<ElectionView, ClientError> {
+        self.json(self.request_in(Kind::Election, Method::GET, &[name.as_str()]))
+            .await
+    }
+
     /// `GET /locks/{name}/events`: the lock's changes as they happen, from the event
     /// after `last` (an event id seen before) when reconnecting.
     pub async fn events(&self, name: &LockName, last: Option<u64>) -> Result<Events, ClientError> {
+        self.events_of(Kind::Lock, name, last).await
+    }
+
+    /// The event stream of the lock, semaphore or election `name`
+    /// (`/{locks,semaphores,elections}/{name}/events`).
+    pub async fn events_of(
+        &self,
+        kind: Kind,
+        name: &LockName,
+        last: Option<u64>,
+    ) -> Result<Events, ClientError> {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty()
-                .extend(["locks", name.as_str(), "events"]);
+                .extend([kind.root(), name.as_str(), "events"]);
         }
         // No timeout for the whole request: a stream does not end. Its silence is
         // bounded instead ([`Events::next`]).
@@ -522,12 +582,14 @@ impl Client {
         use ErrorCode as C;
         // A code this version does not know is read by its status.
         Err(match (status, ErrorCode::parse(&code)) {
-            (StatusCode::CONFLICT, Some(C::LockHeld | C::SemaphoreFull)) => ClientError::Held {
-                message,
-                fence,
-                expire_time,
-            },
-            (StatusCode::CONFLICT, Some(C::FenceMismatch | C::LeaseExpired)) => {
+            (StatusCode::CONFLICT, Some(C::LockHeld | C::SemaphoreFull | C::ElectionLed)) => {
+                ClientError::Held {
+                    message,
+                    fence,
+                    expire_time,
+                }
+            }
+            (StatusCode::CONFLICT, Some(C::FenceMismatch | C::LeaseExpired | C::NotLeader)) => {
                 ClientError::Lost { code, message }
             }
             (StatusCode::NOT_FOUND, Some(C::NotFound)) => ClientError::NotFound { message },

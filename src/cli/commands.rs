@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::output::{change, holding, lock_details, lock_table, show, warn, when};
 use super::{
     AcquireArgs, ClientArgs, EXIT_FAILED, EXIT_LOST, FenceArgs, HeartbeatArgs, ListArgs, NameArgs,
-    PrintArgs, UpdateArgs, exit_code, holder,
+    PrintArgs, UpdateArgs, WatchArgs, exit_code, holder,
 };
 use crate::client::{Acquire, Client, ClientError, Kind, ListRequest, LockView, Released};
 use crate::domain::{Fence, LockName};
@@ -138,16 +138,21 @@ pub async fn status(args: NameArgs) -> u8 {
 /// `watch`: the lock's event stream, a line per event (a JSON object per line with
 /// `--json`), reconnecting as a browser's `EventSource` does, from the last event
 /// seen, after a second; until interrupted, or until the server refuses the watch.
-pub async fn watch(args: NameArgs) -> u8 {
-    let NameArgs {
-        name,
-        client: options,
-        print: PrintArgs { json },
+pub async fn watch(args: WatchArgs) -> u8 {
+    let WatchArgs {
+        name:
+            NameArgs {
+                name,
+                client: options,
+                print: PrintArgs { json },
+            },
+        election,
     } = args;
+    let kind = if election { Kind::Election } else { Kind::Lock };
     with_client(&options, &name, async |client| {
         let mut last = None;
         loop {
-            match client.events(&name, last).await {
+            match client.events_of(kind, &name, last).await {
                 Ok(mut events) => loop {
                     match events.next().await {
                         Ok(Some(event)) => {

@@ -1,6 +1,7 @@
 //! The `fencelock` command line: `serve`, and the client commands that take, hold and
 //! inspect locks on a running server (`acquire`, `heartbeat`, `update`, `release`,
-//! `status`, `list`), and `run`, which holds a lock while a command runs.
+//! `status`, `list`, `watch`), `run`, which holds a lock while a command runs, and
+//! `elect`, which runs a command while this process leads an election.
 
 mod commands;
 mod holder;
@@ -74,8 +75,12 @@ pub enum ClientCommand {
     /// Hold a lock while a command runs: acquire, run, heartbeat, release.
     #[command(after_help = run::ABOUT_RUN)]
     Run(RunArgs),
-    /// Print each change of a lock as it happens, one line each, until interrupted.
-    Watch(NameArgs),
+    /// Campaign in an election, and run a command while this process leads.
+    #[command(after_help = run::ABOUT_ELECT)]
+    Elect(ElectArgs),
+    /// Print each change of a lock (or, with --election, of an election's leaders) as
+    /// it happens, one line each, until interrupted.
+    Watch(WatchArgs),
 }
 
 /// How to reach the server, shared by the client commands.
@@ -257,6 +262,45 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name: 1–255 of [A-Za-z0-9._:-] (an election and a lock of the
+    /// same name are different things).
+    #[arg(value_parser = lock_name)]
+    pub name: LockName,
+    /// What this candidate proclaims once it leads (its address, say), shown to
+    /// everyone who asks who leads.
+    #[arg(long, default_value = "")]
+    pub value: String,
+    /// The leader's lease, e.g. 15s (the server's default when not given);
+    /// heartbeats are sent every third of it.
+    #[arg(long, value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// How long to stand as a candidate, e.g. 1h (default: do not wait).
+    #[arg(long, value_parser = duration)]
+    pub wait: Option<Duration>,
+    /// After leadership is lost, how long the command has between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub kill_grace: Duration,
+    /// Who the candidate is, shown with the leader (default: host, pid and the command).
+    #[arg(long)]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub name: NameArgs,
+    /// Watch the election NAME's leaders instead of the lock NAME.
+    #[arg(long)]
+    pub election: bool,
+}
+
 fn lock_name(raw: &str) -> Result<LockName, String> {
     LockName::parse(raw).map_err(|e| e.0)
 }
@@ -271,6 +315,7 @@ pub async fn execute(command: ClientCommand) -> ExitCode {
         ClientCommand::Status(args) => commands::status(args).await,
         ClientCommand::List(args) => commands::list(args).await,
         ClientCommand::Run(args) => run::run(args).await,
+        ClientCommand::Elect(args) => run::elect(args).await,
         ClientCommand::Watch(args) => commands::watch(args).await,
     };
     ExitCode::from(code)

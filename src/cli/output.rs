@@ -87,6 +87,7 @@ pub fn lock_details(lock: &LockView) -> String {
 pub fn change(event: &WatchEvent) -> String {
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let what = match (event.event.as_str(), event.lock()) {
+        (_, _) if event.data.get("leader").is_some() => leadership(&event.data["leader"]),
         ("gap", _) => match event.data["missed"].as_u64() {
             Some(missed) => format!("{missed} changes were not seen one by one"),
             None => "changes were missed; the next event is the state now".to_owned(),
@@ -98,6 +99,30 @@ pub fn change(event: &WatchEvent) -> String {
     };
     let version = event.id.map(|id| format!(" v{id}")).unwrap_or_default();
     format!("{now} {:<8}{version} {what}", event.event)
+}
+
+/// Who leads an election, from its view's `leader`.
+fn leadership(leader: &serde_json::Value) -> String {
+    match leader.as_object() {
+        None => "no leader".to_owned(),
+        Some(leader) => {
+            let field = |key: &str| leader.get(key).and_then(|v| v.as_str()).unwrap_or("");
+            let owner = leader
+                .get("owner")
+                .and_then(|v| v.as_str())
+                .map(|owner| format!(" ({owner})"))
+                .unwrap_or_default();
+            format!(
+                "led under term {}{owner}, value {:?}, until {}",
+                leader
+                    .get("term")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
+                field("value"),
+                field("expireTime"),
+            )
+        }
+    }
 }
 
 /// One line per lock, for `list`.

@@ -17,7 +17,7 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::commands::{report, take, take_with};
 use super::output::warn;
-use super::{ClientArgs, EXIT_FAILED, EXIT_LOST, RunArgs, holder};
+use super::{ClientArgs, EXIT_FAILED, EXIT_LOST, ElectArgs, RunArgs, holder};
 use crate::client::{Acquire, Client, ClientError, Holding, Kind, LockView};
 use crate::domain::{LockName, parse_duration};
 
@@ -49,6 +49,19 @@ and `run` exits with CMD's status (128+N if signal N ended it). If the lock is l
 (the server answers that the fence no longer holds it, or no heartbeat succeeds before
 the lease would end), CMD gets SIGTERM, then SIGKILL after --kill-grace, and `run`
 exits with 76.";
+
+pub const ABOUT_ELECT: &str = "\
+`elect` campaigns in the election NAME (waiting up to --wait while another candidate
+leads), then runs CMD while this process leads, renewing its lease every third of
+--ttl, and resigns when CMD ends, so that the next candidate leads at once. It is `run`
+for a leader: the same signals, exit statuses and loss handling (75 when another
+candidate leads and any --wait ran out; 76 and SIGTERM, then SIGKILL after
+--kill-grace, when leadership is lost).
+
+CMD runs with FENCELOCK_NAME, FENCELOCK_TERM (the term: pass it to the systems CMD
+writes to, as a fence; FENCELOCK_FENCE holds the same number), FENCELOCK_VALUE,
+FENCELOCK_NONCE and FENCELOCK_URL (and FENCELOCK_TOKEN and FENCELOCK_CA when `elect`
+has them) in its environment.";
 
 /// Why `run` stopped holding the lock before CMD ended.
 enum Loss {
@@ -142,16 +155,24 @@ fn environment(
         ("FENCELOCK_FENCE", fences.join(" ").into()),
         ("FENCELOCK_NONCE", nonce.into()),
         ("FENCELOCK_BODY", locks[0].body.clone().into()),
-        ("FENCELOCK_URL", client.base().as_str().into()),
     ];
+    env.extend(connection(client, options));
+    if let Some(limit) = limit {
+        env.push(("FENCELOCK_LIMIT", limit.to_string().into()));
+    }
+    env
+}
+
+/// How CMD reaches the server as `run` does: FENCELOCK_URL, and FENCELOCK_TOKEN and
+/// FENCELOCK_CA when `run` has them.
+fn connection(client: &Client, options: &ClientArgs) -> Vec<(&'static str, OsString)> {
+    let mut env: Vec<(&'static str, OsString)> =
+        vec![("FENCELOCK_URL", client.base().as_str().into())];
     if let Some(token) = &options.token {
         env.push(("FENCELOCK_TOKEN", token.into()));
     }
     if let Some(ca) = &options.ca {
         env.push(("FENCELOCK_CA", ca.into()));
-    }
-    if let Some(limit) = limit {
-        env.push(("FENCELOCK_LIMIT", limit.to_string().into()));
     }
     env
 }
@@ -196,12 +217,110 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     };
     let held = Held::new(kind, &names, &locks, &nonce);
-    let Ok(ttl) = parse_duration(&locks[0].ttl) else {
+    let env = environment(&names, &locks, &nonce, &client, &options, limit);
+    hold(
+        &client,
+        &held,
+        &locks[0].ttl,
+        granted,
+        &command,
+        env,
+        kill_grace,
+    )
+    .await
+}
+
+/// `fencelock elect NAME -- CMD…`: campaign, and run CMD while this process leads.
+pub async fn elect(args: ElectArgs) -> u8 {
+    let ElectArgs {
+        name,
+        value,
+        ttl,
+        wait,
+        kill_grace,
+        owner,
+        client: options,
+        command,
+    } = args;
+    let client = match options.client() {
+        Ok(client) => client,
+        Err(err) => {
+            warn(&err);
+            return EXIT_FAILED;
+        }
+    };
+    let nonce = holder::fresh_nonce();
+    let request = Acquire {
+        nonce: nonce.clone(),
+        ttl,
+        owner: Some(owner.unwrap_or_else(|| holder::default_owner(&command))),
+        ..Acquire::default()
+    };
+    let what = format!("the leadership of election \"{name}\"");
+    let campaign = take_with(
+        &client,
+        &what,
+        None,
+        request,
+        wait.unwrap_or_default(),
+        async |request| client.campaign(&name, request, &value).await,
+    )
+    .await;
+    let (leader, granted) = match campaign {
+        Ok((view, granted)) => match view.leader {
+            Some(leader) => (leader, granted),
+            None => {
+                warn("the server answered the campaign with no leader");
+                return EXIT_FAILED;
+            }
+        },
+        Err(err) => return report(&client, None, &err).await,
+    };
+    let held = Held {
+        holdings: vec![Holding {
+            kind: Kind::Election,
+            name: &name,
+            fence: leader.term,
+            nonce: Some(&nonce),
+        }],
+    };
+    let term = leader.term.to_string();
+    let mut env: Vec<(&'static str, OsString)> = vec![
+        ("FENCELOCK_NAME", name.as_str().into()),
+        ("FENCELOCK_TERM", term.clone().into()),
+        ("FENCELOCK_FENCE", term.into()),
+        ("FENCELOCK_VALUE", leader.value.clone().into()),
+        ("FENCELOCK_NONCE", nonce.clone().into()),
+    ];
+    env.extend(connection(&client, &options));
+    hold(
+        &client,
+        &held,
+        &leader.ttl,
+        granted,
+        &command,
+        env,
+        kill_grace,
+    )
+    .await
+}
+
+/// Runs `command` with `env` for as long as `held` lasts, its lease of `ttl` (as the
+/// server wrote it) granted by a request sent at `granted`; answers `run`'s status.
+async fn hold(
+    client: &Client,
+    held: &Held<'_>,
+    ttl: &str,
+    granted: Instant,
+    command: &[String],
+    env: Vec<(&'static str, OsString)>,
+    kill_grace: Duration,
+) -> u8 {
+    let Ok(ttl) = parse_duration(ttl) else {
         warn(format_args!(
-            "the server answered a lease of {:?}, which is not a duration",
-            locks[0].ttl
+            "the server answered a lease of {ttl:?}, which is not a duration"
         ));
-        release(&client, &held).await;
+        release(client, held).await;
         return EXIT_FAILED;
     };
     let mut granted = granted;
@@ -209,12 +328,12 @@ pub async fn run(args: RunArgs) -> u8 {
         // The answer came so late that the lease, counted from the request's sending,
         // is nearly over: confirm it before CMD relies on it.
         let sent = Instant::now();
-        if let Err(err) = held.heartbeat(&client, ttl).await {
+        if let Err(err) = held.heartbeat(client, ttl).await {
             warn(format_args!(
                 "lost {} before CMD started: {err}",
                 held.what()
             ));
-            release(&client, &held).await;
+            release(client, held).await;
             return EXIT_LOST;
         }
         granted = sent;
@@ -222,21 +341,16 @@ pub async fn run(args: RunArgs) -> u8 {
     // Listen before CMD starts, so that no signal finds `run` with its default action.
     let Ok(mut signals) = Signals::listen() else {
         warn("cannot listen for signals; CMD was not started");
-        release(&client, &held).await;
+        release(client, held).await;
         return EXIT_FAILED;
     };
     let mut child = Command::new(&command[0]);
-    child
-        .args(&command[1..])
-        .envs(environment(
-            &names, &locks, &nonce, &client, &options, limit,
-        ))
-        .process_group(0);
+    child.args(&command[1..]).envs(env).process_group(0);
     let mut child = match child.spawn() {
         Ok(child) => child,
         Err(err) => {
             warn(format_args!("cannot start {:?}: {err}", command[0]));
-            release(&client, &held).await;
+            release(client, held).await;
             // As a shell answers a command it cannot find, or cannot run.
             return if err.kind() == std::io::ErrorKind::NotFound {
                 127
@@ -247,17 +361,17 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
         warn("CMD ended before it could be watched");
-        release(&client, &held).await;
+        release(client, held).await;
         return EXIT_FAILED;
     };
     let group = Pid::from_raw(group);
-    let keeper = keep(&client, &held, ttl, granted);
+    let keeper = keep(client, held, ttl, granted);
     tokio::pin!(keeper);
     let loss = loop {
         tokio::select! {
             status = child.wait() => {
                 let code = status.map_or(EXIT_FAILED, exit_status);
-                return finish(&client, &held, code).await;
+                return finish(client, held, code).await;
             }
             loss = &mut keeper => break loss,
             signal = signals.next() => pass_on(group, signal),
@@ -272,7 +386,7 @@ pub async fn run(args: RunArgs) -> u8 {
     stop(&mut child, group, kill_grace).await;
     if let Loss::Silent(_) = loss {
         // The lease may still be this fence's if only the answers were lost.
-        release(&client, &held).await;
+        release(client, held).await;
     }
     EXIT_LOST
 }
@@ -339,6 +453,12 @@ impl<'a> Held<'a> {
             [one] if one.kind == Kind::Semaphore => {
                 format!("its slot of semaphore \"{}\"", one.name)
             }
+            [one] if one.kind == Kind::Election => {
+                format!(
+                    "the leadership of election \"{}\" (term {})",
+                    one.name, one.fence
+                )
+            }
             [one] => format!("lock \"{}\"", one.name),
             many => format!(
                 "locks {}",
@@ -349,6 +469,9 @@ impl<'a> Held<'a> {
 
     async fn heartbeat(&self, client: &Client, ttl: Duration) -> Result<(), ClientError> {
         match self.holdings.as_slice() {
+            [one] if one.kind == Kind::Election => {
+                client.heartbeat_leader(one, Some(ttl)).await.map(|_| ())
+            }
             [one] => client.heartbeat(one, Some(ttl)).await.map(|_| ()),
             many => client.heartbeat_group(many, Some(ttl)).await.map(|_| ()),
         }

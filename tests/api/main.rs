@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod contention;
 mod cursors;
+mod elect;
 mod elections;
 mod errors;
 mod fences;

@@ -31,6 +31,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/semaphores/{name}/{fence}"),
     ("POST", "/semaphores/{name}/{fence}/heartbeat"),
     ("PUT", "/semaphores/{name}/{fence}/heartbeat"),
+    ("POST", "/elections/{name}"),
+    ("GET", "/elections/{name}"),
+    ("POST", "/elections/{name}/{term}"),
+    ("DELETE", "/elections/{name}/{term}"),
+    ("POST", "/elections/{name}/{term}/heartbeat"),
+    ("GET", "/elections/{name}/events"),
     ("POST", "/api/v1/locks/{resource}"),
     ("GET", "/api/v1/locks/{resource}/{token}"),
     ("PUT", "/api/v1/locks/{resource}/{token}"),
@@ -95,6 +101,7 @@ async fn every_documented_route_is_served() {
             .replace("{name}", "job")
             .replace("{resource}", "job")
             .replace("{fence}", "1")
+            .replace("{term}", "1")
             .replace("{asset}", "app.js")
             .replace("{token}", "0123456789abcdef0123456789abcdef");
         let method = Method::from_bytes(method.as_bytes()).unwrap();

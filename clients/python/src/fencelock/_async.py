@@ -94,11 +94,26 @@ class AsyncClient:
         except FencelockError as err:
             log.info("%s %s failed: %s", call.method, call.path, err)
 
-    async def watch(self, name: str, *, last_id: int | None = None) -> AsyncGenerator[Change, None]:
+    def watch(self, name: str, *, last_id: int | None = None) -> AsyncGenerator[Change, None]:
         """As :meth:`fencelock.Client.watch`: ``async for change in client.watch(name)``."""
+        return self._stream("locks", name, last_id)
+
+    def observe(self, name: str, *, last_id: int | None = None) -> AsyncGenerator[Change, None]:
+        """As :meth:`fencelock.Client.observe`: ``async for change in client.observe(name)``."""
+        return self._stream("elections", name, last_id)
+
+    async def leader(self, name: str) -> dict[str, Any] | None:
+        """As :meth:`fencelock.Client.leader`."""
+        view = await self._send(Call("GET", f"/elections/{segment(name)}"))
+        leader: dict[str, Any] | None = view.get("leader")
+        return leader
+
+    async def _stream(
+        self, root: str, name: str, last_id: int | None
+    ) -> AsyncGenerator[Change, None]:
         last = last_id
         while True:
-            call = watch_call(name, last)
+            call = watch_call(name, last, root)
             try:
                 timeout = httpx.Timeout(self.timeout, read=STREAM_SILENCE)
                 async with self._http.stream(
@@ -136,6 +151,22 @@ class AsyncClient:
     ) -> AsyncLease:
         """The lock ``name``: ``async with client.lock(...) as lease``."""
         terms = Terms.of("lock", (name,), ttl, owner, metadata, nonce)
+        return AsyncLease(self, terms, seconds(wait), on_lost, on_danger)
+
+    def leadership(
+        self,
+        name: str,
+        *,
+        value: str = "",
+        ttl: Duration = "15s",
+        wait: Duration = 0,
+        owner: str | None = None,
+        nonce: str | None = None,
+        on_lost: Callback | None = None,
+        on_danger: Callback | None = None,
+    ) -> AsyncLease:
+        """As :meth:`fencelock.Client.leadership`: ``async with client.leadership(...)``."""
+        terms = Terms.of("election", (name,), ttl, owner, None, nonce, value=value)
         return AsyncLease(self, terms, seconds(wait), on_lost, on_danger)
 
     def semaphore(
@@ -232,6 +263,11 @@ class AsyncLease(LeaseBase):
             self._declare_lost(str(err), silent=False)
             raise
         self._confirm(sent, granted(self.kind, view))
+
+    async def proclaim(self, value: str) -> None:
+        """A leader's new value (``POST /elections/{name}/{term}``), as :meth:`update`."""
+        await self.update(value)
+        self._proclaimed = value
 
     async def acquire(self) -> AsyncLease:
         grant, sent = await self._client._acquire(self._terms, self._wait)

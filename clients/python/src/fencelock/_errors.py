@@ -99,7 +99,7 @@ class Unavailable(FencelockError):
 
 
 #: Codes that say a holding is over.
-_LOST = {"fence_mismatch", "lease_expired", "not_found"}
+_LOST = {"fence_mismatch", "lease_expired", "not_found", "not_leader"}
 #: Codes of a request the server refused as malformed.
 _INVALID = {
     "invalid_request",
@@ -130,7 +130,7 @@ def error_from(status: int, body: Any, headers: Any, holding: bool) -> Fencelock
     else:
         message, code = f"fencelock answered {status}", ""
     retry_after = _retry_after(headers)
-    if code in ("lock_held", "semaphore_full"):
+    if code in ("lock_held", "semaphore_full", "election_led"):
         fence = body.get("fence") if isinstance(body, dict) else None
         expire = body.get("expireTime") if isinstance(body, dict) else None
         return LockHeld(

@@ -46,6 +46,7 @@ class LeaseBase:
         self._lost_reason = ""
         self._silent = False
         self.body = ""
+        self._proclaimed: str | None = None
         self.expire_time: str | None = None
 
     # -- what the holder reads ----------------------------------------------------
@@ -74,6 +75,16 @@ class LeaseBase:
         if len(fences) != 1:
             raise TypeError("a lock group has a fence per lock: read lease.fences")
         return next(iter(fences.values()))
+
+    @property
+    def term(self) -> int:
+        """A leadership's term: its fence, greater than every term before it."""
+        return self.fence
+
+    @property
+    def value(self) -> str:
+        """A leadership's value: as campaigned with, or as last proclaimed."""
+        return self._proclaimed if self._proclaimed is not None else self.body
 
     @property
     def expires_at(self) -> Any | None:

@@ -22,7 +22,10 @@ from urllib.parse import quote
 from ._errors import FencelockError, Unavailable, error_from
 
 Duration = str | int | float | _dt.timedelta
-Kind = Literal["lock", "semaphore", "group"]
+Kind = Literal["lock", "semaphore", "group", "election"]
+
+#: The route root of each kind of single holding.
+_ROOTS = {"lock": "locks", "semaphore": "semaphores", "election": "elections"}
 
 NONCE_HEADER = "Lock-Nonce"
 #: The longest nonce the server takes.
@@ -119,6 +122,8 @@ class Terms:
     owner: str | None
     metadata: Any
     limit: int | None = None
+    #: An election candidate's value, proclaimed once it leads.
+    value: str | None = None
 
     @classmethod
     def of(
@@ -130,10 +135,11 @@ class Terms:
         metadata: Any,
         nonce: str | None,
         limit: int | None = None,
+        value: str | None = None,
     ) -> Terms:
         """The terms a caller gives: a fresh nonce unless one is given."""
         nonce = check_nonce(nonce) if nonce is not None else fresh_nonce()
-        return cls(kind, names, nonce, seconds(ttl), owner, metadata, limit)
+        return cls(kind, names, nonce, seconds(ttl), owner, metadata, limit, value)
 
     def acquire(self, wait: float) -> Call:
         body: dict[str, Any] = {"nonce": self.nonce}
@@ -147,6 +153,10 @@ class Terms:
             body["metadata"] = self.metadata
         if self.kind == "lock":
             return Call("POST", f"/locks/{segment(self.names[0])}", json=body)
+        if self.kind == "election":
+            body.pop("metadata", None)
+            body["value"] = self.value or ""
+            return Call("POST", f"/elections/{segment(self.names[0])}", json=body)
         if self.kind == "semaphore":
             body["limit"] = self.limit
             return Call("POST", f"/semaphores/{segment(self.names[0])}", json=body)
@@ -166,6 +176,17 @@ class Granted:
 
 def granted(kind: Kind, view: Any) -> Granted:
     """The holding an acquire, heartbeat or update answered."""
+    if kind == "election":
+        leader = view.get("leader")
+        if not isinstance(leader, dict):
+            name = view.get("name")
+            raise FencelockError(f"the server answered election {name!r} with no leader")
+        return Granted(
+            fences={str(view["name"]): int(leader["term"])},
+            body=str(leader.get("value") or ""),
+            ttl=seconds(str(leader["ttl"])),
+            expire_time=leader.get("expireTime"),
+        )
     locks = view["locks"] if kind == "group" else [view]
     first = locks[0]
     return Granted(
@@ -186,8 +207,7 @@ class Held:
 
     def _root(self) -> str:
         ((name, fence),) = self.fences.items()
-        root = "locks" if self.kind == "lock" else "semaphores"
-        return f"/{root}/{segment(name)}/{fence}"
+        return f"/{_ROOTS[self.kind]}/{segment(name)}/{fence}"
 
     def _locks(self) -> dict[str, Any]:
         return {"locks": [{"name": n, "fence": f} for n, f in self.fences.items()]}
@@ -201,8 +221,11 @@ class Held:
         return Call("POST", f"{self._root()}/heartbeat", headers=headers, holding=True)
 
     def update(self, body: str) -> Call:
-        if self.kind != "lock":
-            raise TypeError(f"a {self.kind} holding has no body to update; only a lock has")
+        if self.kind not in ("lock", "election"):
+            raise TypeError(
+                f"a {self.kind} holding has no body to update; only a lock (and a leader's "
+                "value) has"
+            )
         return Call(
             "POST",
             self._root(),
@@ -277,7 +300,7 @@ def acquire_pause(err: FencelockError, deadline: float) -> float:
     over. A held lock is asked again at once (the server did the waiting); an
     unavailable server after its ``Retry-After`` (at most 2 s), with jitter."""
     left = deadline - time.monotonic()
-    if left <= 0 or err.code not in ("lock_held", "semaphore_full", "unavailable"):
+    if left <= 0 or err.code not in ("lock_held", "semaphore_full", "election_led", "unavailable"):
         raise err
     if not isinstance(err, Unavailable):
         return 0.0
@@ -316,7 +339,10 @@ class Change:
     """One event of a lock's stream: ``event`` is ``state`` (the first), ``acquired``,
     ``renewed``, ``updated``, ``released``, ``reserved``, ``expired``, ``deleted`` or
     ``gap`` (changes not seen one by one); ``id`` the lock's version after it (none for
-    a gap); ``data`` the lock's view after it, or what the gap or deletion says."""
+    a gap); ``data`` the lock's view after it, or what the gap or deletion says. An
+    election's stream names its changes ``elected``, ``proclaimed`` and ``resigned``
+    instead of ``acquired``, ``updated`` and ``released``, and its ``data`` is the
+    election's view, whose ``leader`` is ``None`` when nobody leads."""
 
     event: str
     id: int | None
@@ -354,7 +380,8 @@ class EventParser:
         return None
 
 
-def watch_call(name: str, last: int | None) -> Call:
-    """The request of a lock's event stream, from the event after ``last``."""
+def watch_call(name: str, last: int | None, root: str = "locks") -> Call:
+    """The request of a lock's (or, with ``root="elections"``, an election's) event
+    stream, from the event after ``last``."""
     headers = {"last-event-id": str(last)} if last is not None else {}
-    return Call("GET", f"/locks/{segment(name)}/events", headers=headers)
+    return Call("GET", f"/{root}/{segment(name)}/events", headers=headers)

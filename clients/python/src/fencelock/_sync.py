@@ -109,9 +109,26 @@ class Client:
         seen (``last_id``, to start after one seen before), so nothing the server
         still keeps is missed; what it no longer keeps comes as a ``gap``. An answer
         the server refuses (401, 403, 400) is raised. Break out of the loop to stop."""
+        return self._stream("locks", name, last_id)
+
+    def observe(self, name: str, *, last_id: int | None = None) -> Generator[Change, None, None]:
+        """The leaders of the election ``name`` as they change
+        (``GET /elections/{name}/events``), as :meth:`watch` follows a lock: each
+        change's ``data["leader"]`` is the leader (``term``, ``value``, ``owner``,
+        ``expireTime``), or ``None`` when nobody leads."""
+        return self._stream("elections", name, last_id)
+
+    def leader(self, name: str) -> dict[str, Any] | None:
+        """The leader of the election ``name`` now (``term``, ``value``, ``owner``,
+        ``expireTime``), or ``None`` when nobody leads."""
+        view = self._send(Call("GET", f"/elections/{segment(name)}"))
+        leader: dict[str, Any] | None = view.get("leader")
+        return leader
+
+    def _stream(self, root: str, name: str, last_id: int | None) -> Generator[Change, None, None]:
         last = last_id
         while True:
-            call = watch_call(name, last)
+            call = watch_call(name, last, root)
             try:
                 timeout = httpx.Timeout(self.timeout, read=STREAM_SILENCE)
                 with self._http.stream(
@@ -153,6 +170,28 @@ class Client:
         acquires (waiting up to ``wait``), heartbeats in the background, and releases
         on leaving the block."""
         terms = Terms.of("lock", (name,), ttl, owner, metadata, nonce)
+        return Lease(self, terms, seconds(wait), on_lost, on_danger)
+
+    def leadership(
+        self,
+        name: str,
+        *,
+        value: str = "",
+        ttl: Duration = "15s",
+        wait: Duration = 0,
+        owner: str | None = None,
+        nonce: str | None = None,
+        on_lost: Callback | None = None,
+        on_danger: Callback | None = None,
+    ) -> Lease:
+        """Leadership of the election ``name``, as a context manager: ``with
+        client.leadership("scheduler", value=my_address, wait="1h") as lead`` campaigns
+        (standing up to ``wait`` while another candidate leads), renews the lease in
+        the background, and resigns on leaving the block, so that the next candidate
+        leads at once. ``lead.term`` is the term (a fence: send it with every write
+        the leader makes), ``lead.proclaim(value)`` changes the value, and loss is
+        told as for a lock (``lead.lost``, ``on_lost``, ``lead.check()``)."""
+        terms = Terms.of("election", (name,), ttl, owner, None, nonce, value=value)
         return Lease(self, terms, seconds(wait), on_lost, on_danger)
 
     def semaphore(
@@ -261,6 +300,13 @@ class Lease(LeaseBase):
             self._declare_lost(str(err), silent=False)
             raise
         self._confirm(sent, granted(self.kind, view))
+
+    def proclaim(self, value: str) -> None:
+        """A leader's new value (``POST /elections/{name}/{term}``): everyone who asks
+        who leads sees it; the lease is extended. Raises :class:`LockLost` once the
+        leadership is lost."""
+        self.update(value)
+        self._proclaimed = value
 
     def acquire(self) -> Lease:
         """Takes the holding and starts its heartbeats; the context manager calls it."""

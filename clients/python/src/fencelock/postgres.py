@@ -21,7 +21,9 @@ its transaction (SQLSTATE ``FL409``) and rolls its writes back::
 in name order (so that two transactions of overlapping groups cannot deadlock). It
 refuses a semaphore slot: a semaphore's holders hold at once and each has a higher
 fence than the last granted, so one fence per name would refuse every holder but the
-newest. ``advance`` is the step alone, inside a transaction the caller manages.
+newest. A leadership (``client.leadership``) is fenced by its term, under the row
+``election/{name}``, apart from the lock of the same name. ``advance`` is the step
+alone, inside a transaction the caller manages.
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ def _fences(lease: Fenced) -> list[tuple[str, int]]:
             "a semaphore's holders hold at once, each with a higher fence than the "
             "last granted: one fence per name would refuse all but the newest holder"
         )
+    if lease.kind == "election":
+        # A leader's terms are fenced under a row of their own, so that an election
+        # and a lock of the same name never refuse each other's writes.
+        return sorted((f"election/{name}", term) for name, term in lease.fences.items())
     return sorted(lease.fences.items())
 
 

@@ -57,7 +57,8 @@ screenshots: tools
 	FENCELOCK_SCREENSHOTS=$(CURDIR)/docs cargo test --test api -- browser::screenshots
 
 # The torture run: DynamoDB Local, three servers, 140 clients in five mixes (one of them
-# the Python client's, from `make python-test`'s virtual environment) and faults
+# the Python client's, from `make python-test`'s virtual environment), an election mix
+# (6 candidates pinned to the servers, 3 observers), and faults
 # from a seeded schedule, then the history checker; summary in
 # target/torture/summary.json. The lock mixes write downstream to a PostgreSQL the run
 # starts, by docs/fencing.md's recipe (without PostgreSQL, to a map, saying so).
@@ -65,7 +66,7 @@ screenshots: tools
 # instance's clock far ahead: the run must report violations; refuses to start
 # without libfaketime), BREAK=check-then-write (paused holders check their fence,
 # pause and write without the condition: the run must report stale writes
-# PostgreSQL accepted; refuses to start without PostgreSQL), MODE=locks|semaphore|multi
+# PostgreSQL accepted; refuses to start without PostgreSQL), MODE=locks|semaphore|multi|election
 # (default: all at once), TORTURE_ARGS (more flags of the torture binary, such as
 # --group-wait-ms 3000; --help lists them). Faults that need root (a
 # network namespace), nftables or libfaketime are reported as not possible without

@@ -401,6 +401,26 @@ impl Client {
         self.json(leadership.prove(call)).await
     }
 
+    /// `POST /elections/{name}/{term}`: the leader's new value; extends its lease.
+    pub async fn proclaim(
+        &self,
+        leadership: &Holding<'_>,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ElectionView, ClientError> {
+        let term = leadership.fence.to_string();
+        let call = self
+            .request_in(
+                Kind::Election,
+                Method::POST,
+                &[leadership.name.as_str(), &term],
+            )
+            .query(&ttl_query(ttl))
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(value.to_owned());
+        self.json(leadership.prove(call)).await
+    }
+
     /// `GET /elections/{name}`: who leads now, if anyone.
     pub async fn leader(&self, name: &LockName) -> Result<ElectionView, ClientError> {
         self.json(self.request_in(Kind::Election, Method::GET, &[name.as_str()]))

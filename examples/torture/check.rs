@@ -12,6 +12,12 @@
 //!   below one it had already taken for that name, as the store itself answers at
 //!   the end of the run (its rows, `stored` operations in the order it took them),
 //!   not as the clients were told.
+//! - **term_backwards**: an observer of an election that saw a leader's term
+//!   smaller than one it had seen before (elections' names are `election/…`, and
+//!   their grants, terms and leaders' writes are checked as locks' are: two leaders
+//!   at once are an overlap, two leaders of one term a fence_order).
+//! - **acted_after_lease**: a leader's downstream write sent after its leadership
+//!   ended as it counts it (the lease from the sending of the last confirmation).
 //! - **not_linearizable**: a lock whose fence and body no order of its operations
 //!   explains, as a counter and a register ([`crate::linear`]): a lost update, a
 //!   heartbeat, update or release accepted from a superseded holder, or a body no
@@ -51,8 +57,18 @@ pub fn check(history: &[Op]) -> (Vec<Violation>, Vec<Holding>) {
     over_limit(&holdings, &mut violations);
     let out_of_order = fence_order(&holdings, &mut violations);
     stale_writes(history, &mut violations);
-    // A name whose fences went wrong is reported once, for that.
-    violations.extend(crate::linear::registers(history, &out_of_order));
+    terms_seen(history, &mut violations);
+    acted_after_lease(history, &holdings, &mut violations);
+    // A name whose fences went wrong is reported once, for that; an election's value
+    // is set by each campaign, not carried over as a lock's body, so it is no register.
+    let mut skip = out_of_order;
+    skip.extend(
+        history
+            .iter()
+            .filter(|op| is_election(&op.name))
+            .map(|op| op.name.clone()),
+    );
+    violations.extend(crate::linear::registers(history, &skip));
     (violations, holdings)
 }
 
@@ -256,6 +272,60 @@ fn fence_order(holdings: &[Holding], violations: &mut Vec<Violation>) -> BTreeSe
     reported
 }
 
+/// What an election's name is in the history: its key's prefix, apart from locks.
+pub const ELECTION: &str = "election/";
+
+pub fn is_election(name: &str) -> bool {
+    name.starts_with(ELECTION)
+}
+
+/// Each observer's leaders, in the order it saw them, never go back in term.
+fn terms_seen(history: &[Op], violations: &mut Vec<Violation>) {
+    let mut last: BTreeMap<(usize, &str), u64> = BTreeMap::new();
+    let mut seen: Vec<&Op> = history.iter().filter(|op| op.kind == "observe").collect();
+    seen.sort_by_key(|op| (op.client, op.start));
+    for op in seen {
+        let Some(term) = op.fence else { continue };
+        let before = last.entry((op.client, op.name.as_str())).or_insert(0);
+        if term < *before {
+            violations.push(Violation {
+                kind: "term_backwards",
+                detail: format!(
+                    "election {}: observer {} saw term {term} ({}) after term {}",
+                    op.name, op.client, op.outcome, *before
+                ),
+            });
+        }
+        *before = (*before).max(term);
+    }
+}
+
+/// A leader's writes are sent while it believes it leads: within its holding.
+fn acted_after_lease(history: &[Op], holdings: &[Holding], violations: &mut Vec<Violation>) {
+    let mut terms: BTreeMap<(&str, u64), &Holding> = BTreeMap::new();
+    for holding in holdings.iter().filter(|h| is_election(&h.name)) {
+        terms.insert((holding.name.as_str(), holding.fence), holding);
+    }
+    for op in history
+        .iter()
+        .filter(|op| op.kind == "downstream" && is_election(&op.name))
+    {
+        let term = op.fence.unwrap_or(0);
+        let acted_within = terms
+            .get(&(op.name.as_str(), term))
+            .is_some_and(|h| h.client == op.client && h.from <= op.start && op.start < h.until);
+        if !acted_within {
+            violations.push(Violation {
+                kind: "acted_after_lease",
+                detail: format!(
+                    "election {}: client {} wrote with term {term} at {} µs, outside its leadership",
+                    op.name, op.client, op.start
+                ),
+            });
+        }
+    }
+}
+
 fn stale_writes(history: &[Op], violations: &mut Vec<Violation>) {
     let mut writes: Vec<&Op> = history.iter().filter(|op| op.kind == "stored").collect();
     writes.sort_by_key(|op| op.seq);
@@ -327,6 +397,44 @@ mod tests {
         ];
         let kinds: Vec<_> = check(&history).0.iter().map(|v| v.kind).collect();
         assert!(kinds.contains(&"fence_order"), "{kinds:?}");
+    }
+
+    fn election(mut op: Op) -> Op {
+        op.name = format!("{ELECTION}jobs");
+        op.body = Some(format!("value of {}", op.client));
+        op
+    }
+
+    #[test]
+    fn leaders_checked_as_holders_and_observers_never_see_a_term_go_back() {
+        // Leader 0 (term 5) 10..1_000_010 µs, leader 1 (term 9) from 1_200_000; each
+        // campaign sets its own value, which is no lost update.
+        let mut history = vec![
+            election(op(0, "acquire", 5, 10, 20, "ok")),
+            election(op(0, "downstream", 5, 30, 40, "accepted")),
+            election(op(1, "acquire", 9, 1_100_000, 1_200_000, "ok")),
+            election(op(1, "downstream", 9, 1_300_000, 1_300_100, "accepted")),
+            election(op(7, "observe", 5, 25, 25, "elected")),
+            election(op(7, "observe", 9, 1_200_100, 1_200_100, "elected")),
+        ];
+        assert!(check(&history).0.is_empty(), "{:?}", check(&history).0);
+        // An observer that then sees the old term again,
+        history.push(election(op(7, "observe", 5, 1_300_000, 1_300_000, "state")));
+        // a leader that writes after its leadership ended as it counts it,
+        history.push(election(op(
+            0,
+            "downstream",
+            5,
+            1_050_000,
+            1_050_100,
+            "refused",
+        )));
+        // and a second leader of one term.
+        history.push(election(op(2, "acquire", 9, 3_000_000, 3_000_100, "ok")));
+        let kinds: Vec<_> = check(&history).0.iter().map(|v| v.kind).collect();
+        for kind in ["term_backwards", "acted_after_lease", "fence_order"] {
+            assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
+        }
     }
 
     /// The kinds of violation the checker reports in a recorded history.

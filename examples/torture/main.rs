@@ -24,6 +24,7 @@
 mod check;
 mod cluster;
 mod downstream;
+mod election;
 mod linear;
 mod python;
 mod workload;
@@ -82,9 +83,17 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     long_locks: usize,
     /// What the clients take: `locks` (the fast, long and Python mixes), `semaphore` (the
-    /// semaphore mix), `multi` (the lock-group mix), or `all` of them at once.
-    #[arg(long, default_value = "all", value_parser = ["all", "locks", "semaphore", "multi"])]
+    /// semaphore mix), `multi` (the lock-group mix), `election` (the election mix), or
+    /// `all` of them at once.
+    #[arg(long, default_value = "all", value_parser = ["all", "locks", "semaphore", "multi", "election"])]
     mode: String,
+    /// Candidates of the election mix, spread over the three servers (each pinned to
+    /// one), leading with leases of 3 s; an observer per server follows each election.
+    #[arg(long, default_value_t = 6)]
+    election_candidates: usize,
+    /// Elections of the election mix.
+    #[arg(long, default_value_t = 2)]
+    elections: usize,
     /// Clients of the lock-group mix: groups of 2-4 locks (and single locks among
     /// them) of a few names, leases of 0.3-2 s.
     #[arg(long, default_value_t = 16)]
@@ -169,6 +178,8 @@ struct Summary {
     downstream_store: String,
     grants: usize,
     grants_by_mix: BTreeMap<String, usize>,
+    /// How long each election had no leader after a fault took its leader away.
+    failovers: Vec<election::Failover>,
     violations: Vec<check::Violation>,
 }
 
@@ -299,6 +310,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         history: Mutex::new(Vec::new()),
         downstream,
         pause_next_holder: AtomicBool::new(false),
+        pause_next_leader: AtomicBool::new(false),
         check_then_write,
         faults: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
@@ -312,6 +324,20 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
             tokio::spawn(client)
         })
         .collect();
+
+    let election_mix = (matches!(args.mode.as_str(), "all" | "election")
+        && args.election_candidates > 0)
+        .then(|| {
+            Arc::new(election::Mix {
+                names: lock_names("elect", args.elections.max(1)),
+                candidates: args.election_candidates,
+                first_id: election::FIRST_ID,
+            })
+        });
+    let electing = election_mix
+        .as_ref()
+        .map(|mix| election::start(&shared, mix, seed))
+        .unwrap_or_default();
 
     let mut mixes_not_possible = BTreeMap::new();
     let python_mix = if matches!(args.mode.as_str(), "all" | "locks") && args.python_clients > 0 {
@@ -358,7 +384,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     .await;
 
     shared.stop.store(true, Ordering::Relaxed);
-    for worker in workers {
+    for worker in workers.into_iter().chain(electing) {
         let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
     }
     if let Some(mix) = python_mix {
@@ -378,6 +404,13 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
     write_history(&args.out.join("history.jsonl"), &history);
     let (violations, holdings) = check::check(&history);
     let windows = std::mem::take(&mut *shared.faults.lock().unwrap());
+    let servers = shared.clients.len();
+    let failovers = election_mix.as_ref().map_or_else(Vec::new, |mix| {
+        election::failovers(&holdings, &windows, |client| {
+            (client >= mix.first_id && client < mix.first_id + mix.candidates)
+                .then(|| mix.server_of(client, servers))
+        })
+    });
     Ok(Summary {
         seed,
         duration_s: args.duration,
@@ -389,6 +422,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         downstream_store: shared.downstream.describe(),
         grants: holdings.len(),
         grants_by_mix: grants_by_mix(&holdings),
+        failovers,
         violations,
     })
 }
@@ -418,6 +452,13 @@ fn announce(args: &Args, seed: u64) {
         mixes_said.push(format!(
             "{} taking groups of 2-4 of {} locks (lock-group mix)",
             args.group_clients, args.group_locks
+        ));
+    }
+    if matches!(args.mode.as_str(), "all" | "election") && args.election_candidates > 0 {
+        mixes_said.push(format!(
+            "{} candidates and 3 observers of {} elections (election mix)",
+            args.election_candidates,
+            args.elections.max(1)
         ));
     }
     println!(
@@ -487,6 +528,7 @@ fn mixes(args: &Args) -> Vec<Arc<Mix>> {
         "locks" => (true, false, false),
         "semaphore" => (false, true, false),
         "multi" => (false, false, true),
+        "election" => (false, false, false),
         _ => (true, true, true),
     };
     let count = |on: bool, clients: usize| if on { clients } else { 0 };
@@ -526,6 +568,8 @@ fn grants_by_mix(holdings: &[check::Holding]) -> BTreeMap<String, usize> {
             "multi"
         } else if holding.name.starts_with("torture:py-") {
             "python"
+        } else if check::is_election(&holding.name) {
+            "election"
         } else {
             "fast"
         };
@@ -669,8 +713,9 @@ async fn schedule(
                 }
             },
             "pause_client" => {
-                // Applied, and counted, by the client that pauses.
+                // Applied, and counted, by the client (and the leader) that pauses.
                 shared.pause_next_holder.store(true, Ordering::Relaxed);
+                shared.pause_next_leader.store(true, Ordering::Relaxed);
                 continue;
             }
             "clock_ahead" => {
@@ -687,8 +732,9 @@ async fn schedule(
             }
             other => unreachable!("no fault {other}"),
         };
+        let struck = matches!(kind, "kill_instance" | "pause_instance").then_some(instance);
         match applied {
-            Ok(()) => shared.fault(kind, start),
+            Ok(()) => shared.fault_of(kind, start, struck, None),
             Err(why) => {
                 println!("torture: {kind} could not be applied, and is left out: {why}");
                 not_possible.insert(kind.to_owned(), why);
@@ -740,6 +786,30 @@ fn print_summary(summary: &Summary) {
             count("accepted")
         );
     }
+    if !summary.failovers.is_empty() {
+        let mut by_fault: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for failover in &summary.failovers {
+            by_fault
+                .entry(&failover.fault)
+                .or_default()
+                .push(failover.ms);
+        }
+        let bound = summary.failovers[0].bound_ms;
+        let over = summary.failovers.iter().filter(|f| !f.within_bound).count();
+        for (fault, mut ms) in by_fault {
+            ms.sort_unstable();
+            println!(
+                "failover after {fault}: {} times, {}..{} ms (median {} ms)",
+                ms.len(),
+                ms[0],
+                ms[ms.len() - 1],
+                ms[ms.len() / 2]
+            );
+        }
+        println!(
+            "failover bound {bound} ms (lease + skew + lock-delay + cross-server): {over} over it"
+        );
+    }
     println!("violations: {}", summary.violations.len());
     for violation in summary.violations.iter().take(10) {
         println!("  {}: {}", violation.kind, violation.detail);
@@ -771,17 +841,23 @@ mod tests {
                 kind: "pause_dynamodb",
                 start: 10 * s,
                 end: 13 * s,
+                instance: None,
+                name: None,
             },
             // Overlaps the first one's 5 s after: its grants count once.
             FaultWindow {
                 kind: "pause_dynamodb",
                 start: 16 * s,
                 end: 17 * s,
+                instance: None,
+                name: None,
             },
             FaultWindow {
                 kind: "kill_instance",
                 start: 40 * s,
                 end: 41 * s,
+                instance: None,
+                name: None,
             },
         ];
         let holdings: Vec<_> = [5, 10, 12, 17, 22, 23, 40, 46, 47]

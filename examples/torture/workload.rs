@@ -69,6 +69,10 @@ pub struct FaultWindow {
     pub kind: &'static str,
     pub start: u64,
     pub end: u64,
+    /// The server it struck (killed or paused), if one.
+    pub instance: Option<usize>,
+    /// The lock or election it struck (a paused leader's), if one.
+    pub name: Option<String>,
 }
 
 /// What every client shares.
@@ -80,6 +84,8 @@ pub struct Shared {
     /// Set by the fault schedule: the next client of a paused mix to take a lock
     /// pauses past its lease, then writes downstream with its old fence.
     pub pause_next_holder: AtomicBool,
+    /// The same for the election mix: the next leader pauses past its lease.
+    pub pause_next_leader: AtomicBool,
     /// `--break check-then-write`: paused holders ask fencelock whether their fence
     /// holds, pause, and write without the fence condition.
     pub check_then_write: bool,
@@ -98,10 +104,23 @@ impl Shared {
     }
 
     pub fn fault(&self, kind: &'static str, start: Instant) {
+        self.fault_of(kind, start, None, None);
+    }
+
+    /// A fault that struck `instance` or `name`, from `start` until now.
+    pub fn fault_of(
+        &self,
+        kind: &'static str,
+        start: Instant,
+        instance: Option<usize>,
+        name: Option<String>,
+    ) {
         let window = FaultWindow {
             kind,
             start: self.micros(start),
             end: self.micros(Instant::now()),
+            instance,
+            name,
         };
         self.faults.lock().unwrap().push(window);
     }
@@ -112,7 +131,7 @@ fn outcome<T>(result: &Result<T, ClientError>) -> String {
 }
 
 /// How an error is recorded.
-fn failure(err: &ClientError) -> String {
+pub fn failure(err: &ClientError) -> String {
     match err {
         ClientError::Held { .. } => "held",
         ClientError::Lost { .. } => "lost",
@@ -503,7 +522,7 @@ pub async fn downstream(
     write_with(shared, id, name, fence, ttl_ms, kind, Write::Guarded).await
 }
 
-async fn write_with(
+pub async fn write_with(
     shared: &Shared,
     id: usize,
     name: &str,

@@ -146,3 +146,106 @@ export function poll({ load, show, fail }) {
     },
   };
 }
+
+/** How long the page waits before following a stream again after it broke. */
+const RECONNECT_MS = 1000;
+
+/**
+ * Follows the server-sent events at `path` (`/locks/{name}/events`, …) with the
+ * viewer's token, which `EventSource` cannot send: a `fetch` whose body is read as
+ * `text/event-stream`. Each event goes to `show(event, data, id)` and counts in
+ * `<body data-refreshes>`; an answer other than 200 goes to `fail` (401 and 403 stop
+ * the stream until `refresh()`), and a stream that breaks goes to `fail` as
+ * unreachable and is followed again after a second, from the last event seen
+ * (`Last-Event-ID`), so nothing the server still keeps is missed. Nothing is polled:
+ * the server sends what changes.
+ */
+export function follow({ path, show, fail }) {
+  let last = null;
+  let current = null;
+  let stopped = false;
+  let timer = null;
+  async function open() {
+    clearTimeout(timer);
+    current?.abort();
+    const request = new AbortController();
+    current = request;
+    const headers = { Accept: "text/event-stream" };
+    const bearer = token();
+    if (bearer) headers.Authorization = `Bearer ${bearer}`;
+    if (last !== null) headers["Last-Event-ID"] = String(last);
+    let retry = true;
+    try {
+      const sentAt = Date.now();
+      const response = await fetch(path, {
+        headers, signal: request.signal, cache: "no-store", credentials: "omit",
+      });
+      noteServerClock(response, sentAt);
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        retry = response.status !== 401 && response.status !== 403;
+        fail(new ApiError(response.status, body?.code ?? "unexpected",
+          body?.error ?? `the server answered ${response.status} ${response.statusText}`));
+        answered();
+        return;
+      }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replaceAll("\r\n", "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = parseEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (event) {
+            last = event.id ?? last;
+            show(event.event, event.data, event.id);
+            answered();
+          }
+        }
+      }
+      fail(new ApiError(0, "unreachable", "the server ended the stream (is it restarting?)"));
+    } catch (err) {
+      if (request.signal.aborted) return;
+      fail(new ApiError(0, "unreachable", `the stream broke (${err.message})`));
+    } finally {
+      if (current === request && !stopped && retry) {
+        timer = setTimeout(open, RECONNECT_MS);
+      }
+    }
+  }
+  open();
+  return {
+    refresh: open,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      current?.abort();
+    },
+  };
+}
+
+/** One `text/event-stream` block: `{event, id, data}`, or null for a comment. */
+function parseEvent(block) {
+  let event = null;
+  let id = null;
+  const data = [];
+  for (const line of block.split("\n")) {
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "id") id = /^\d+$/.test(value) ? Number(value) : null;
+    else if (field === "data") data.push(value);
+  }
+  if (event === null) return null;
+  let parsed;
+  try {
+    parsed = JSON.parse(data.join("\n"));
+  } catch {
+    parsed = {};
+  }
+  return { event, id, data: parsed };
+}

@@ -1,15 +1,19 @@
-// The page's entry: shows the list at `/`, or one lock at `/ui/locks/{name}`, and
-// moves every countdown on the page.
+// The page's entry: shows the list at `/`, one lock at `/ui/locks/{name}`, one
+// semaphore at `/ui/semaphores/{name}` or one election at `/ui/elections/{name}`,
+// and moves every countdown on the page.
 
 import { forgetToken } from "./api.js";
 import { startTicker } from "./dom.js";
 import { listView } from "./list.js";
+import { electionView } from "./election.js";
 import { lockView } from "./lock.js";
+import { semaphoreView } from "./semaphore.js";
 
 const main = document.getElementById("main");
-const lockPath = location.pathname.match(/^\/ui\/locks\/([^/]+)$/);
-if (lockPath) {
-  lockView(main, decodeURIComponent(lockPath[1]));
+const one = location.pathname.match(/^\/ui\/(locks|semaphores|elections)\/([^/]+)$/);
+const views = { locks: lockView, semaphores: semaphoreView, elections: electionView };
+if (one) {
+  views[one[1]](main, decodeURIComponent(one[2]));
 } else {
   listView(main);
 }

@@ -1,7 +1,7 @@
-// One lock's page (`/ui/locks/{name}`): everything `GET /locks/{name}` says, the
-// whole body included, asked for again every second.
+// One lock's page (`/ui/locks/{name}`): everything the lock's view says, the whole
+// body included, kept up to date by the lock's event stream (nothing is polled).
 
-import { getJson, poll } from "./api.js";
+import { follow } from "./api.js";
 import {
   countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, stateBadge, stateOf, timeOf, tokenForm,
 } from "./dom.js";
@@ -16,33 +16,37 @@ export function lockView(main, name) {
     message,
     details,
   );
-  const poller = poll({
-    load: (signal) => getJson(`/locks/${lockPath(name)}`, signal),
-    show(lock) {
+  const stream = follow({
+    path: `/locks/${lockPath(name)}/events`,
+    show(event, lock) {
+      // A gap is followed by the state as it is now.
+      if (event === "gap") return;
       message.replaceChildren();
-      details.hidden = false;
       details.classList.remove("stale");
-      details.replaceChildren(...view(lock));
-      setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
+      if (lock.fence === undefined) {
+        details.hidden = true;
+        message.replaceChildren(notice("empty", "This lock has no record",
+          `Nobody has taken “${name}” yet, or its record was reclaimed after its release. ` +
+            "This page shows it as soon as someone takes it."));
+      } else {
+        details.hidden = false;
+        details.dataset.event = event;
+        details.replaceChildren(...view(lock));
+      }
+      setStatus("live", `live · ${event} at ${new Date().toLocaleTimeString()}`);
     },
     fail(error) {
       if (error.status === 401 || error.status === 403) {
         details.hidden = true;
         if (!showsTokenForm(message, error)) {
-          message.replaceChildren(tokenForm(error, () => poller.refresh()));
+          message.replaceChildren(tokenForm(error, () => stream.refresh()));
         }
         setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
-      } else if (error.status === 404) {
-        details.hidden = true;
-        message.replaceChildren(notice("empty", "This lock has no record",
-          `Nobody has taken “${name}” yet, or its record was reclaimed after its release. ` +
-            "This page shows it as soon as someone takes it."));
-        setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
       } else {
         details.classList.add("stale");
         message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
-          "What is shown may be out of date. Asking again every second."));
-        setStatus("error", "not answering · retrying");
+          "What is shown may be out of date. Reconnecting every second."));
+        setStatus("error", "not answering · reconnecting");
       }
     },
   });
@@ -63,6 +67,8 @@ function view(lock) {
         lock.expireTime ? [" ", timeOf(lock.expireTime)] : null),
       item("Lease length", lock.ttl),
       item("Acquires waiting on this server", String(lock.waiters ?? 0)),
+      item("Reserved for a waiting group until", lock.reservedUntil
+        ? [countdown(lock.reservedUntil), " ", timeOf(lock.reservedUntil)] : none.cloneNode(true)),
       item("Metadata", lock.metadata === null
         ? none.cloneNode(true)
         : el("pre", { class: "metadata" }, JSON.stringify(lock.metadata, null, 2)))),

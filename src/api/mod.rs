@@ -299,6 +299,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
         .routes(routes!(ui::index))
         .routes(routes!(ui::lock_page))
+        .routes(routes!(ui::semaphore_page))
+        .routes(routes!(ui::election_page))
         .routes(routes!(ui::asset))
 }
 

@@ -1,4 +1,6 @@
-//! The web page: `GET /` lists the locks and `GET /ui/locks/{name}` shows one, live.
+//! The web page: `GET /` lists the locks, and `GET /ui/locks/{name}`,
+//! `/ui/semaphores/{name}` and `/ui/elections/{name}` show one lock, semaphore or
+//! election, live.
 //! Every file of the page is compiled into the binary (from `ui/`), so serving it
 //! needs no network and no build step. The page reads the public JSON API only, with
 //! the viewer's bearer token; these routes themselves are open, as they hold no data.
@@ -18,6 +20,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("dom.js", JAVASCRIPT, include_str!("../../ui/dom.js")),
     ("list.js", JAVASCRIPT, include_str!("../../ui/list.js")),
     ("lock.js", JAVASCRIPT, include_str!("../../ui/lock.js")),
+    (
+        "semaphore.js",
+        JAVASCRIPT,
+        include_str!("../../ui/semaphore.js"),
+    ),
+    (
+        "election.js",
+        JAVASCRIPT,
+        include_str!("../../ui/election.js"),
+    ),
     (
         "app.css",
         "text/css; charset=utf-8",
@@ -73,6 +85,34 @@ pub async fn index() -> Response {
     ))]
 /// `GET /ui/locks/{name}`: the page of one lock, at a URL to share.
 pub async fn lock_page(Path(name): Path<String>) -> Result<Response, ApiError> {
+    LockName::parse(&name).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    Ok(page(HTML, INDEX))
+}
+
+#[utoipa::path(get, path = "/ui/semaphores/{name}", tag = "ui",
+    params(("name" = String, Path, description = "The semaphore's name: 1–255 bytes of [A-Za-z0-9._:-]",
+        pattern = r"^[A-Za-z0-9._:-]{1,255}$")),
+    responses(
+        (status = 200, description = "The web page of one semaphore, live", content_type = "text/html"),
+        (status = 400, description = "`invalid_request`: not a semaphore name", body = ErrorBody),
+        SizeErrors,
+    ))]
+/// `GET /ui/semaphores/{name}`: the page of one semaphore, at a URL to share.
+pub async fn semaphore_page(Path(name): Path<String>) -> Result<Response, ApiError> {
+    LockName::parse(&name).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    Ok(page(HTML, INDEX))
+}
+
+#[utoipa::path(get, path = "/ui/elections/{name}", tag = "ui",
+    params(("name" = String, Path, description = "The election's name: 1–255 bytes of [A-Za-z0-9._:-]",
+        pattern = r"^[A-Za-z0-9._:-]{1,255}$")),
+    responses(
+        (status = 200, description = "The web page of one election, live", content_type = "text/html"),
+        (status = 400, description = "`invalid_request`: not an election name", body = ErrorBody),
+        SizeErrors,
+    ))]
+/// `GET /ui/elections/{name}`: the page of one election, at a URL to share.
+pub async fn election_page(Path(name): Path<String>) -> Result<Response, ApiError> {
     LockName::parse(&name).map_err(|e| ApiError::InvalidRequest(e.0))?;
     Ok(page(HTML, INDEX))
 }

@@ -133,8 +133,9 @@ pub(super) async fn long_poll_of<T>(
     responses(
         (status = 200, description = "A `text/event-stream`: `state` first, then one event per change \
             (`acquired`, `renewed`, `updated`, `released`, `reserved`, `expired`, `deleted`; `gap` for \
-            changes not seen), each with the lock's view as data and its version as id; a comment \
-            every 15 s", content_type = "text/event-stream"),
+            changes not seen), each with the lock's view as data (with `waiters`, as the server \
+            that sends it counts them when it sends it) and its version as id; a comment every \
+            15 s", content_type = "text/event-stream"),
         CommonErrors,
     ))]
 /// `GET /locks/{name}/events`: the lock's changes as server-sent events.
@@ -143,10 +144,11 @@ pub async fn events(
     LockPath(name): LockPath,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let policy = app.policy;
-    event_stream(&app.watches, name, &headers, move |name, event| {
+    let watches = app.watches.clone();
+    event_stream(&watches, name, &headers, move |name, event| {
         let data = event.lock.as_ref().map(|lock| {
-            let mut view = LockView::new(lock.clone(), event.at, &policy);
+            let mut view = LockView::new(lock.clone(), event.at, &app.policy)
+                .with_waiters(app.waiters.waiting_for([name])[0]);
             view.version = event.version.unwrap_or(view.version);
             serde_json::to_value(view).unwrap_or_default()
         });

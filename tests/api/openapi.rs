@@ -47,6 +47,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/"),
     ("GET", "/ui/locks/{name}"),
+    ("GET", "/ui/semaphores/{name}"),
+    ("GET", "/ui/elections/{name}"),
     ("GET", "/ui/{asset}"),
 ];
 

@@ -1,4 +1,5 @@
-//! A lock's own page at `/ui/locks/{name}`.
+//! A lock's own page at `/ui/locks/{name}`, an election's at `/ui/elections/{name}`
+//! and a semaphore's at `/ui/semaphores/{name}`.
 
 use std::sync::Arc;
 
@@ -81,10 +82,27 @@ async fn a_locks_page_shows_all_of_it_at_a_url_to_share_and_follows_it() {
         "UTC on hover"
     );
 
+    // The page follows the lock's stream: it asks nothing more of the server.
+    let status_reads = requests(&app, "GET", "/locks/{name}").await;
+    let streams = requests(&app, "GET", "/locks/{name}/events").await;
+    assert_eq!(streams, 1, "one stream, the page's");
     let seen = page.refreshes().await;
     app.release("billing:report", fence).await;
     let granted = waiter.await.unwrap();
     page.two_more_refreshes(seen).await;
+    page.wait_until(
+        &format!(
+            "document.querySelector('dl[data-lock] code')?.textContent === '{}'",
+            granted.fence()
+        ),
+        "the waiter's grant",
+    )
+    .await;
+    assert_eq!(
+        requests(&app, "GET", "/locks/{name}").await,
+        status_reads,
+        "no status read: the changes came by the stream"
+    );
     assert_eq!(
         detail(&page, "Fence").await,
         granted.fence().to_string(),
@@ -126,16 +144,159 @@ async fn a_page_for_a_lock_without_a_record_says_so_and_shows_it_once_taken() {
         "a page that says the lock has no record",
     )
     .await;
-    let seen = page.refreshes().await;
     let fence = app
         .another_instance()
         .await
         .acquire("billing:later", "n", "")
         .await
         .fence();
-    page.two_more_refreshes(seen).await;
+    // Written through another server: this one's stream reads it within its interval.
+    page.wait_until(
+        &format!("document.querySelector('dl[data-lock] code')?.textContent === '{fence}'"),
+        "the lock, once taken through another server",
+    )
+    .await;
     assert_eq!(detail(&page, "Fence").await, fence.to_string());
     assert_eq!(detail(&page, "State").await, "held");
     assert_eq!(detail(&page, "Namespace").await, "billing");
+    page.close().await;
+}
+
+/// How many `method route` requests `app` has answered, from its metrics.
+async fn requests(app: &TestApp, method: &str, route: &str) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = format!("method=\"{method}\",route=\"{route}\"");
+    text.lines()
+        .filter(|line| {
+            line.starts_with("fencelock_http_requests_total{")
+                || line.starts_with("http_requests_total{")
+        })
+        .filter(|line| line.contains(&labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn an_elections_page_follows_its_leaders_by_the_stream() {
+    let app = TestApp::spawn().await;
+    let page = Browser::open(
+        &format!("{}/ui/elections/ops:scheduler", app.base),
+        1280,
+        800,
+        Scheme::Light,
+    )
+    .await;
+    page.wait_until(
+        "document.querySelector('.notice.empty')?.textContent.includes('Nobody leads')",
+        "a page that says nobody leads",
+    )
+    .await;
+    let campaign = json!({"nonce": "c1", "value": "10.0.0.7:8080", "owner": "web-3", "ttl": "1m"});
+    let won = app
+        .call(
+            Method::POST,
+            "/elections/ops:scheduler",
+            Some(&campaign.to_string()),
+        )
+        .await;
+    let term = won.json["leader"]["term"].as_u64().unwrap();
+    page.wait_until(
+        &format!("document.querySelector('dl[data-election] code')?.textContent === '{term}'"),
+        "the leader's term",
+    )
+    .await;
+    assert_eq!(detail(&page, "Leader").await, "web-3");
+    assert_eq!(detail(&page, "Value").await, "10.0.0.7:8080");
+    assert_eq!(detail(&page, "Namespace").await, "ops");
+    assert_eq!(detail(&page, "Lease length").await, "60s");
+    app.call(
+        Method::POST,
+        &format!("/elections/ops:scheduler/{term}"),
+        Some("10.0.0.8:8080"),
+    )
+    .await;
+    page.wait_until(
+        "document.querySelector('dl[data-election]')?.textContent.includes('10.0.0.8:8080')",
+        "the proclaimed value",
+    )
+    .await;
+    app.call(
+        Method::DELETE,
+        &format!("/elections/ops:scheduler/{term}"),
+        None,
+    )
+    .await;
+    page.wait_until(
+        "document.querySelector('.notice.empty')?.textContent.includes('Nobody leads')",
+        "nobody leads once the leader resigned",
+    )
+    .await;
+    assert_eq!(
+        requests(&app, "GET", "/elections/{name}").await,
+        0,
+        "nothing polled"
+    );
+    assert_eq!(requests(&app, "GET", "/elections/{name}/events").await, 1);
+    page.close().await;
+}
+
+#[tokio::test]
+async fn a_semaphores_page_shows_its_limit_and_each_holder() {
+    let app = TestApp::spawn().await;
+    let mut fences = Vec::new();
+    for (nonce, owner) in [("s1", "encoder-1"), ("s2", "encoder-2")] {
+        let slot = json!({"nonce": nonce, "limit": 3, "owner": owner, "ttl": "1m"});
+        let reply = app
+            .call(
+                Method::POST,
+                "/semaphores/media:encode",
+                Some(&slot.to_string()),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.json);
+        fences.push(reply.fence());
+    }
+    let page = Browser::open(
+        &format!("{}/ui/semaphores/media:encode", app.base),
+        1280,
+        800,
+        Scheme::Light,
+    )
+    .await;
+    page.wait_until(
+        "document.querySelectorAll('tr[data-fence]').length === 2",
+        "both holders",
+    )
+    .await;
+    assert_eq!(detail(&page, "Limit").await, "3");
+    assert_eq!(detail(&page, "Free").await, "1");
+    for fence in &fences {
+        let owner = page
+            .eval(&format!(
+                "document.querySelector('tr[data-fence=\"{fence}\"] td[data-label=\"Owner\"]').textContent"
+            ))
+            .await;
+        assert!(owner.as_str().unwrap().starts_with("encoder-"), "{owner}");
+    }
+    app.call(
+        Method::DELETE,
+        &format!("/semaphores/media:encode/{}", fences[0]),
+        None,
+    )
+    .await;
+    page.wait_until(
+        "document.querySelectorAll('tr[data-fence]').length === 1",
+        "one holder once the other released",
+    )
+    .await;
+    assert_eq!(detail(&page, "Free").await, "2");
     page.close().await;
 }

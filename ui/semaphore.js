@@ -1,0 +1,75 @@
+// A semaphore's page (`/ui/semaphores/{name}`): its limit, free slots and each
+// holder with its fence and lease. Semaphores have no event stream yet, so this page
+// asks `GET /semaphores/{name}` again every second.
+
+import { getJson, poll } from "./api.js";
+import { countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, timeOf, tokenForm } from "./dom.js";
+
+export function semaphoreView(main, name) {
+  document.title = `${name} · semaphore · fencelock`;
+  const message = el("div", { class: "message" });
+  const details = el("div", { class: "lock", hidden: true });
+  main.replaceChildren(
+    el("nav", { class: "crumbs" }, el("a", { href: "/" }, "← All locks")),
+    el("h1", {}, name, " ", el("span", { class: "muted" }, "semaphore")),
+    message,
+    details,
+  );
+  const poller = poll({
+    load: (signal) => getJson(`/semaphores/${lockPath(name)}`, signal),
+    show(semaphore) {
+      message.replaceChildren();
+      details.hidden = false;
+      details.classList.remove("stale");
+      details.replaceChildren(...view(semaphore));
+      setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
+    },
+    fail(error) {
+      if (error.status === 401 || error.status === 403) {
+        details.hidden = true;
+        if (!showsTokenForm(message, error)) {
+          message.replaceChildren(tokenForm(error, () => poller.refresh()));
+        }
+        setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
+      } else if (error.status === 404) {
+        details.hidden = true;
+        message.replaceChildren(notice("empty", "This semaphore has no record",
+          `Nobody has taken a slot of “${name}” yet. This page shows it as soon as someone does.`));
+        setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
+      } else {
+        details.classList.add("stale");
+        message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
+          "What is shown may be out of date. Asking again every second."));
+        setStatus("error", "not answering · retrying");
+      }
+    },
+  });
+}
+
+function view(semaphore) {
+  const item = (term, ...value) => [el("dt", {}, term), el("dd", {}, ...value)];
+  const none = () => el("span", { class: "muted" }, "—");
+  const rows = semaphore.holders.map((slot) => el("tr", { "data-fence": String(slot.fence) },
+    el("td", { "data-label": "Fence" }, el("code", {}, String(slot.fence))),
+    el("td", { "data-label": "Owner" }, slot.owner ?? none()),
+    el("td", { "data-label": "Acquired" }, timeOf(slot.acquireTime)),
+    el("td", { "data-label": "Heartbeat" }, timeOf(slot.heartbeatTime)),
+    el("td", { "data-label": "Expires" }, countdown(slot.expireTime)),
+    el("td", { "data-label": "Lease" }, slot.ttl)));
+  return [
+    el("dl", { class: "details", "data-semaphore": semaphore.name },
+      item("Limit", String(semaphore.limit)),
+      item("Held", String(semaphore.holders.length)),
+      item("Free", String(semaphore.free)),
+      item("Namespace", namespaceOf(semaphore.name)),
+      item("Last fence", el("code", {}, String(semaphore.fence))),
+      item("Acquires waiting on this server", String(semaphore.waiters ?? 0))),
+    el("h2", {}, "Holders"),
+    rows.length === 0
+      ? el("p", { class: "muted" }, "no slot is held")
+      : el("div", { class: "scroll" }, el("table", { class: "locks holders" },
+        el("thead", {}, el("tr", {}, ["Fence", "Owner", "Acquired", "Heartbeat", "Expires", "Lease"]
+          .map((c) => el("th", { scope: "col" }, c)))),
+        el("tbody", {}, ...rows))),
+  ];
+}

@@ -3,8 +3,11 @@
 //! events; every watcher of the name on this server shares that task, so a hundred
 //! watchers cost DynamoDB what one does:
 //!
-//! - a write through this server (any route, a waiting acquire, the sweeper) nudges
-//!   the task, which reads the record at once;
+//! - a write through this server whose answer holds the record (acquire, heartbeat,
+//!   update, release, of locks and elections) hands the record to the task, which
+//!   tells exactly that change, however quickly writes follow one another; any other
+//!   write through this server (a group's, the sweeper's) nudges the task, which reads
+//!   the record at once;
 //! - a write through another server is seen by reading the record every
 //!   [`WatchSettings::interval`] (strongly consistent `GetItem`s: the cost is per
 //!   watched name and server, never per watcher);
@@ -177,6 +180,8 @@ struct Watched {
     /// The last events, oldest first; held while an event is sent, so that a new
     /// subscriber's replay and its live events neither overlap nor leave a hole.
     history: Mutex<VecDeque<Event>>,
+    /// Records this server's writes left, not yet told.
+    written: Mutex<Vec<Lock>>,
     nudge: Notify,
 }
 
@@ -205,21 +210,34 @@ impl Watches {
     /// holds the hook).
     pub fn hook(&self) -> crate::store::WriteHook {
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
-        Arc::new(move |name: &LockName| {
+        Arc::new(move |name: &LockName, written: Option<&Lock>| {
             if let Some(inner) = inner.upgrade() {
-                Watches { inner }.nudge(name);
+                Watches { inner }.told(name, written);
             }
         })
     }
 
     /// Tells the task of `name`, if it is watched, that its record changed.
     pub fn nudge(&self, name: &LockName) {
+        self.told(name, None);
+    }
+
+    /// Tells the task of `name`, if it is watched, that its record changed, into
+    /// `written` where that is known.
+    fn told(&self, name: &LockName, written: Option<&Lock>) {
         let names = self
             .inner
             .names
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(watched) = names.get(name) {
+            if let Some(lock) = written {
+                watched
+                    .written
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(lock.clone());
+            }
             watched.nudge.notify_one();
         }
     }
@@ -263,10 +281,25 @@ impl Watches {
             latest: watch::Sender::new(None),
             events: broadcast::Sender::new(HISTORY),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            written: Mutex::default(),
             nudge: Notify::new(),
         });
         tokio::spawn(follow(self.inner.clone(), name, watched.clone()));
         watched
+    }
+}
+
+impl Inner {
+    /// The state of a name whose record is `lock`, at `now`.
+    fn seen(&self, lock: Option<Lock>, now: Millis) -> Seen {
+        let version = lock.as_ref().map_or(0, |lock| {
+            lock.view_version(self.policy.lapsed_at(lock), now)
+        });
+        Seen {
+            lock,
+            version,
+            at: now,
+        }
     }
 }
 
@@ -287,18 +320,39 @@ async fn follow(inner: Arc<Inner>, name: LockName, watched: Arc<Watched>) {
         if *closed.borrow() {
             break;
         }
+        // This server's writes first, in the order they were made: each is one
+        // change. One older than what was seen already (answers can arrive out of
+        // order) is left out: the changes it was part of were told, as a gap.
+        let mut written = std::mem::take(
+            &mut *watched
+                .written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        written.sort_by_key(|lock| lock.version);
+        for lock in written {
+            if seen
+                .as_ref()
+                .and_then(|s| s.lock.as_ref())
+                .is_some_and(|s| s.version >= lock.version)
+            {
+                continue;
+            }
+            let next = inner.seen(Some(lock), inner.store.clock().now_millis());
+            publish(&watched, changes(seen.as_ref(), &next), &next);
+            seen = Some(next);
+        }
         let now = inner.store.clock().now_millis();
         match inner.store.get(&name).await {
+            // A read that ended before a write this server told of since: what it
+            // saw was told already.
+            Ok(Some(lock))
+                if seen
+                    .as_ref()
+                    .and_then(|s| s.lock.as_ref())
+                    .is_some_and(|s| s.version > lock.version) => {}
             Ok(lock) => {
-                let now = inner.store.clock().now_millis().max(now);
-                let version = lock.as_ref().map_or(0, |lock| {
-                    lock.view_version(inner.policy.lapsed_at(lock), now)
-                });
-                let next = Seen {
-                    lock,
-                    version,
-                    at: now,
-                };
+                let next = inner.seen(lock, inner.store.clock().now_millis().max(now));
                 let events = changes(seen.as_ref(), &next);
                 publish(&watched, events, &next);
                 seen = Some(next);

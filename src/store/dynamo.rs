@@ -462,7 +462,7 @@ impl DynamoStore {
                 let version = old.as_ref().map_or(0, |o| o.version) + 1;
                 let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
                 let body = request.body.clone().unwrap_or(body);
-                Ok(AcquireOutcome::Granted(Lock {
+                let granted = Lock {
                     name: request.name.clone(),
                     fence,
                     nonce: request.nonce.clone(),
@@ -476,7 +476,9 @@ impl DynamoStore {
                     body,
                     reservation,
                     version,
-                }))
+                };
+                self.written.publish(&granted);
+                Ok(AcquireOutcome::Granted(granted))
             }
             Write::Rejected(Some(item)) => {
                 if self.space == Space::Locks {
@@ -665,7 +667,9 @@ impl DynamoStore {
                 if operation == "heartbeat" {
                     self.metrics.heartbeats.inc();
                 }
-                Ok(Ok(Lock::try_from(&item)?))
+                let lock = Lock::try_from(&item)?;
+                self.written.publish(&lock);
+                Ok(Ok(lock))
             }
             Write::Rejected(old) => {
                 let old = old.as_ref().map(Lock::try_from).transpose()?;
@@ -697,7 +701,9 @@ impl DynamoStore {
         let lock = match self.write("release", name, op).await? {
             Write::Applied(item) => {
                 self.metrics.releases.inc();
-                Lock::try_from(&item)?
+                let lock = Lock::try_from(&item)?;
+                self.written.publish(&lock);
+                lock
             }
             Write::Rejected(Some(item)) => Lock::try_from(&item)?,
             Write::Rejected(None) => {
@@ -780,11 +786,26 @@ impl DynamoStore {
         name: &LockName,
         op: UpdateItemFluentBuilder,
     ) -> Result<Write, StoreError> {
-        self.write_as(self.subject(operation, name), op).await
+        // The caller publishes the record the write left.
+        self.send_write(self.subject(operation, name), op).await
+    }
+
+    /// Sends one conditional `UpdateItem` about `subject`, counted under its label,
+    /// and tells the write hook of the record's change.
+    pub(super) async fn write_as(
+        &self,
+        subject: Subject<'_>,
+        op: UpdateItemFluentBuilder,
+    ) -> Result<Write, StoreError> {
+        let written = self.send_write(subject, op).await?;
+        if let Write::Applied(_) = written {
+            self.written.tell(subject.name);
+        }
+        Ok(written)
     }
 
     /// Sends one conditional `UpdateItem` about `subject`, counted under its label.
-    pub(super) async fn write_as(
+    async fn send_write(
         &self,
         subject: Subject<'_>,
         op: UpdateItemFluentBuilder,
@@ -795,10 +816,7 @@ impl DynamoStore {
         self.metrics
             .dynamodb(subject.label, outcome, started.elapsed());
         match result {
-            Ok(output) => {
-                self.written.tell(subject.name);
-                Ok(Write::Applied(output.attributes.unwrap_or_default()))
-            }
+            Ok(output) => Ok(Write::Applied(output.attributes.unwrap_or_default())),
             Err(SdkError::ServiceError(context)) => match context.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
                     Ok(Write::Rejected(failed.item))

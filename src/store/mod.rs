@@ -26,18 +26,28 @@ pub use table::TableError;
 
 use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce};
 
-/// Called with a record's name after each write a store applied to it (never after a
-/// refused one, which changed nothing): how watches learn of this server's writes.
-pub type WriteHook = Arc<dyn Fn(&LockName) + Send + Sync>;
+/// Called after each write a store applied to a record (never after a refused one,
+/// which changed nothing), with the record's name and, where the write's answer
+/// holds it, the record as the write left it: how watches learn of this server's
+/// writes, exactly where they can.
+pub type WriteHook = Arc<dyn Fn(&LockName, Option<&Lock>) + Send + Sync>;
 
 /// A store's [`WriteHook`], if it has one.
 #[derive(Clone, Default)]
 pub(crate) struct Written(Option<WriteHook>);
 
 impl Written {
+    /// `name`'s record changed, into what the write's answer does not say.
     pub(crate) fn tell(&self, name: &LockName) {
         if let Some(hook) = &self.0 {
-            hook(name);
+            hook(name, None);
+        }
+    }
+
+    /// The write left `lock` as its record.
+    pub(crate) fn publish(&self, lock: &Lock) {
+        if let Some(hook) = &self.0 {
+            hook(&lock.name, Some(lock));
         }
     }
 }

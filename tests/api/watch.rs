@@ -2,6 +2,7 @@
 //! `GET /locks/{name}?after=…&wait=…` and the event stream of
 //! `GET /locks/{name}/events`, on one server and across two.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fencelock::api::Limits;
@@ -351,6 +352,46 @@ async fn a_reconnect_with_last_event_id_gets_what_it_missed_or_a_gap() {
     assert_eq!((gap.event.as_str(), gap.id), ("gap", None));
     let state = lost.next().await;
     assert_eq!((state.event.as_str(), state.id), ("state", Some(v + 10)));
+}
+
+#[tokio::test]
+async fn a_burst_through_this_server_is_told_write_by_write_across_a_reconnect() {
+    let app = Arc::new(TestApp::spawn().await);
+    let name = name();
+    let acquired = app.acquire(&name, "a", "&ttl=30s").await;
+    let (fence, v) = (acquired.fence(), version(&acquired.json));
+    let mut stream = Stream::open(&app, &name, None).await;
+    assert_eq!(stream.next().await.id, Some(v));
+    // 20 updates one after another, none waiting for the watch to see the last.
+    let writer = {
+        let (app, name) = (app.clone(), name.clone());
+        tokio::spawn(async move {
+            for step in 0..20 {
+                app.update(&name, fence, &format!("step {step}")).await;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let event = stream.next().await;
+        seen.push((event.event, event.id, event.data["body"].clone()));
+    }
+    // The connection drops in the middle of the burst; the reconnect names the last.
+    drop(stream);
+    let last = seen.last().unwrap().1;
+    let mut again = Stream::open(&app, &name, last).await;
+    while seen.len() < 20 {
+        let event = again.next().await;
+        seen.push((event.event, event.id, event.data["body"].clone()));
+    }
+    writer.await.unwrap();
+    let expected: Vec<(String, Option<u64>, Value)> = (0..20u64)
+        .map(|step| {
+            let body = Value::String(format!("step {step}"));
+            ("updated".to_owned(), Some(v + 2 * (step + 1)), body)
+        })
+        .collect();
+    assert_eq!(seen, expected, "each write, once, in order, and no gap");
 }
 
 #[tokio::test]

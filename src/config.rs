@@ -118,6 +118,12 @@ pub struct ServeConfig {
     #[arg(long, env = "FENCELOCK_WATCH_INTERVAL", default_value = "500ms", value_parser = duration)]
     pub watch_interval: Duration,
 
+    /// How often a followed page of a listing (`GET /events/locks`, the web page's
+    /// list) is read, to see changes made through other servers: one listing call per
+    /// followed page and server each time, however many follow it.
+    #[arg(long, env = "FENCELOCK_WATCH_LIST_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub watch_list_interval: Duration,
+
     /// On SIGINT or SIGTERM, how long requests in flight may still take.
     #[arg(long, env = "FENCELOCK_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,

@@ -12,6 +12,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod listing;
 pub mod metrics;
 pub mod reclaim;
 pub mod server;

@@ -108,10 +108,12 @@ fn shutdown_handle(
     let group_waiters = state.group_waiters.clone();
     let watches = state.watches.clone();
     let elections = state.elections.clone();
+    let listings = state.listings.clone();
     tokio::spawn(async move {
         shutdown.await;
         waiters.close();
         watches.close();
+        listings.close();
         elections.close();
         semaphore_waiters.close();
         group_waiters.close();
@@ -130,6 +132,7 @@ fn limits(config: &ServeConfig) -> Limits {
         idle_timeout: config.idle_timeout,
         watch: crate::watch::WatchSettings {
             interval: config.watch_interval,
+            list_interval: config.watch_list_interval,
             ..crate::watch::WatchSettings::default()
         },
         ..Limits::default()

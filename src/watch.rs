@@ -43,6 +43,9 @@ pub struct WatchSettings {
     /// How long a name is still followed after its last watcher left, so that a
     /// watcher that reconnects finds its history.
     pub linger: Duration,
+    /// How often a followed page of a listing is read, for changes made through
+    /// other servers (`FENCELOCK_WATCH_LIST_INTERVAL`).
+    pub list_interval: Duration,
 }
 
 impl Default for WatchSettings {
@@ -50,6 +53,7 @@ impl Default for WatchSettings {
         Self {
             interval: Duration::from_millis(500),
             linger: Duration::from_secs(10),
+            list_interval: Duration::from_secs(2),
         }
     }
 }

@@ -154,8 +154,8 @@ const RECONNECT_MS = 1000;
  * Follows the server-sent events at `path` (`/locks/{name}/events`, …) with the
  * viewer's token, which `EventSource` cannot send: a `fetch` whose body is read as
  * `text/event-stream`. Each event goes to `show(event, data, id)` and counts in
- * `<body data-refreshes>`; an answer other than 200 goes to `fail` (401 and 403 stop
- * the stream until `refresh()`), and a stream that breaks goes to `fail` as
+ * `<body data-refreshes>`; an answer other than 200 goes to `fail` (a 4xx other than
+ * 429 stops the stream until `refresh()`), and a stream that breaks goes to `fail` as
  * unreachable and is followed again after a second, from the last event seen
  * (`Last-Event-ID`), so nothing the server still keeps is missed. Nothing is polled:
  * the server sends what changes.
@@ -183,7 +183,9 @@ export function follow({ path, show, fail }) {
       noteServerClock(response, sentAt);
       if (!response.ok) {
         const body = await response.json().catch(() => null);
-        retry = response.status !== 401 && response.status !== 403;
+        // A refusal (a token needed, a filter that is not valid) is not asked again
+        // until `refresh()`; an unavailable server is.
+        retry = response.status >= 500 || response.status === 429;
         fail(new ApiError(response.status, body?.code ?? "unexpected",
           body?.error ?? `the server answered ${response.status} ${response.statusText}`));
         answered();

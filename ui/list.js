@@ -1,15 +1,14 @@
 // The list of locks (`/`): filters kept in the URL's query, a page of locks at a
-// time through the cursors of `GET /locks`, asked for again every second.
+// time through the cursors of `GET /locks`, followed by `GET /events/locks` (the page
+// as a snapshot, then each change of a lock on it): nothing is polled.
 
-import { getJson, poll } from "./api.js";
+import { follow } from "./api.js";
 import {
   countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, stateBadge, stateOf, timeOf, tokenForm,
 } from "./dom.js";
 
 /** Locks on one page of the table. */
 export const PAGE_SIZE = 100;
-/** The most requests one page may take; a sparse filter fills a page slowly. */
-const MAX_REQUESTS_PER_PAGE = 5;
 /** How much of a body the list shows; the lock's own page shows all of it. */
 const BODY_PREVIEW = 80;
 
@@ -52,33 +51,37 @@ export function listView(main) {
     el("nav", { class: "pager", "aria-label": "pages" }, previous, where, following),
   );
 
-  const poller = poll({ load, show, fail });
+  let stream = null;
+  const poller = { refresh: start };
+  start();
 
-  async function load(signal) {
-    const locks = [];
-    let cursor = pages[pages.length - 1];
-    for (let i = 0; i < MAX_REQUESTS_PER_PAGE && locks.length < PAGE_SIZE; i += 1) {
-      const page = await getJson(listPath(PAGE_SIZE - locks.length, cursor), signal);
-      locks.push(...page.locks);
-      cursor = page.nextCursor;
-      if (!cursor) break;
-    }
-    // A full page ends where the table may too: look one lock ahead, so that "Next"
-    // is offered only when there is more to see.
-    if (cursor && locks.length >= PAGE_SIZE) {
-      const ahead = await getJson(listPath(1, cursor), signal);
-      if (ahead.locks.length === 0 && !ahead.nextCursor) cursor = null;
-    }
-    return { locks, next: cursor };
+  /** Follows the page the filters and the cursor name, from its snapshot. */
+  function start() {
+    stream?.stop();
+    stream = follow({ path: followPath(), show: changed_, fail });
   }
 
-  function listPath(limit, cursor) {
-    const params = new URLSearchParams({ limit: String(limit) });
+  function changed_(event, data) {
+    if (event === "snapshot") {
+      show({ locks: data.locks, next: data.nextCursor });
+    } else if (data.name !== undefined && data.fence !== undefined) {
+      // One lock of the page changed: its row only.
+      const old = body.querySelector(`tr[data-lock="${CSS.escape(data.name)}"]`);
+      old?.replaceWith(row(data));
+      table.classList.remove("stale");
+      message.replaceChildren();
+      setStatus("live", `live · ${event} at ${new Date().toLocaleTimeString()}`);
+    }
+  }
+
+  function followPath() {
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
     if (filters.prefix) params.set("prefix", filters.prefix);
     if (filters.namespace) params.set("namespace", filters.namespace);
     if (filters.held) params.set("held", "true");
+    const cursor = pages[pages.length - 1];
     if (cursor) params.set("cursor", cursor);
-    return `/locks?${params}`;
+    return `/events/locks?${params}`;
   }
 
   function show(page) {
@@ -119,9 +122,9 @@ export function listView(main) {
       table.classList.add("stale");
       message.replaceChildren(notice("error", "fencelock does not answer",
         `${error.message}.`,
-        shown ? "What is shown is the last answer; it may be out of date. Asking again every second."
-          : "Asking again every second. Is the server running?"));
-      setStatus("error", "not answering · retrying");
+        shown ? "What is shown is the last answer; it may be out of date. Reconnecting every second."
+          : "Reconnecting every second. Is the server running?"));
+      setStatus("error", "not answering · reconnecting");
     }
   }
 

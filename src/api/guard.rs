@@ -160,10 +160,16 @@ impl Caller {
 
 /// The roots of the routes that need a token when the server lists tokens (besides
 /// `/api/…`).
-const PROTECTED: [&str; 4] = ["/locks", "/semaphores", "/lock-groups", "/elections"];
+const PROTECTED: [&str; 5] = [
+    "/locks",
+    "/semaphores",
+    "/lock-groups",
+    "/elections",
+    "/events",
+];
 
 /// The gate: size limits, then the token for `/locks…`, `/semaphores…`,
-/// `/lock-groups…`, `/elections…` and `/api/…`, the token's rate,
+/// `/lock-groups…`, `/elections…`, `/events…` and `/api/…`, the token's rate,
 /// and `/metrics`' token. Puts the [`Caller`] in the request for the handlers.
 pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     match admit(&app, &mut request) {

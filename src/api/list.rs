@@ -218,3 +218,146 @@ mod tests {
         }
     }
 }
+
+#[utoipa::path(get, path = "/events/locks", tag = "locks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A `text/event-stream` following one page of the listing `GET /locks` \
+            answers with the same parameters: `snapshot` first (`{\"locks\": [lock view, ...], \
+            \"nextCursor\"}`) and again whenever the page's names change, and between them one event per \
+            change of a lock on it (`acquired`, `renewed`, `updated`, `released`, `reserved`, `expired`; \
+            `gap` and `state` for changes not seen one by one), with the lock's view as data; a comment \
+            every 15 s", content_type = "text/event-stream"),
+        CommonErrors,
+    ))]
+/// `GET /events/locks[?prefix=…][&namespace=…][&held=true][&limit=N][&cursor=C]`:
+/// one page of the listing, followed.
+pub async fn follow(
+    State(app): State<AppState>,
+    caller: Caller,
+    Params(params): Params<ListParams>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures_util::stream::{self, StreamExt};
+
+    let query = listing(&app, &caller, params, Listed::Locks).await?;
+    let snapshots = app.listings.subscribe(&query);
+    let events = stream::unfold(
+        (snapshots, Shown::default(), app, caller),
+        |(mut snapshots, mut shown, app, caller)| async move {
+            loop {
+                let current = snapshots.borrow_and_update().clone();
+                if let Some(snapshot) = current {
+                    let events = shown.next(&app, &caller, snapshot).await;
+                    if !events.is_empty() {
+                        return Some((stream::iter(events), (snapshots, shown, app, caller)));
+                    }
+                }
+                // The server is stopping when the page's task is gone.
+                snapshots.changed().await.ok()?;
+            }
+        },
+    )
+    .flatten()
+    .map(Ok);
+    let hello = stream::once(async {
+        Ok(SseEvent::default()
+            .retry(std::time::Duration::from_secs(1))
+            .comment("fencelock"))
+    });
+    Ok(Sse::new(hello.chain(events))
+        .keep_alive(KeepAlive::new().interval(super::watch::KEEP_ALIVE)))
+}
+
+/// What one follower of a page was last sent: the page's names and next key, and
+/// each lock as seen.
+#[derive(Default)]
+struct Shown {
+    sent: bool,
+    names: Vec<String>,
+    next: Option<String>,
+    seen: std::collections::HashMap<String, crate::watch::Seen>,
+}
+
+impl Shown {
+    /// The events that lead a follower from what it was sent to `snapshot`.
+    async fn next(
+        &mut self,
+        app: &AppState,
+        caller: &Caller,
+        snapshot: crate::listing::Snapshot,
+    ) -> Vec<axum::response::sse::Event> {
+        use axum::response::sse::Event as SseEvent;
+
+        let at = snapshot.at;
+        // A token sees only the namespaces it may use.
+        let locks: Vec<_> = snapshot
+            .locks
+            .into_iter()
+            .filter(|lock| caller.sees_namespace(lock.name.namespace()))
+            .collect();
+        let names: Vec<String> = locks.iter().map(|lock| lock.name.to_string()).collect();
+        let seen: std::collections::HashMap<String, crate::watch::Seen> = locks
+            .iter()
+            .map(|lock| {
+                let version = lock.view_version(app.policy.lapsed_at(lock), at);
+                let seen = crate::watch::Seen {
+                    lock: Some(lock.clone()),
+                    version,
+                    at,
+                };
+                (lock.name.to_string(), seen)
+            })
+            .collect();
+        let view = |lock: &crate::domain::Lock, at| {
+            let waiters = app.waiters.waiting_for([&lock.name])[0];
+            LockView::new(lock.clone(), at, &app.policy).with_waiters(waiters)
+        };
+        let mut events = Vec::new();
+        if !self.sent || names != self.names || snapshot.next != self.next {
+            let next_cursor = seal_cursor(app, caller, Listed::Locks, snapshot.next.clone())
+                .await
+                .unwrap_or(None);
+            let page = LockPage {
+                locks: locks.iter().map(|lock| view(lock, at)).collect(),
+                next_cursor,
+            };
+            let data = serde_json::to_string(&page).unwrap_or_default();
+            events.push(SseEvent::default().event("snapshot").data(data));
+        } else {
+            for name in &names {
+                let (Some(before), Some(after)) = (self.seen.get(name), seen.get(name)) else {
+                    continue;
+                };
+                for change in crate::watch::changes(Some(before), after) {
+                    let data = match &change.lock {
+                        _ if change.kind == crate::watch::EventKind::Gap => {
+                            serde_json::json!({ "name": name, "missed": change.missed })
+                        }
+                        Some(lock) => {
+                            let mut shown = view(lock, change.at);
+                            shown.version = change.version.unwrap_or(shown.version);
+                            serde_json::to_value(shown).unwrap_or_default()
+                        }
+                        None => serde_json::json!({ "name": name }),
+                    };
+                    events.push(
+                        SseEvent::default()
+                            .event(change.kind.as_str())
+                            .data(data.to_string()),
+                    );
+                }
+            }
+        }
+        self.sent = true;
+        self.names = names;
+        self.next = snapshot.next;
+        self.seen = seen;
+        events
+    }
+}

@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::domain::{LeasePolicy, TtlBounds};
+use crate::listing::Listings;
 use crate::metrics::Metrics;
 use crate::store::DynamoStore;
 use crate::wait::{Backoff, DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
@@ -84,6 +85,8 @@ pub struct AppState {
     pub watches: Watches,
     /// Elections: their records, campaigns waiting and watches, apart from locks'.
     pub elections: ElectionState,
+    /// The pages of listings followed on this server.
+    pub listings: Listings,
     pub ttl: TtlBounds,
     /// The longest a request may wait for a lock; longer waits are cut to this.
     pub max_wait: Duration,
@@ -139,7 +142,8 @@ pub struct ElectionState {
 
 impl ElectionState {
     fn new(store: &DynamoStore, limits: &Limits) -> Self {
-        let (watches, store) = watching(store.elections(), limits.watch);
+        let watches = Watches::new(store.elections(), limits.watch);
+        let store = store.elections().on_write(watches.hook());
         Self {
             waiters: Waiters::with_backoff(
                 store.clone(),
@@ -162,9 +166,10 @@ impl AppState {
     /// The state of a server on `store`, with no one waiting yet.
     pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
         let limits = Limits::default();
-        let (watches, store) = watching(store, limits.watch);
+        let (watches, listings, store) = watching(store, limits.watch);
         Self {
             elections: ElectionState::new(&store, &limits),
+            listings,
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             group_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
@@ -183,7 +188,7 @@ impl AppState {
 
     /// The same state with other server limits (and no one waiting or watching yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        (self.watches, self.store) = watching(self.store, limits.watch);
+        (self.watches, self.listings, self.store) = watching(self.store, limits.watch);
         let (store, most, backoff) = (
             &self.store,
             limits.max_waiters_per_lock,
@@ -204,11 +209,17 @@ impl AppState {
     }
 }
 
-/// Watches reading `store`, and the store that tells them of its writes.
-fn watching(store: DynamoStore, settings: WatchSettings) -> (Watches, DynamoStore) {
+/// Watches and followed listings reading `store`, and the store that tells them of
+/// its writes.
+fn watching(store: DynamoStore, settings: WatchSettings) -> (Watches, Listings, DynamoStore) {
     let watches = Watches::new(store.clone(), settings);
-    let store = store.on_write(watches.hook());
-    (watches, store)
+    let listings = Listings::new(store.clone(), settings);
+    let (to_watches, to_listings) = (watches.hook(), listings.hook());
+    let store = store.on_write(Arc::new(move |name, written| {
+        to_watches(name, written);
+        to_listings(name, written);
+    }));
+    (watches, listings, store)
 }
 
 /// The whole HTTP API.
@@ -280,6 +291,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(locks::update, locks::release, locks::check_fence))
         .routes(routes!(locks::heartbeat))
         .routes(routes!(watch::events))
+        .routes(routes!(list::follow))
         .routes(routes!(elections::campaign, elections::leader))
         .routes(routes!(elections::proclaim, elections::resign))
         .routes(routes!(elections::heartbeat))

@@ -28,6 +28,7 @@ pub(crate) fn quick_options() -> Options {
             watch: WatchSettings {
                 interval: Duration::from_millis(100),
                 linger: Duration::from_secs(10),
+                list_interval: Duration::from_millis(300),
             },
             ..Limits::default()
         },
@@ -516,4 +517,76 @@ async fn fencelock_watch_prints_a_line_per_change_and_reconnects_from_the_last()
     assert_eq!(event["event"], "state");
     assert_eq!(event["id"], v + 4);
     assert_eq!(event["data"]["held"], false);
+}
+
+#[tokio::test]
+async fn a_followed_listing_sends_its_page_then_each_change_on_it() {
+    let app = TestApp::spawn_with(quick_options()).await;
+    let other = app.another_instance().await;
+    let prefix = format!("follow-{}-", fastrand::u32(..));
+    let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
+    let fence_a = app.acquire(&a, "na", "&ttl=30s").await.fence();
+    app.acquire(&b, "nb", "&ttl=30s").await;
+    let mut stream = Stream::open_at(&app, &format!("/events/locks?prefix={prefix}"), None).await;
+    let first = stream.next().await;
+    assert_eq!(first.event, "snapshot");
+    let mut names: Vec<&str> = first.data["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|lock| lock["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [a.as_str(), b.as_str()]);
+    assert!(first.data["locks"][0].get("nonce").is_none());
+
+    // A change of a lock on the page: that lock's event.
+    app.update(&a, fence_a, "half").await;
+    let updated = stream.next().await;
+    assert_eq!(updated.event, "updated");
+    assert_eq!(
+        (updated.data["name"].as_str(), updated.data["body"].as_str()),
+        (Some(a.as_str()), Some("half"))
+    );
+    // Through another server too, within the listing's read interval.
+    other.release(&a, fence_a).await;
+    let released = stream.next().await;
+    assert_eq!(
+        (released.event.as_str(), released.data["name"].as_str()),
+        ("released", Some(a.as_str()))
+    );
+    // A lock that joins the page: the page again.
+    let c = format!("{prefix}c");
+    other.acquire(&c, "nc", "").await;
+    let page = stream.next().await;
+    assert_eq!(page.event, "snapshot");
+    assert_eq!(page.data["locks"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_followed_listing_keeps_to_the_tokens_rights() {
+    let tokens: [(&str, &[&str], bool); 2] = [
+        ("lister", &["team-a"], true),
+        ("no-list", &["team-a"], false),
+    ];
+    let (app, _dir) = crate::helpers::spawn_with_tokens(&tokens, Options::default()).await;
+    let anonymous = app.call(Method::GET, "/events/locks", None).await;
+    assert_eq!(anonymous.status, 401);
+    let refused = app
+        .call_as("no-list", Method::GET, "/events/locks", None)
+        .await;
+    assert_eq!(refused.status, 403);
+    let other_namespace = app
+        .call_as(
+            "lister",
+            Method::GET,
+            "/events/locks?namespace=team-b",
+            None,
+        )
+        .await;
+    assert_eq!(other_namespace.status, 403);
+    let bad = app
+        .call_as("lister", Method::GET, "/events/locks?limit=0", None)
+        .await;
+    assert_eq!(bad.status, 400);
 }

@@ -163,7 +163,7 @@ async fn a_page_for_a_lock_without_a_record_says_so_and_shows_it_once_taken() {
 }
 
 /// How many `method route` requests `app` has answered, from its metrics.
-async fn requests(app: &TestApp, method: &str, route: &str) -> u64 {
+pub(super) async fn requests(app: &TestApp, method: &str, route: &str) -> u64 {
     let text = app
         .http
         .get(format!("{}/metrics", app.base))

@@ -74,6 +74,7 @@ fuzz() {
       --max-examples "$examples" --request-timeout 20 --workers 1 --no-color --seed "${FENCELOCK_FUZZ_SEED:-1}" \
       --exclude-path '/locks/{name}/events' \
       --exclude-path '/elections/{name}/events' \
+      --exclude-path '/semaphores/{name}/events' \
       --exclude-path '/events/locks' \
       "${headers[@]}" \
       --report junit --report-dir "target/schemathesis/$name"; then

@@ -15,6 +15,7 @@ pub mod domain;
 pub mod listing;
 pub mod metrics;
 pub mod reclaim;
+pub mod semaphore_watch;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -109,11 +109,13 @@ fn shutdown_handle(
     let watches = state.watches.clone();
     let elections = state.elections.clone();
     let listings = state.listings.clone();
+    let semaphore_watches = state.semaphore_watches.clone();
     tokio::spawn(async move {
         shutdown.await;
         waiters.close();
         watches.close();
         listings.close();
+        semaphore_watches.close();
         elections.close();
         semaphore_waiters.close();
         group_waiters.close();

@@ -1,8 +1,7 @@
 // A semaphore's page (`/ui/semaphores/{name}`): its limit, free slots and each
-// holder with its fence and lease. Semaphores have no event stream yet, so this page
-// asks `GET /semaphores/{name}` again every second.
+// holder with its fence and lease, kept up to date by the semaphore's event stream.
 
-import { getJson, poll } from "./api.js";
+import { follow } from "./api.js";
 import { countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, timeOf, tokenForm } from "./dom.js";
 
 export function semaphoreView(main, name) {
@@ -15,32 +14,35 @@ export function semaphoreView(main, name) {
     message,
     details,
   );
-  const poller = poll({
-    load: (signal) => getJson(`/semaphores/${lockPath(name)}`, signal),
-    show(semaphore) {
-      message.replaceChildren();
-      details.hidden = false;
+  const stream = follow({
+    path: `/semaphores/${lockPath(name)}/events`,
+    show(event, semaphore) {
+      if (event === "gap") return;
       details.classList.remove("stale");
-      details.replaceChildren(...view(semaphore));
-      setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
+      if (semaphore.limit === undefined) {
+        details.hidden = true;
+        message.replaceChildren(notice("empty", "This semaphore has no record",
+          `Nobody has taken a slot of “${name}” yet. This page shows it as soon as someone does.`));
+      } else {
+        message.replaceChildren();
+        details.hidden = false;
+        details.dataset.event = event;
+        details.replaceChildren(...view(semaphore));
+      }
+      setStatus("live", `live · ${event} at ${new Date().toLocaleTimeString()}`);
     },
     fail(error) {
       if (error.status === 401 || error.status === 403) {
         details.hidden = true;
         if (!showsTokenForm(message, error)) {
-          message.replaceChildren(tokenForm(error, () => poller.refresh()));
+          message.replaceChildren(tokenForm(error, () => stream.refresh()));
         }
         setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
-      } else if (error.status === 404) {
-        details.hidden = true;
-        message.replaceChildren(notice("empty", "This semaphore has no record",
-          `Nobody has taken a slot of “${name}” yet. This page shows it as soon as someone does.`));
-        setStatus("live", `live · updated ${new Date().toLocaleTimeString()}`);
       } else {
         details.classList.add("stale");
         message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
-          "What is shown may be out of date. Asking again every second."));
-        setStatus("error", "not answering · retrying");
+          "What is shown may be out of date. Reconnecting every second."));
+        setStatus("error", "not answering · reconnecting");
       }
     },
   });

@@ -60,6 +60,7 @@ use crate::clock::Clock;
 use crate::domain::{LeasePolicy, TtlBounds};
 use crate::listing::Listings;
 use crate::metrics::Metrics;
+use crate::semaphore_watch::SemaphoreWatches;
 use crate::store::DynamoStore;
 use crate::wait::{Backoff, DEFAULT_MAX_WAITERS_PER_LOCK, Groups, Semaphores, Waiters};
 use crate::watch::{WatchSettings, Watches};
@@ -87,6 +88,8 @@ pub struct AppState {
     pub elections: ElectionState,
     /// The pages of listings followed on this server.
     pub listings: Listings,
+    /// The semaphores watched on this server.
+    pub semaphore_watches: SemaphoreWatches,
     pub ttl: TtlBounds,
     /// The longest a request may wait for a lock; longer waits are cut to this.
     pub max_wait: Duration,
@@ -166,10 +169,11 @@ impl AppState {
     /// The state of a server on `store`, with no one waiting yet.
     pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
         let limits = Limits::default();
-        let (watches, listings, store) = watching(store, limits.watch);
+        let (watches, listings, semaphore_watches, store) = watching(store, limits.watch);
         Self {
             elections: ElectionState::new(&store, &limits),
             listings,
+            semaphore_watches,
             waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             semaphore_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
             group_waiters: Waiters::new(store.clone(), limits.max_waiters_per_lock),
@@ -188,7 +192,12 @@ impl AppState {
 
     /// The same state with other server limits (and no one waiting or watching yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        (self.watches, self.listings, self.store) = watching(self.store, limits.watch);
+        (
+            self.watches,
+            self.listings,
+            self.semaphore_watches,
+            self.store,
+        ) = watching(self.store, limits.watch);
         let (store, most, backoff) = (
             &self.store,
             limits.max_waiters_per_lock,
@@ -209,17 +218,22 @@ impl AppState {
     }
 }
 
-/// Watches and followed listings reading `store`, and the store that tells them of
-/// its writes.
-fn watching(store: DynamoStore, settings: WatchSettings) -> (Watches, Listings, DynamoStore) {
+/// Watches, followed listings and watched semaphores reading `store`, and the store
+/// that tells them of its writes.
+fn watching(
+    store: DynamoStore,
+    settings: WatchSettings,
+) -> (Watches, Listings, SemaphoreWatches, DynamoStore) {
     let watches = Watches::new(store.clone(), settings);
     let listings = Listings::new(store.clone(), settings);
-    let (to_watches, to_listings) = (watches.hook(), listings.hook());
+    let semaphores = SemaphoreWatches::new(store.clone(), settings);
+    let hooks = [watches.hook(), listings.hook(), semaphores.hook()];
     let store = store.on_write(Arc::new(move |name, written| {
-        to_watches(name, written);
-        to_listings(name, written);
+        for hook in &hooks {
+            hook(name, written);
+        }
     }));
-    (watches, listings, store)
+    (watches, listings, semaphores, store)
 }
 
 /// The whole HTTP API.
@@ -303,6 +317,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(semaphores::acquire, semaphores::status))
         .routes(routes!(semaphores::release, semaphores::check_fence))
         .routes(routes!(semaphores::heartbeat))
+        .routes(routes!(semaphores::events))
         .routes(routes!(gorilla::acquire))
         .routes(routes!(gorilla::status, gorilla::extend, gorilla::release))
         .routes(routes!(openapi_json))

@@ -114,11 +114,20 @@ pub struct SemaphoreView {
     /// How many waiting acquires the server that answered holds for this semaphore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiters: Option<usize>,
+    /// Grows with every change: each write adds 256, and each lease that ran out
+    /// unreleased adds 1 at the moment another holder may take its slot.
+    /// `GET /semaphores/{name}/events` sends it as each event's id.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl SemaphoreView {
     fn new(app: &AppState, semaphore: &Semaphore) -> Self {
-        let now = now(app);
+        Self::at(app, semaphore, now(app))
+    }
+
+    /// The view of `semaphore` at time `now`.
+    pub(super) fn at(app: &AppState, semaphore: &Semaphore, now: crate::domain::Millis) -> Self {
         let occupied = semaphore
             .slots
             .iter()
@@ -133,6 +142,7 @@ impl SemaphoreView {
                 .limit
                 .saturating_sub(u32::try_from(occupied).unwrap_or(u32::MAX)),
             waiters: None,
+            version: semaphore.view_version(now, app.policy.takeover_grace_ms()),
         }
     }
 }
@@ -417,4 +427,104 @@ pub async fn list(
             .collect(),
         next_cursor: seal_cursor(&app, &caller, Listed::Semaphores, page.next).await?,
     }))
+}
+
+#[utoipa::path(get, path = "/semaphores/{name}/events", tag = "semaphores",
+    params(LockPath,
+        ("Last-Event-ID" = Option<u64>, Header,
+            description = "The last event id received, when reconnecting: nothing is sent again if it is the \
+                semaphore's version still, else a `gap` then the `state`")),
+    responses(
+        (status = 200, description = "A `text/event-stream`: `state` first, then one event per change \
+            (`acquired`, `renewed`, `released`, `expired`, `deleted`; `gap` for changes not seen one by one), \
+            each with the semaphore's view as data, the fence of the slot it is about as `slot`, and its \
+            version as id; a comment every 15 s", content_type = "text/event-stream"),
+        CommonErrors,
+    ))]
+/// `GET /semaphores/{name}/events`: the semaphore's changes as server-sent events.
+pub async fn events(
+    State(app): State<AppState>,
+    LockPath(name): LockPath,
+    headers: HeaderMap,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures_util::stream::{self, StreamExt};
+
+    use crate::semaphore_watch::{Change, Read, changes};
+
+    let last = headers
+        .get(super::watch::LAST_EVENT_ID)
+        .map(|raw| {
+            let raw = raw.to_str().map_err(|_| {
+                ApiError::InvalidRequest("Last-Event-ID is not text; expected a version".into())
+            })?;
+            super::watch::version("Last-Event-ID", raw.trim())
+        })
+        .transpose()?;
+    let reads = app.semaphore_watches.subscribe(&name);
+    let grace = app.semaphore_watches.grace();
+    let render = move |app: &AppState,
+                       name: &crate::domain::LockName,
+                       change: &Change,
+                       read: &Read| {
+        let mut data = match &read.semaphore {
+            Some(semaphore) if !matches!(change, Change::Gap(_)) => {
+                let mut view = SemaphoreView::at(app, semaphore, read.at);
+                view.waiters = Some(app.semaphore_waiters.waiting_for([name])[0]);
+                serde_json::to_value(view).unwrap_or_default()
+            }
+            _ => serde_json::json!({ "name": name.as_str(), "version": read.version }),
+        };
+        if let Change::Gap(missed) = change {
+            data = serde_json::json!({ "name": name.as_str(), "missed": (*missed > 0).then_some(*missed) });
+        }
+        if let Some(fence) = change.fence() {
+            data["slot"] = fence.into();
+        }
+        let event = SseEvent::default()
+            .event(change.as_str())
+            .data(data.to_string());
+        match change {
+            Change::Gap(_) => event,
+            _ => event.id(read.version.to_string()),
+        }
+    };
+    let events = stream::unfold(
+        (reads, None::<Read>, last, app, name),
+        move |(mut reads, mut shown, mut last, app, name)| async move {
+            loop {
+                let current = reads.borrow_and_update().clone();
+                if let Some(read) = current {
+                    let told = match (shown.as_ref(), last.take()) {
+                        (None, Some(last)) if last == read.version => Vec::new(),
+                        (None, Some(_)) => vec![Change::Gap(0), Change::State],
+                        (before, _) => changes(before, &read, grace),
+                    };
+                    let events: Vec<SseEvent> = told
+                        .iter()
+                        .map(|change| render(&app, &name, change, &read))
+                        .collect();
+                    shown = Some(read);
+                    if !events.is_empty() {
+                        return Some((stream::iter(events), (reads, shown, last, app, name)));
+                    }
+                }
+                reads.changed().await.ok()?;
+            }
+        },
+    )
+    .flatten()
+    .map(Ok);
+    let hello = stream::once(async {
+        Ok(SseEvent::default()
+            .retry(super::watch::RECONNECT)
+            .comment("fencelock"))
+    });
+    Ok(Sse::new(hello.chain(events))
+        .keep_alive(KeepAlive::new().interval(super::watch::KEEP_ALIVE)))
 }

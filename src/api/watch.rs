@@ -28,10 +28,10 @@ use crate::watch::{Event, EventKind, Seen, Watches};
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How long a stream's client waits before reconnecting (the stream's `retry`).
-const RECONNECT: Duration = Duration::from_secs(1);
+pub(super) const RECONNECT: Duration = Duration::from_secs(1);
 
 /// The header a reconnecting event stream sends with the last id it received.
-const LAST_EVENT_ID: &str = "last-event-id";
+pub(super) const LAST_EVENT_ID: &str = "last-event-id";
 
 /// Query parameters of status, for a long-poll.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -48,7 +48,7 @@ pub struct StatusQuery {
     pub(super) wait: Option<String>,
 }
 
-fn version(field: &str, raw: &str) -> Result<u64, ApiError> {
+pub(super) fn version(field: &str, raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::InvalidRequest(format!(
             "{field} {raw:?} is not a version; expected the whole number a lock's view carries \

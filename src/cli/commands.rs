@@ -147,8 +147,13 @@ pub async fn watch(args: WatchArgs) -> u8 {
                 print: PrintArgs { json },
             },
         election,
+        semaphore,
     } = args;
-    let kind = if election { Kind::Election } else { Kind::Lock };
+    let kind = match (election, semaphore) {
+        (true, _) => Kind::Election,
+        (_, true) => Kind::Semaphore,
+        _ => Kind::Lock,
+    };
     with_client(&options, &name, async |client| {
         let mut last = None;
         loop {

@@ -78,8 +78,9 @@ pub enum ClientCommand {
     /// Campaign in an election, and run a command while this process leads.
     #[command(after_help = run::ABOUT_ELECT)]
     Elect(ElectArgs),
-    /// Print each change of a lock (or, with --election, of an election's leaders) as
-    /// it happens, one line each, until interrupted.
+    /// Print each change of a lock (or, with --semaphore, of a semaphore, or with
+    /// --election, of an election's leaders) as it happens, one line each, until
+    /// interrupted.
     Watch(WatchArgs),
 }
 
@@ -297,8 +298,11 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub name: NameArgs,
     /// Watch the election NAME's leaders instead of the lock NAME.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "semaphore")]
     pub election: bool,
+    /// Watch the semaphore NAME's slots instead of the lock NAME.
+    #[arg(long)]
+    pub semaphore: bool,
 }
 
 fn lock_name(raw: &str) -> Result<LockName, String> {

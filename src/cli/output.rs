@@ -88,6 +88,7 @@ pub fn change(event: &WatchEvent) -> String {
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let what = match (event.event.as_str(), event.lock()) {
         (_, _) if event.data.get("leader").is_some() => leadership(&event.data["leader"]),
+        (_, _) if event.data.get("limit").is_some() => slots(&event.data),
         ("gap", _) => match event.data["missed"].as_u64() {
             Some(missed) => format!("{missed} changes were not seen one by one"),
             None => "changes were missed; the next event is the state now".to_owned(),
@@ -99,6 +100,29 @@ pub fn change(event: &WatchEvent) -> String {
     };
     let version = event.id.map(|id| format!(" v{id}")).unwrap_or_default();
     format!("{now} {:<8}{version} {what}", event.event)
+}
+
+/// A semaphore's slots, from its view: the slot the event is about, then the count.
+fn slots(view: &serde_json::Value) -> String {
+    let count = |key: &str| {
+        view.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let held = view
+        .get("holders")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    let slot = view
+        .get("slot")
+        .and_then(serde_json::Value::as_u64)
+        .map(|fence| format!("slot {fence}; "))
+        .unwrap_or_default();
+    format!(
+        "{slot}{held} of {} held, {} free",
+        count("limit"),
+        count("free")
+    )
 }
 
 /// Who leads an election, from its view's `leader`.

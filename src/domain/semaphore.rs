@@ -76,9 +76,36 @@ pub struct Semaphore {
     pub limit: u32,
     pub fence: Fence,
     pub slots: Vec<Slot>,
+    /// How many times the record was written (acquire, heartbeat, release); 0 on
+    /// records written before semaphores counted them.
+    pub version: u64,
 }
 
 impl Semaphore {
+    /// The version of this record's view at `now`: the writes, shifted left by 8,
+    /// plus the slots whose lease ran out unreleased and may be taken over (each at
+    /// its end plus `grace`), so that it grows with each write and with each lapse
+    /// between writes (a write adds 256, more than any count of lapsed slots).
+    pub fn view_version(&self, now: Millis, grace: i64) -> u64 {
+        let lapsed = self
+            .slots
+            .iter()
+            .filter(|slot| !slot.is_released() && slot.expires_at.saturating_add(grace) <= now)
+            .count()
+            .min(255) as u64;
+        (self.version << 8) | lapsed
+    }
+
+    /// When the next slot, unreleased, lapses after `now`, if one will.
+    pub fn next_lapse(&self, now: Millis, grace: i64) -> Option<Millis> {
+        self.slots
+            .iter()
+            .filter(|slot| !slot.is_released())
+            .map(|slot| slot.expires_at.saturating_add(grace))
+            .filter(|at| *at > now)
+            .min()
+    }
+
     /// The slots whose lease is live at `now`.
     pub fn holders(&self, now: Millis) -> impl Iterator<Item = &Slot> {
         self.slots.iter().filter(move |slot| slot.is_held(now))
@@ -230,6 +257,7 @@ mod tests {
             limit,
             fence: slots.iter().map(|s| s.fence).max().unwrap_or(0),
             slots,
+            version: 1,
         }
     }
 

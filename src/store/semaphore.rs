@@ -167,7 +167,7 @@ impl DynamoStore {
         match seen {
             None => op
                 .condition_expression("attribute_not_exists(#fence)")
-                .update_expression("SET #fence = :fence, #limit = :limit, #slots = :slots")
+                .update_expression("SET #fence = :fence, #limit = :limit, #slots = :slots, #version = if_not_exists(#version, :v0) + :v1")
                 .expression_attribute_names("#limit", LIMIT)
                 .expression_attribute_values(":limit", n(request.limit))
                 .expression_attribute_values(
@@ -180,7 +180,7 @@ impl DynamoStore {
                     .expression_attribute_values(":seen", n(seen.fence))
                     .expression_attribute_names("#new", slot.fence.to_string())
                     .expression_attribute_values(":slot", slot_value(slot));
-                let mut expression = "SET #fence = :fence, #slots.#new = :slot".to_owned();
+                let mut expression = "SET #fence = :fence, #slots.#new = :slot, #version = if_not_exists(#version, :v0) + :v1".to_owned();
                 for (i, fence) in clear.iter().enumerate() {
                     expression.push_str(if i == 0 { " REMOVE " } else { ", " });
                     expression.push_str(&format!("#slots.#c{i}"));
@@ -223,10 +223,10 @@ impl DynamoStore {
                 op = op
                     .expression_attribute_values(":expires_at", n(now.saturating_add(ttl_ms)))
                     .expression_attribute_values(":ttl_ms", n(ttl_ms));
-                "SET #slots.#f.#heartbeat_at = :now, #slots.#f.#expires_at = :expires_at, #slots.#f.#ttl_ms = :ttl_ms"
+                "SET #slots.#f.#heartbeat_at = :now, #slots.#f.#expires_at = :expires_at, #slots.#f.#ttl_ms = :ttl_ms, #version = if_not_exists(#version, :v0) + :v1"
             }
             None => {
-                "SET #slots.#f.#heartbeat_at = :now, #slots.#f.#expires_at = :now + #slots.#f.#ttl_ms"
+                "SET #slots.#f.#heartbeat_at = :now, #slots.#f.#expires_at = :now + #slots.#f.#ttl_ms, #version = if_not_exists(#version, :v0) + :v1"
             }
         };
         let op = op.update_expression(update).condition_expression(condition);
@@ -262,7 +262,7 @@ impl DynamoStore {
         let mut op = self
             .update_semaphore(name)
             .return_values(ReturnValue::AllNew)
-            .update_expression("SET #slots.#f.#expires_at = :zero, #slots.#f.#released_at = :now")
+            .update_expression("SET #slots.#f.#expires_at = :zero, #slots.#f.#released_at = :now, #version = if_not_exists(#version, :v0) + :v1")
             .expression_attribute_names("#slots", SLOTS)
             .expression_attribute_names("#f", fence.to_string())
             .expression_attribute_names("#expires_at", item::EXPIRES_AT)
@@ -321,6 +321,10 @@ impl DynamoStore {
             .table_name(self.table.as_ref())
             .key(item::NAME, key(name))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            // Every write counts in the semaphore's version, as a lock's do.
+            .expression_attribute_names("#version", item::VERSION)
+            .expression_attribute_values(":v0", n(0))
+            .expression_attribute_values(":v1", n(1))
     }
 }
 
@@ -372,6 +376,10 @@ pub(super) fn semaphore_from(item: &Item) -> Result<Semaphore, MalformedItem> {
         limit: number(item, LIMIT).map_err(&malformed)?,
         fence: number(item, item::FENCE).map_err(&malformed)?,
         slots,
+        version: match item.get(item::VERSION) {
+            Some(_) => number(item, item::VERSION).map_err(&malformed)?,
+            None => 0,
+        },
     })
 }
 

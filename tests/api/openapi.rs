@@ -32,6 +32,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/semaphores/{name}/{fence}"),
     ("POST", "/semaphores/{name}/{fence}/heartbeat"),
     ("PUT", "/semaphores/{name}/{fence}/heartbeat"),
+    ("GET", "/semaphores/{name}/events"),
     ("POST", "/elections/{name}"),
     ("GET", "/elections/{name}"),
     ("POST", "/elections/{name}/{term}"),

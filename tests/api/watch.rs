@@ -590,3 +590,84 @@ async fn a_followed_listing_keeps_to_the_tokens_rights() {
         .await;
     assert_eq!(bad.status, 400);
 }
+
+async fn take_slot(app: &TestApp, name: &str, nonce: &str, ttl: &str) -> u64 {
+    let body = serde_json::json!({"nonce": nonce, "limit": 3, "ttl": ttl}).to_string();
+    let reply = app
+        .call(Method::POST, &format!("/semaphores/{name}"), Some(&body))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    reply.fence()
+}
+
+#[tokio::test]
+async fn a_semaphores_stream_tells_each_slot_taken_renewed_released_and_lapsed() {
+    let app = TestApp::spawn_with(quick_options()).await;
+    let other = app.another_instance().await;
+    let name = name();
+    let path = format!("/semaphores/{name}/events");
+    let mut stream = Stream::open_at(&app, &path, None).await;
+    let first = stream.next().await;
+    assert_eq!(
+        (first.event.as_str(), first.id),
+        ("state", Some(0)),
+        "no record yet"
+    );
+
+    let a = take_slot(&app, &name, "a", "30s").await;
+    let acquired = stream.next().await;
+    assert_eq!(
+        (acquired.event.as_str(), acquired.data["slot"].as_u64()),
+        ("acquired", Some(a))
+    );
+    assert_eq!(acquired.data["limit"], 3);
+    assert_eq!(acquired.data["holders"].as_array().unwrap().len(), 1);
+    // Through another server too.
+    let b = take_slot(&other, &name, "b", "1s").await;
+    let second = stream.next().await;
+    assert_eq!(
+        (second.event.as_str(), second.data["slot"].as_u64()),
+        ("acquired", Some(b))
+    );
+    assert!(second.id > acquired.id);
+    app.call(
+        Method::POST,
+        &format!("/semaphores/{name}/{a}/heartbeat"),
+        None,
+    )
+    .await;
+    let renewed = stream.next().await;
+    assert_eq!(
+        (renewed.event.as_str(), renewed.data["slot"].as_u64()),
+        ("renewed", Some(a))
+    );
+    // b's lease of 1 s runs out with nothing written.
+    let expired = stream.next().await;
+    assert_eq!(
+        (expired.event.as_str(), expired.data["slot"].as_u64()),
+        ("expired", Some(b))
+    );
+    assert_eq!(expired.data["holders"].as_array().unwrap().len(), 1);
+    assert!(expired.id > renewed.id);
+    app.call(Method::DELETE, &format!("/semaphores/{name}/{a}"), None)
+        .await;
+    let released = stream.next().await;
+    assert_eq!(
+        (released.event.as_str(), released.data["slot"].as_u64()),
+        ("released", Some(a))
+    );
+    assert!(released.data["holders"].as_array().unwrap().is_empty());
+
+    // A reconnect from the last id is told only what follows; from another, a gap.
+    drop(stream);
+    let mut again = Stream::open_at(&app, &path, released.id).await;
+    let c = take_slot(&app, &name, "c", "30s").await;
+    let next = again.next().await;
+    assert_eq!(
+        (next.event.as_str(), next.data["slot"].as_u64()),
+        ("acquired", Some(c))
+    );
+    let mut lost = Stream::open_at(&app, &path, acquired.id).await;
+    assert_eq!(lost.next().await.event, "gap");
+    assert_eq!(lost.next().await.event, "state");
+}

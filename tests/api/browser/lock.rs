@@ -298,5 +298,11 @@ async fn a_semaphores_page_shows_its_limit_and_each_holder() {
     )
     .await;
     assert_eq!(detail(&page, "Free").await, "2");
+    assert_eq!(
+        requests(&app, "GET", "/semaphores/{name}").await,
+        0,
+        "nothing polled: the semaphore's stream told it"
+    );
+    assert_eq!(requests(&app, "GET", "/semaphores/{name}/events").await, 1);
     page.close().await;
 }

@@ -176,10 +176,6 @@ impl TestApp {
         let store = dynamodb_local::store(endpoint, &table, clock.clone(), SKEW)
             .await
             .with_lock_delay(options.lock_delay);
-        if let Some(after) = options.reclaim_after {
-            // Ends with the test's runtime.
-            spawn_sweeper(store.clone(), after);
-        }
         let ttl = TtlBounds::new(
             Duration::from_secs(30),
             Duration::from_secs(1),
@@ -189,6 +185,11 @@ impl TestApp {
         let state = AppState::new(store, ttl, MAX_WAIT, MAX_BODY)
             .with_limits(options.limits)
             .with_security(options.security.clone());
+        if let Some(after) = options.reclaim_after {
+            // On the state's store, as the server runs it, so that its deletes reach
+            // the watches at once; ends with the test's runtime.
+            spawn_sweeper(state.store.clone(), after);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = Arc::new(Notify::new());

@@ -671,3 +671,40 @@ async fn a_semaphores_stream_tells_each_slot_taken_renewed_released_and_lapsed()
     assert_eq!(lost.next().await.event, "gap");
     assert_eq!(lost.next().await.event, "state");
 }
+
+#[tokio::test]
+async fn fencelock_watch_semaphore_prints_each_slot_change() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = TestApp::spawn().await;
+    let name = name();
+    let mut child = crate::helpers::fencelock(&app.base)
+        .args(["watch", "--semaphore", &name])
+        .spawn()
+        .expect("fencelock starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .unwrap()
+            .expect("a line")
+    };
+    let state = next().await;
+    assert!(state.contains("state    v0 no record"), "{state}");
+    let fence = take_slot(&app, &name, "a", "30s").await;
+    let acquired = next().await;
+    assert!(
+        acquired.contains("acquired")
+            && acquired.ends_with(&format!("slot {fence}; 1 of 3 held, 2 free")),
+        "{acquired}"
+    );
+    app.call(Method::DELETE, &format!("/semaphores/{name}/{fence}"), None)
+        .await;
+    let released = next().await;
+    assert!(
+        released.ends_with(&format!("slot {fence}; 0 of 3 held, 3 free")),
+        "{released}"
+    );
+    child.kill().await.unwrap();
+}

@@ -12,6 +12,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;
+mod follow;
 pub mod listing;
 pub mod metrics;
 pub mod reclaim;

@@ -14,14 +14,14 @@
 //! events ([`crate::api`]). The task ends [`WatchSettings::linger`] after its last
 //! viewer left, and at shutdown.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::domain::{DEFAULT_NAMESPACE, LeasePolicy, Lock, LockName, Millis};
+use crate::follow::{Followed, Followers};
 use crate::store::{DynamoStore, ListQuery};
 use crate::watch::WatchSettings;
 
@@ -56,8 +56,7 @@ struct Inner {
     store: DynamoStore,
     policy: LeasePolicy,
     settings: WatchSettings,
-    pages: Mutex<HashMap<Key, Arc<Followed>>>,
-    closed: watch::Sender<bool>,
+    pages: Followers<Key, Snapshot>,
 }
 
 /// What identifies a page: its query.
@@ -104,11 +103,6 @@ impl Key {
     }
 }
 
-struct Followed {
-    latest: watch::Sender<Option<Snapshot>>,
-    nudge: Notify,
-}
-
 impl Listings {
     /// The followed pages of a server reading `store`.
     pub fn new(store: DynamoStore, settings: WatchSettings) -> Self {
@@ -117,8 +111,7 @@ impl Listings {
                 policy: store.policy(),
                 store,
                 settings,
-                pages: Mutex::default(),
-                closed: watch::Sender::new(false),
+                pages: Followers::new(settings.linger),
             }),
         }
     }
@@ -129,12 +122,7 @@ impl Listings {
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
         Arc::new(move |name: &LockName, _: Option<&Lock>| {
             if let Some(inner) = inner.upgrade() {
-                let pages = inner.pages.lock().unwrap_or_else(PoisonError::into_inner);
-                for (key, followed) in pages.iter() {
-                    if key.matches(name) {
-                        followed.nudge.notify_one();
-                    }
-                }
+                inner.pages.nudge(|key| key.matches(name));
             }
         })
     }
@@ -143,25 +131,14 @@ impl Listings {
     /// its snapshots, the first once read.
     pub fn subscribe(&self, query: &ListQuery) -> watch::Receiver<Option<Snapshot>> {
         let key = Key::of(query);
-        let mut pages = self
-            .inner
-            .pages
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let followed = pages.entry(key.clone()).or_insert_with(|| {
-            let followed = Arc::new(Followed {
-                latest: watch::Sender::new(None),
-                nudge: Notify::new(),
-            });
-            tokio::spawn(follow(self.inner.clone(), key, followed.clone()));
-            followed
-        });
-        followed.latest.subscribe()
+        self.inner.pages.subscribe(&key, |followed| {
+            tokio::spawn(follow(self.inner.clone(), key.clone(), followed));
+        })
     }
 
     /// Stops every task and ends every stream.
     pub fn close(&self) {
-        self.inner.closed.send_replace(true);
+        self.inner.pages.close();
     }
 }
 
@@ -189,14 +166,10 @@ async fn read_page(
 }
 
 /// The task of one followed page.
-async fn follow(inner: Arc<Inner>, key: Key, followed: Arc<Followed>) {
-    let mut closed = inner.closed.subscribe();
+async fn follow(inner: Arc<Inner>, key: Key, followed: Arc<Followed<Snapshot>>) {
     let query = key.query();
     let mut alone_since: Option<Instant> = None;
-    loop {
-        if *closed.borrow() {
-            break;
-        }
+    while !inner.pages.is_closed() {
         let read_at = Instant::now();
         let mut lapse: Option<Millis> = None;
         match read_page(&inner.store, &query).await {
@@ -216,35 +189,17 @@ async fn follow(inner: Arc<Inner>, key: Key, followed: Arc<Followed>) {
             }
             Err(err) => tracing::debug!(%err, "a followed listing could not be read"),
         }
-        {
-            let mut pages = inner.pages.lock().unwrap_or_else(PoisonError::into_inner);
-            if followed.latest.receiver_count() == 0 {
-                let since = *alone_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= inner.settings.linger {
-                    pages.remove(&key);
-                    return;
-                }
-            } else {
-                alone_since = None;
-            }
-        }
         let now = inner.store.clock().now_millis();
         let mut wait = inner.settings.list_interval;
         if let Some(at) = lapse {
             wait = wait.min(Duration::from_millis((at - now).max(0) as u64));
         }
-        tokio::select! {
-            () = followed.nudge.notified() => {
-                // Not more often than every MIN_GAP.
-                tokio::time::sleep_until(read_at + MIN_GAP).await;
-            }
-            () = tokio::time::sleep(wait) => {}
-            _ = closed.changed() => {}
+        let goes_on = inner
+            .pages
+            .pause(&key, &followed, &mut alone_since, wait, read_at + MIN_GAP)
+            .await;
+        if !goes_on {
+            return;
         }
     }
-    inner
-        .pages
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&key);
 }

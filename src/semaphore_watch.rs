@@ -9,14 +9,14 @@
 //! A semaphore keeps no history of events: a watcher that reconnects from an event
 //! that is not the last is told a gap, then the state.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::domain::{LeasePolicy, Lock, LockName, Millis, Semaphore};
+use crate::follow::{Followed, Followers};
 use crate::store::DynamoStore;
 use crate::watch::WatchSettings;
 
@@ -140,13 +140,7 @@ struct Inner {
     store: DynamoStore,
     policy: LeasePolicy,
     settings: WatchSettings,
-    names: Mutex<HashMap<LockName, Arc<Followed>>>,
-    closed: watch::Sender<bool>,
-}
-
-struct Followed {
-    latest: watch::Sender<Option<Read>>,
-    nudge: Notify,
+    names: Followers<LockName, Read>,
 }
 
 impl SemaphoreWatches {
@@ -156,8 +150,7 @@ impl SemaphoreWatches {
                 policy: store.policy(),
                 store,
                 settings,
-                names: Mutex::default(),
-                closed: watch::Sender::new(false),
+                names: Followers::new(settings.linger),
             }),
         }
     }
@@ -168,30 +161,16 @@ impl SemaphoreWatches {
         let inner: Weak<Inner> = Arc::downgrade(&self.inner);
         Arc::new(move |name: &LockName, _: Option<&Lock>| {
             if let Some(inner) = inner.upgrade() {
-                let names = inner.names.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(followed) = names.get(name) {
-                    followed.nudge.notify_one();
-                }
+                inner.names.nudge(|watched| watched == name);
             }
         })
     }
 
     /// Follows the semaphore `name` (starting its task if nobody watched it).
     pub fn subscribe(&self, name: &LockName) -> watch::Receiver<Option<Read>> {
-        let mut names = self
-            .inner
-            .names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let followed = names.entry(name.clone()).or_insert_with(|| {
-            let followed = Arc::new(Followed {
-                latest: watch::Sender::new(None),
-                nudge: Notify::new(),
-            });
-            tokio::spawn(follow(self.inner.clone(), name.clone(), followed.clone()));
-            followed
-        });
-        followed.latest.subscribe()
+        self.inner.names.subscribe(name, |followed| {
+            tokio::spawn(follow(self.inner.clone(), name.clone(), followed));
+        })
     }
 
     /// The grace after a lease's end before another holder may take its slot.
@@ -201,18 +180,14 @@ impl SemaphoreWatches {
 
     /// Stops every task and ends every stream.
     pub fn close(&self) {
-        self.inner.closed.send_replace(true);
+        self.inner.names.close();
     }
 }
 
-async fn follow(inner: Arc<Inner>, name: LockName, followed: Arc<Followed>) {
-    let mut closed = inner.closed.subscribe();
+async fn follow(inner: Arc<Inner>, name: LockName, followed: Arc<Followed<Read>>) {
     let grace = inner.policy.takeover_grace_ms();
     let mut alone_since: Option<Instant> = None;
-    loop {
-        if *closed.borrow() {
-            break;
-        }
+    while !inner.names.is_closed() {
         let mut lapse = None;
         match inner.store.get_semaphore(&name).await {
             Ok(semaphore) => {
@@ -226,19 +201,7 @@ async fn follow(inner: Arc<Inner>, name: LockName, followed: Arc<Followed>) {
                 }));
             }
             Err(err) => {
-                tracing::debug!(semaphore = %name, %err, "a watched semaphore could not be read")
-            }
-        }
-        {
-            let mut names = inner.names.lock().unwrap_or_else(PoisonError::into_inner);
-            if followed.latest.receiver_count() == 0 {
-                let since = *alone_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= inner.settings.linger {
-                    names.remove(&name);
-                    return;
-                }
-            } else {
-                alone_since = None;
+                tracing::debug!(semaphore = %name, %err, "a watched semaphore could not be read");
             }
         }
         let now = inner.store.clock().now_millis();
@@ -246,17 +209,14 @@ async fn follow(inner: Arc<Inner>, name: LockName, followed: Arc<Followed>) {
         if let Some(at) = lapse {
             wait = wait.min(Duration::from_millis((at - now).max(0) as u64));
         }
-        tokio::select! {
-            () = followed.nudge.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-            _ = closed.changed() => {}
+        let goes_on = inner
+            .names
+            .pause(&name, &followed, &mut alone_since, wait, Instant::now())
+            .await;
+        if !goes_on {
+            return;
         }
     }
-    inner
-        .names
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&name);
 }
 
 #[cfg(test)]

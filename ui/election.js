@@ -1,52 +1,18 @@
 // An election's page (`/ui/elections/{name}`): who leads, under which term, with
 // which value, until when; kept up to date by the election's event stream.
 
-import { follow } from "./api.js";
-import { countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, timeOf, tokenForm } from "./dom.js";
+import { followedPage } from "./page.js";
+import { countdown, el, namespaceOf, lockPath, notice, timeOf } from "./dom.js";
 
 export function electionView(main, name) {
-  document.title = `${name} · election · fencelock`;
-  const message = el("div", { class: "message" });
-  const details = el("div", { class: "lock", hidden: true });
-  main.replaceChildren(
-    el("nav", { class: "crumbs" }, el("a", { href: "/" }, "← All locks")),
-    el("h1", {}, name, " ", el("span", { class: "muted" }, "election")),
-    message,
-    details,
-  );
-  const stream = follow({
+  followedPage(main, {
+    title: `${name} · election · fencelock`,
+    heading: [name, " ", el("span", { class: "muted" }, "election")],
     path: `/elections/${lockPath(name)}/events`,
-    show(event, election) {
-      if (event === "gap") return;
-      details.classList.remove("stale");
-      const leader = election.leader ?? null;
-      if (leader === null) {
-        details.hidden = true;
-        message.replaceChildren(notice("empty", "Nobody leads",
-          `No candidate leads “${name}” now: none has campaigned yet, the last leader resigned, ` +
-            "or its lease ran out. This page shows the next leader as soon as one is elected."));
-      } else {
-        message.replaceChildren();
-        details.hidden = false;
-        details.dataset.event = event;
-        details.replaceChildren(view(election, leader));
-      }
-      setStatus("live", `live · ${event} at ${new Date().toLocaleTimeString()}`);
-    },
-    fail(error) {
-      if (error.status === 401 || error.status === 403) {
-        details.hidden = true;
-        if (!showsTokenForm(message, error)) {
-          message.replaceChildren(tokenForm(error, () => stream.refresh()));
-        }
-        setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
-      } else {
-        details.classList.add("stale");
-        message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
-          "What is shown may be out of date. Reconnecting every second."));
-        setStatus("error", "not answering · reconnecting");
-      }
-    },
+    render: (election) => (election.leader ? [view(election, election.leader)] : null),
+    empty: () => notice("empty", "Nobody leads",
+      `No candidate leads “${name}” now: none has campaigned yet, the last leader resigned, ` +
+        "or its lease ran out. This page shows the next leader as soon as one is elected."),
   });
 }
 

@@ -1,54 +1,18 @@
 // One lock's page (`/ui/locks/{name}`): everything the lock's view says, the whole
 // body included, kept up to date by the lock's event stream (nothing is polled).
 
-import { follow } from "./api.js";
-import {
-  countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, stateBadge, stateOf, timeOf, tokenForm,
-} from "./dom.js";
+import { followedPage } from "./page.js";
+import { countdown, el, lockPath, namespaceOf, notice, stateBadge, stateOf, timeOf } from "./dom.js";
 
 export function lockView(main, name) {
-  document.title = `${name} · fencelock`;
-  const message = el("div", { class: "message" });
-  const details = el("div", { class: "lock", hidden: true });
-  main.replaceChildren(
-    el("nav", { class: "crumbs" }, el("a", { href: "/" }, "← All locks")),
-    el("h1", {}, name),
-    message,
-    details,
-  );
-  const stream = follow({
+  followedPage(main, {
+    title: `${name} · fencelock`,
+    heading: [name],
     path: `/locks/${lockPath(name)}/events`,
-    show(event, lock) {
-      // A gap is followed by the state as it is now.
-      if (event === "gap") return;
-      message.replaceChildren();
-      details.classList.remove("stale");
-      if (lock.fence === undefined) {
-        details.hidden = true;
-        message.replaceChildren(notice("empty", "This lock has no record",
-          `Nobody has taken “${name}” yet, or its record was reclaimed after its release. ` +
-            "This page shows it as soon as someone takes it."));
-      } else {
-        details.hidden = false;
-        details.dataset.event = event;
-        details.replaceChildren(...view(lock));
-      }
-      setStatus("live", `live · ${event} at ${new Date().toLocaleTimeString()}`);
-    },
-    fail(error) {
-      if (error.status === 401 || error.status === 403) {
-        details.hidden = true;
-        if (!showsTokenForm(message, error)) {
-          message.replaceChildren(tokenForm(error, () => stream.refresh()));
-        }
-        setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
-      } else {
-        details.classList.add("stale");
-        message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
-          "What is shown may be out of date. Reconnecting every second."));
-        setStatus("error", "not answering · reconnecting");
-      }
-    },
+    render: (lock) => (lock.fence === undefined ? null : view(lock)),
+    empty: () => notice("empty", "This lock has no record",
+      `Nobody has taken “${name}” yet, or its record was reclaimed after its release. ` +
+        "This page shows it as soon as someone takes it."),
   });
 }
 

@@ -1,50 +1,17 @@
 // A semaphore's page (`/ui/semaphores/{name}`): its limit, free slots and each
 // holder with its fence and lease, kept up to date by the semaphore's event stream.
 
-import { follow } from "./api.js";
-import { countdown, el, lockPath, namespaceOf, notice, setStatus, showsTokenForm, timeOf, tokenForm } from "./dom.js";
+import { followedPage } from "./page.js";
+import { countdown, el, lockPath, namespaceOf, notice, timeOf } from "./dom.js";
 
 export function semaphoreView(main, name) {
-  document.title = `${name} · semaphore · fencelock`;
-  const message = el("div", { class: "message" });
-  const details = el("div", { class: "lock", hidden: true });
-  main.replaceChildren(
-    el("nav", { class: "crumbs" }, el("a", { href: "/" }, "← All locks")),
-    el("h1", {}, name, " ", el("span", { class: "muted" }, "semaphore")),
-    message,
-    details,
-  );
-  const stream = follow({
+  followedPage(main, {
+    title: `${name} · semaphore · fencelock`,
+    heading: [name, " ", el("span", { class: "muted" }, "semaphore")],
     path: `/semaphores/${lockPath(name)}/events`,
-    show(event, semaphore) {
-      if (event === "gap") return;
-      details.classList.remove("stale");
-      if (semaphore.limit === undefined) {
-        details.hidden = true;
-        message.replaceChildren(notice("empty", "This semaphore has no record",
-          `Nobody has taken a slot of “${name}” yet. This page shows it as soon as someone does.`));
-      } else {
-        message.replaceChildren();
-        details.hidden = false;
-        details.dataset.event = event;
-        details.replaceChildren(...view(semaphore));
-      }
-      setStatus("live", `live · ${event} at ${new Date().toLocaleTimeString()}`);
-    },
-    fail(error) {
-      if (error.status === 401 || error.status === 403) {
-        details.hidden = true;
-        if (!showsTokenForm(message, error)) {
-          message.replaceChildren(tokenForm(error, () => stream.refresh()));
-        }
-        setStatus("error", error.status === 401 ? "needs a token" : "not allowed");
-      } else {
-        details.classList.add("stale");
-        message.replaceChildren(notice("error", "fencelock does not answer", `${error.message}.`,
-          "What is shown may be out of date. Reconnecting every second."));
-        setStatus("error", "not answering · reconnecting");
-      }
-    },
+    render: (semaphore) => (semaphore.limit === undefined ? null : view(semaphore)),
+    empty: () => notice("empty", "This semaphore has no record",
+      `Nobody has taken a slot of “${name}” yet. This page shows it as soon as someone does.`),
   });
 }
 

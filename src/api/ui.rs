@@ -20,6 +20,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("dom.js", JAVASCRIPT, include_str!("../../ui/dom.js")),
     ("list.js", JAVASCRIPT, include_str!("../../ui/list.js")),
     ("lock.js", JAVASCRIPT, include_str!("../../ui/lock.js")),
+    ("page.js", JAVASCRIPT, include_str!("../../ui/page.js")),
     (
         "semaphore.js",
         JAVASCRIPT,

@@ -303,8 +303,9 @@ pub struct Failover {
     /// The lease + the skew margin + the lock-delay (0 here) + the cross-server
     /// delay of a waiting campaign.
     pub bound_ms: u64,
-    /// Other faults in effect between this one and the next grant (a DynamoDB made
-    /// unavailable, another server killed), which the bound does not allow for.
+    /// Other faults of the servers or of DynamoDB in effect between this one and the
+    /// next grant (DynamoDB made unavailable, another server killed), which the bound
+    /// does not allow for.
     pub overlapped_by: Vec<String>,
     /// Whether the failover came within the bound; not judged (`None`) when other
     /// faults overlapped it.
@@ -352,6 +353,8 @@ pub fn failovers(
                 let mut overlapped_by: Vec<String> = windows
                     .iter()
                     .filter(|other| !std::ptr::eq(*other, window))
+                    // Other clients' pauses leave fencelock and DynamoDB as they are.
+                    .filter(|other| !matches!(other.kind, "pause_client" | "pause_leader"))
                     .filter(|other| other.start < next && other.end > window.start)
                     .map(|other| other.kind.to_owned())
                     .collect();

@@ -14,6 +14,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 fencelock
 COPY --from=build /src/target/release/fencelock /usr/local/bin/fencelock
 USER fencelock
+# Every interface of the container (its loopback is unreachable from the host): the
+# choice of who reaches it is the port publishing's (`-p 127.0.0.1:12345:12345`).
+ENV FENCELOCK_LISTEN=0.0.0.0:12345
 EXPOSE 12345
 ENTRYPOINT ["fencelock"]
 CMD ["serve"]

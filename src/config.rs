@@ -28,12 +28,20 @@ fn reclaim_after(raw: &str) -> Result<ReclaimAfter, String> {
         .map_err(|e| format!("{e}, or \"off\""))
 }
 
+/// Where `fencelock serve` listens when `FENCELOCK_LISTEN` does not say: this machine
+/// only for an open server (no token file), as Redis's protected mode does, and every
+/// interface for one that checks tokens.
+pub const OPEN_LISTEN: &str = "127.0.0.1:12345";
+pub const GUARDED_LISTEN: &str = "0.0.0.0:12345";
+
 /// Configuration of `fencelock serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Address to serve HTTP on.
-    #[arg(long, env = "FENCELOCK_LISTEN", default_value = "0.0.0.0:12345")]
-    pub listen: SocketAddr,
+    /// Address to serve HTTP on. Unset: 127.0.0.1:12345 (this machine only) without a
+    /// token file, 0.0.0.0:12345 (every interface) with one; an open server is never
+    /// reachable from other machines unless this says so.
+    #[arg(long, env = "FENCELOCK_LISTEN")]
+    pub listen: Option<SocketAddr>,
 
     /// DynamoDB table holding the locks.
     #[arg(long, env = "FENCELOCK_TABLE", default_value = "fencelock")]
@@ -174,6 +182,18 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The address to listen on: `FENCELOCK_LISTEN`, or [`OPEN_LISTEN`] without a
+    /// token file and [`GUARDED_LISTEN`] with one.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let default = if self.auth_file.is_some() {
+            GUARDED_LISTEN
+        } else {
+            OPEN_LISTEN
+        };
+        self.listen
+            .unwrap_or_else(|| default.parse().expect("a socket address"))
+    }
+
     /// The lease bounds, checked to be ordered.
     pub fn ttl_bounds(&self) -> Result<TtlBounds, InvalidInput> {
         TtlBounds::new(self.default_ttl, self.min_ttl, self.max_ttl)
@@ -265,6 +285,30 @@ mod tests {
         assert_eq!(cli.config.clock_skew, Duration::from_millis(250));
         assert_eq!(cli.config.max_body_bytes(), 1 << 20);
         assert!(!cli.config.create_table);
+    }
+
+    #[test]
+    fn an_open_server_listens_on_this_machine_only_unless_told_otherwise() {
+        let listen = |args: &[&str]| {
+            let mut argv = vec!["fencelock"];
+            argv.extend(args);
+            Cli::try_parse_from(argv)
+                .unwrap()
+                .config
+                .listen_addr()
+                .to_string()
+        };
+        assert_eq!(listen(&[]), "127.0.0.1:12345", "no token file: loopback");
+        assert_eq!(listen(&["--auth-file", "tokens.toml"]), "0.0.0.0:12345");
+        assert_eq!(
+            listen(&["--listen", "0.0.0.0:8080"]),
+            "0.0.0.0:8080",
+            "as told"
+        );
+        assert_eq!(
+            listen(&["--listen", "127.0.0.1:9", "--auth-file", "t.toml"]),
+            "127.0.0.1:9"
+        );
     }
 
     #[test]

@@ -124,6 +124,17 @@ fn shutdown_handle(
     handle
 }
 
+/// The URL a user can open for a server listening on `addr`: `localhost` for an
+/// address of every interface.
+fn serving_url(scheme: &str, addr: std::net::SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}/", addr.port())
+}
+
 /// The server's limits, as `config` sets them.
 fn limits(config: &ServeConfig) -> Limits {
     Limits {
@@ -196,27 +207,35 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         .0
         .map(|after| spawn_sweeper(state.store.clone(), after));
     let tls = tls(&config).await?;
-    let listener = TcpListener::bind(config.listen)
+    let addr = config.listen_addr();
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        listen = %config.listen,
-        scheme = if tls.is_some() { "https" } else { "http" },
+        url = %serving_url(scheme, addr),
+        listen = %addr,
         table = %config.table,
         endpoint = config.dynamodb_endpoint.as_deref().unwrap_or("AWS"),
-        reclaim_after = ?config.reclaim_after.0,
-        lock_delay = ?config.lock_delay,
+        reclaim_after = config
+            .reclaim_after
+            .0
+            .map_or_else(|| "off".to_owned(), crate::domain::human_duration),
+        lock_delay = crate::domain::human_duration(config.lock_delay),
+        clock_skew = crate::domain::human_duration(config.clock_skew),
         "fencelock is serving"
     );
+    if config.auth_file.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "an open server (no FENCELOCK_AUTH_FILE) on an address other machines can reach: anyone who reaches it may take and release any lock"
+        );
+    }
     let served = match tls {
         Some(tls) => {
-            let listener = listener.into_std().map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+            let listener = listener
+                .into_std()
+                .map_err(|source| StartError::Listen { addr, source })?;
             run_tls(
                 listener,
                 tls,
@@ -231,10 +250,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
-    served.map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    served.map_err(|source| StartError::Listen { addr, source })?;
     tracing::info!("fencelock stopped");
     Ok(())
 }
@@ -254,7 +270,8 @@ fn security(config: &ServeConfig) -> Result<Security, StartError> {
         }
         None => {
             tracing::warn!(
-                "no FENCELOCK_AUTH_FILE: the server runs open, anyone who reaches it may take and release any lock"
+                "no FENCELOCK_AUTH_FILE: the server runs open; without FENCELOCK_LISTEN it listens on this machine only ({})",
+                crate::config::OPEN_LISTEN
             );
             None
         }

@@ -29,6 +29,27 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// `duration` as people write it, in the largest unit that divides it: `7d`, `2h`,
+/// `90s`, `1500ms`, `0s`. (`parse_duration` reads every one of them but `d`, which
+/// the configuration's durations take.)
+pub fn human_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// The lease lengths a request may ask for, and the one it gets when it asks for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TtlBounds {
@@ -72,6 +93,21 @@ impl TtlBounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_written_in_their_largest_whole_unit() {
+        let cases = [
+            (7 * 86_400_000, "7d"),
+            (7_200_000, "2h"),
+            (90_000, "90s"),
+            (120_000, "2m"),
+            (1500, "1500ms"),
+            (0, "0s"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(human_duration(Duration::from_millis(ms)), text);
+        }
+    }
 
     #[test]
     fn parses_every_documented_form() {

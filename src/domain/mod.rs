@@ -12,7 +12,7 @@ mod secret;
 mod semaphore;
 mod token;
 
-pub use duration::{TtlBounds, format_duration, parse_duration};
+pub use duration::{TtlBounds, format_duration, human_duration, parse_duration};
 pub use kind::Kind;
 pub use lease::LeasePolicy;
 pub use lock::{

@@ -61,4 +61,13 @@ async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
     assert_eq!(request["span"]["lock"], "job");
     assert_eq!(request["span"]["fence"], fence);
     assert!(request.get("latency").is_some(), "{request}");
+    // The start-up line: a URL to open, and durations as they are written.
+    let serving = lines
+        .iter()
+        .find(|line| line["message"] == "fencelock is serving")
+        .unwrap_or_else(|| panic!("no start-up line in {stderr}"));
+    assert_eq!(serving["url"], format!("{base}/"), "{serving}");
+    assert_eq!(serving["reclaim_after"], "7d", "{serving}");
+    assert_eq!(serving["lock_delay"], "0s", "{serving}");
+    assert_eq!(serving["clock_skew"], "500ms", "{serving}");
 }

@@ -301,6 +301,17 @@ impl Client {
         holding: &Holding<'_>,
         ttl: Option<Duration>,
     ) -> Result<LockView, ClientError> {
+        self.renew(holding, ttl)
+            .await
+            .map_err(ClientError::lost_if_gone)
+    }
+
+    /// `POST /{locks,semaphores,elections}/{name}/{fence}/heartbeat`, answered as `T`.
+    async fn renew<T: DeserializeOwned>(
+        &self,
+        holding: &Holding<'_>,
+        ttl: Option<Duration>,
+    ) -> Result<T, ClientError> {
         let fence = holding.fence.to_string();
         let call = self
             .request_in(
@@ -309,8 +320,7 @@ impl Client {
                 &[holding.name.as_str(), &fence, "heartbeat"],
             )
             .query(&ttl_query(ttl));
-        let call = holding.prove(call);
-        self.json(call).await.map_err(ClientError::lost_if_gone)
+        self.json(holding.prove(call)).await
     }
 
     /// `POST /locks/{name}/{fence}`: replaces the lock's body and extends the lease.
@@ -390,15 +400,7 @@ impl Client {
         leadership: &Holding<'_>,
         ttl: Option<Duration>,
     ) -> Result<ElectionView, ClientError> {
-        let term = leadership.fence.to_string();
-        let call = self
-            .request_in(
-                Kind::Election,
-                Method::POST,
-                &[leadership.name.as_str(), &term, "heartbeat"],
-            )
-            .query(&ttl_query(ttl));
-        self.json(leadership.prove(call)).await
+        self.renew(leadership, ttl).await
     }
 
     /// `POST /elections/{name}/{term}`: the leader's new value; extends its lease.

@@ -145,8 +145,9 @@ pub struct ElectionState {
 
 impl ElectionState {
     fn new(store: &DynamoStore, limits: &Limits) -> Self {
-        let watches = Watches::new(store.elections(), limits.watch);
-        let store = store.elections().on_write(watches.hook());
+        let elections = store.elections();
+        let watches = Watches::new(elections.clone(), limits.watch);
+        let store = elections.on_write(watches.hook());
         Self {
             waiters: Waiters::with_backoff(
                 store.clone(),

@@ -23,6 +23,13 @@ use crate::domain::{LockName, parse_duration};
 
 /// The most time between two tries of a heartbeat that failed.
 const MAX_HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
+
+/// How much earlier than the server `run` ends a lease: 1 % of it (the two machines'
+/// clocks need not tick at the same rate) and 10 ms (a timer wakes late, and CMD is
+/// signalled after that). The Python client keeps the same margin.
+fn lease_margin(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(10)
+}
 /// How long a release may take once CMD has ended.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -392,13 +399,14 @@ async fn hold(
 }
 
 /// Heartbeats every third of `ttl` until the lock is lost. The lease is counted from
-/// when each heartbeat was sent (and from `granted` for the first), so `run` gives up
-/// no later than the server lets the lease end.
+/// when each heartbeat was sent (and from `granted` for the first), less
+/// [`lease_margin`], so `run` gives up before the server lets the lease end.
 async fn keep(client: &Client, held: &Held<'_>, ttl: Duration, granted: Instant) -> Loss {
     let what = held.what();
     let interval = ttl / 3;
     let retry = (ttl / 10).min(MAX_HEARTBEAT_RETRY);
-    let mut lease_end = granted + ttl;
+    let margin = lease_margin(ttl);
+    let mut lease_end = granted + ttl - margin;
     let mut next = granted + interval;
     let mut last_failure = None;
     loop {
@@ -407,7 +415,7 @@ async fn keep(client: &Client, held: &Held<'_>, ttl: Duration, granted: Instant)
         match timeout_at(lease_end, held.heartbeat(client, ttl)).await {
             Err(_) => return Loss::Silent(last_failure),
             Ok(Ok(_)) => {
-                lease_end = sent + ttl;
+                lease_end = sent + ttl - margin;
                 next = sent + interval;
                 last_failure = None;
             }
@@ -582,6 +590,18 @@ fn exit_status(status: ExitStatus) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_ends_a_margin_before_the_servers() {
+        assert_eq!(
+            lease_margin(Duration::from_secs(3)),
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            lease_margin(Duration::from_secs(30)),
+            Duration::from_millis(310)
+        );
+    }
 
     #[test]
     fn exit_statuses_read_as_a_shell_reads_them() {

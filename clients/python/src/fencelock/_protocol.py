@@ -243,11 +243,19 @@ class Held:
         return Call("DELETE", self._root(), headers=headers, holding=True)
 
 
+def lease_margin(ttl: float) -> float:
+    """How much earlier than the server the client ends a lease: 1 % of it (the two
+    machines' clocks need not tick at the same rate) and 10 ms (a timer wakes late,
+    and the holder is told after that)."""
+    return ttl / 100 + 0.010
+
+
 class Clock:
     """A holding's lease as the client counts it, on the monotonic clock: it ends one
     lease after the *sending* of the last request the server confirmed (the acquire,
-    a heartbeat or an update), which is never later than the server's own end of the
-    lease, so loss is declared before the server could give the lock to anyone else.
+    a heartbeat or an update), less :func:`lease_margin`. The server started the
+    lease no earlier than that sending, so loss is declared before the server could
+    give the lock to anyone else, and not at the same instant.
     """
 
     def __init__(self, ttl: float, confirmed_sent: float) -> None:
@@ -258,7 +266,7 @@ class Clock:
 
     @property
     def deadline(self) -> float:
-        return self.confirmed_sent + self.ttl
+        return self.confirmed_sent + self.ttl - lease_margin(self.ttl)
 
     @property
     def interval(self) -> float:

@@ -47,7 +47,7 @@ for _ in $(seq 1 150); do
 done
 
 token="fuzz-$(date +%s%N)"
-printf '[[tokens]]\nsha256 = "%s"\nnamespaces = ["*"]\nlist = true\n' \
+printf '[[tokens]]\nsha256 = "%s"\nnamespaces = ["*"]\nlist = true\nadmin = true\n' \
   "$(printf %s "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens.toml"
 
 # fuzz NAME [extra env...]: a server of its own, on a table of its own.

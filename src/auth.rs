@@ -1,5 +1,6 @@
 //! Who may do what: bearer tokens, known to the server only by their SHA-256, each
-//! allowed a set of namespaces and, or not, the listing of locks. The token file is
+//! allowed a set of namespaces and, or not, the listing of locks and the operators'
+//! break-glass actions on those namespaces. The token file is
 //! TOML, read at start-up and again on SIGHUP (a file that does not read keeps the
 //! tokens in force).
 
@@ -37,6 +38,9 @@ pub struct Grant {
     namespaces: Namespaces,
     /// Whether `GET /locks` is allowed (showing only the grant's namespaces).
     pub list: bool,
+    /// Whether the operators' break-glass actions (`/admin/…`) are allowed on the
+    /// grant's namespaces.
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,7 @@ impl fmt::Debug for Grant {
             .field("token", &self.label())
             .field("namespaces", &self.namespaces)
             .field("list", &self.list)
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -104,6 +109,8 @@ struct TokenEntry {
     namespaces: Vec<String>,
     #[serde(default)]
     list: bool,
+    #[serde(default)]
+    admin: bool,
 }
 
 /// Parses the text of a token file into grants, explaining the first problem found.
@@ -141,6 +148,7 @@ pub fn parse_grants(text: &str) -> Result<Vec<Grant>, String> {
             digest,
             namespaces,
             list: entry.list,
+            admin: entry.admin,
         });
     }
     Ok(grants)
@@ -248,7 +256,7 @@ mod tests {
     fn a_grant_allows_its_namespaces_only() {
         let text = format!(
             "[[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"billing\", \"default\"]\nlist = false\n\
-             [[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"*\"]\nlist = true\n",
+             [[tokens]]\nsha256 = \"{}\"\nnamespaces = [\"*\"]\nlist = true\nadmin = true\n",
             hex::encode(digest("billing-secret")),
             hex::encode(digest("admin-secret")),
         );
@@ -260,8 +268,8 @@ mod tests {
             "names without ':' are in default"
         );
         assert!(!billing.allows(&name("payroll:run")));
-        assert!(!billing.list);
-        assert!(grants[1].allows(&name("payroll:run")) && grants[1].list);
+        assert!(!billing.list && !billing.admin);
+        assert!(grants[1].allows(&name("payroll:run")) && grants[1].list && grants[1].admin);
     }
 
     #[test]

@@ -154,6 +154,12 @@ pub struct ServeConfig {
     #[arg(long, env = "FENCELOCK_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
 
+    /// On a server without a token file, allow the operators' break-glass actions
+    /// (`/admin/…`: force-release, disable, enable, ask-release) to every caller.
+    /// Refused otherwise: an open server has no token to grant them to.
+    #[arg(long, env = "FENCELOCK_ALLOW_ADMIN_WITHOUT_AUTH", default_value_t = false, action = ArgAction::Set)]
+    pub allow_admin_without_auth: bool,
+
     /// Heartbeat, update and release need the holder's nonce (`Lock-Nonce`) as proof.
     #[arg(long, env = "FENCELOCK_REQUIRE_NONCE", default_value_t = false, action = ArgAction::Set)]
     pub require_nonce: bool,

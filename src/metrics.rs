@@ -27,6 +27,8 @@ pub struct Metrics {
     grants_by_kind: IntCounterVec,
     /// Acquires refused because every slot was held, by kind.
     conflicts_by_kind: IntCounterVec,
+    /// Operators' break-glass actions, by action and whether they changed anything.
+    admin_actions: IntCounterVec,
     pub locks_granted: IntCounter,
     pub lock_conflicts: IntCounter,
     pub expired_takeovers: IntCounter,
@@ -88,6 +90,13 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            admin_actions: IntCounterVec::new(
+                Opts::new(
+                    "admin_actions_total",
+                    "Operators' break-glass actions (force_release, disable, enable, ask_release), by whether they changed anything",
+                ),
+                &["action", "changed"],
+            )?,
             locks_granted: counter("locks_granted_total", "Acquisitions granted")?,
             lock_conflicts: counter(
                 "lock_conflicts_total",
@@ -109,6 +118,7 @@ impl Metrics {
         registry.register(Box::new(metrics.waiters.clone()))?;
         registry.register(Box::new(metrics.grants_by_kind.clone()))?;
         registry.register(Box::new(metrics.conflicts_by_kind.clone()))?;
+        registry.register(Box::new(metrics.admin_actions.clone()))?;
         Ok(metrics)
     }
 
@@ -147,6 +157,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one operator's `action` (`force_release`, …), which `changed` the record
+    /// or found nothing to do.
+    pub fn admin(&self, action: &str, changed: bool) {
+        self.admin_actions
+            .with_label_values(&[action, if changed { "true" } else { "false" }])
+            .inc();
+    }
+
     /// Counts one HTTP request.
     pub fn http(&self, method: &str, route: &str, status: u16, took: Duration) {
         self.http_requests
@@ -178,6 +196,7 @@ mod tests {
         metrics.locks_granted.inc();
         metrics.grants(Kind::Semaphore);
         metrics.conflicts(Kind::Lock);
+        metrics.admin("disable", true);
         let text = metrics.render();
         for name in [
             "fencelock_http_requests_total",
@@ -188,6 +207,7 @@ mod tests {
             "fencelock_waiters 0",
             "fencelock_grants_total{kind=\"semaphore\"} 1",
             "fencelock_conflicts_total{kind=\"lock\"} 1",
+            "fencelock_admin_actions_total{action=\"disable\",changed=\"true\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -283,6 +283,7 @@ fn security(config: &ServeConfig) -> Result<Security, StartError> {
             .clone()
             .filter(|token| !token.is_empty()),
         require_nonce: config.require_nonce,
+        allow_admin_without_auth: config.allow_admin_without_auth,
         token_rate: NonZeroU32::new(config.token_rate),
         max_waiters_per_token: config.max_waiters_per_token as usize,
     })

@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::domain::{Holder, LockName, Millis};
+use crate::domain::{Holder, Lock, LockName, Millis};
 use crate::metrics::Metrics;
 use crate::store::{
     AcquireOutcome, AcquireRequest, DynamoStore, GroupOutcome, SemaphoreOutcome, SemaphoreRequest,
@@ -127,6 +127,8 @@ impl Contended for Locks {
             AcquireOutcome::Granted(lock) => Turn::Granted {
                 busy_until: Some(store.policy().free_at(lock)),
             },
+            // Waiting does not enable a disabled lock.
+            AcquireOutcome::Held(holder) if holder.is_disabled() => Turn::Final,
             AcquireOutcome::Held(holder) => Turn::Busy {
                 free_at: store.policy().free_at(holder),
             },
@@ -214,7 +216,10 @@ impl Contended for Groups {
         let outcome = store
             .acquire_group(&request.names, &request.request)
             .await?;
-        if matches!(outcome, GroupOutcome::Held(_)) && request.since.elapsed() >= RESERVE_AFTER {
+        // A disabled lock answers the group at once (below): nothing to reserve for.
+        if matches!(&outcome, GroupOutcome::Held(held) if !held.iter().any(Lock::is_disabled))
+            && request.since.elapsed() >= RESERVE_AFTER
+        {
             // Without its reservations the group still waits, only not ahead of
             // single-lock acquires; the refusal is the answer either way.
             match store
@@ -238,6 +243,8 @@ impl Contended for Groups {
             GroupOutcome::Granted(locks) => Turn::Granted {
                 busy_until: locks.first().map(|lock| store.policy().free_at(lock)),
             },
+            // Waiting does not enable a disabled lock.
+            GroupOutcome::Held(holders) if holders.iter().any(Lock::is_disabled) => Turn::Final,
             // Every holder must be gone: the last of them to go frees the group.
             GroupOutcome::Held(holders) => Turn::Busy {
                 free_at: holders

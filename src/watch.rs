@@ -507,6 +507,7 @@ mod tests {
             body: body.into(),
             reservation: None,
             version,
+            marks: Default::default(),
         }
     }
 

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: another holder's lease is live, or a waiting group reserved the lock.
     LockHeld,
+    /// 409: an operator disabled the lock name; no acquire succeeds until it is
+    /// enabled again. Waiting does not change it.
+    LockDisabled,
     /// 409: every slot of the semaphore is held.
     SemaphoreFull,
     /// 409: the semaphore exists with another limit.
@@ -60,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -68,6 +71,7 @@ impl ErrorCode {
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::LockHeld,
+        Self::LockDisabled,
         Self::SemaphoreFull,
         Self::LimitMismatch,
         Self::ElectionLed,
@@ -94,6 +98,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::LockHeld => "lock_held",
+            Self::LockDisabled => "lock_disabled",
             Self::SemaphoreFull => "semaphore_full",
             Self::LimitMismatch => "limit_mismatch",
             Self::ElectionLed => "election_led",
@@ -125,6 +130,7 @@ impl ErrorCode {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::LockHeld
+            | Self::LockDisabled
             | Self::SemaphoreFull
             | Self::LimitMismatch
             | Self::ElectionLed

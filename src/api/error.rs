@@ -10,7 +10,7 @@ use utoipa::{IntoResponses, ToSchema};
 use super::code::ErrorCode;
 use super::guard::{MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADER_FIELDS, MAX_URI_BYTES};
 use super::view::{rfc3339, with_fence};
-use crate::domain::{Fence, Kind, LockName, LockRejection, Millis, SlotRejection};
+use crate::domain::{Disabled, Fence, Kind, LockName, LockRejection, Millis, SlotRejection};
 use crate::store::StoreError;
 
 /// How long a client should wait before retrying after DynamoDB failed, in seconds.
@@ -55,6 +55,13 @@ pub enum ApiError {
         /// When a waiting lock group's reservation of the lock ends.
         reserved_until: Option<Millis>,
         retry_after_secs: u64,
+    },
+    /// 409 `lock_disabled`: an operator disabled the name; waiting does not help.
+    #[error("{}", disabled_sentence(name, disabled))]
+    LockDisabled {
+        name: LockName,
+        fence: Fence,
+        disabled: Disabled,
     },
     /// 409 `fence_mismatch`: the lock has moved on to another fence.
     #[error(
@@ -304,9 +311,9 @@ impl ApiError {
     fn lock_error(&self) -> LockError {
         let (name, fence) = match self {
             Self::FenceMismatch { name, current, .. } => (name.to_string(), Some(*current)),
-            Self::LeaseExpired { name, fence, .. } | Self::NotHolder { name, fence, .. } => {
-                (name.to_string(), Some(*fence))
-            }
+            Self::LeaseExpired { name, fence, .. }
+            | Self::NotHolder { name, fence, .. }
+            | Self::LockDisabled { name, fence, .. } => (name.to_string(), Some(*fence)),
             Self::LockNotFound { name } | Self::TokenHoldsNothing { name } => {
                 (name.to_string(), None)
             }
@@ -342,6 +349,7 @@ impl ApiError {
             }
             Self::BodyTooLarge { .. } => C::BodyTooLarge,
             Self::LockHeld { .. } | Self::GroupHeld { .. } => C::LockHeld,
+            Self::LockDisabled { .. } => C::LockDisabled,
             Self::GroupRefused { refusals } => refusals.first().map_or(C::Conflict, ApiError::code),
             Self::SemaphoreFull { .. } => C::SemaphoreFull,
             Self::ElectionLed { .. } => C::ElectionLed,
@@ -445,6 +453,20 @@ pub struct GroupHolder {
     pub expires_at: Millis,
     /// When another waiting group's reservation of the lock ends.
     pub reserved_until: Option<Millis>,
+}
+
+/// Why lock `name` cannot be taken: who disabled it, since when, and why.
+fn disabled_sentence(name: &LockName, disabled: &Disabled) -> String {
+    let reason = disabled
+        .reason
+        .as_deref()
+        .map(|reason| format!(" ({reason})"))
+        .unwrap_or_default();
+    format!(
+        "lock \"{name}\" was disabled by an operator (token {}) at {}{reason}; no acquire succeeds until it is enabled again (`fencelock enable {name}`)",
+        disabled.by,
+        rfc3339(disabled.at)
+    )
 }
 
 /// Why lock `name` was not taken: a live lease ending at `expires_at` (0: released),
@@ -649,9 +671,9 @@ impl ApiError {
                 retry_after_secs: Some(*retry_after_secs),
                 ..Extras::default()
             },
-            Self::LeaseExpired { fence, .. } | Self::SlotExpired { fence, .. } => {
-                Extras::about(*fence)
-            }
+            Self::LeaseExpired { fence, .. }
+            | Self::SlotExpired { fence, .. }
+            | Self::LockDisabled { fence, .. } => Extras::about(*fence),
             Self::FenceMismatch { current, .. } => Extras::about(*current),
             Self::ElectionLed {
                 term,

@@ -203,6 +203,17 @@ pub async fn acquire(
             Ok(Json(GroupView { locks: views }))
         }
         GroupOutcome::Held(held) => {
+            // A disabled lock is the answer: waiting would not change it.
+            let disabled = held
+                .iter()
+                .find_map(|lock| Some((lock, lock.marks.disabled.clone()?)));
+            if let Some((lock, disabled)) = disabled {
+                return Err(ApiError::LockDisabled {
+                    name: lock.name.clone(),
+                    fence: lock.fence,
+                    disabled,
+                });
+            }
             let last_free = held
                 .iter()
                 .map(|lock| app.policy.free_at(lock))

@@ -38,6 +38,8 @@ pub struct Security {
     pub metrics_token: Option<String>,
     /// Whether heartbeat, update and release need the holder's nonce as proof.
     pub require_nonce: bool,
+    /// Whether, without tokens, every caller may take the break-glass actions.
+    pub allow_admin_without_auth: bool,
     /// Requests per second each token may send (with as large a burst); unlimited when `None`.
     pub token_rate: Option<NonZeroU32>,
     /// Waiting acquires one token may have at once on one server.
@@ -54,6 +56,7 @@ impl Default for Security {
             auth: None,
             metrics_token: None,
             require_nonce: false,
+            allow_admin_without_auth: false,
             token_rate: None,
             max_waiters_per_token: DEFAULT_MAX_WAITERS_PER_TOKEN,
         }
@@ -129,6 +132,24 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Whether the caller may take the break-glass actions on `name` (whose namespace
+    /// [`Caller::check`] allowed already): a token with the admin right, or anyone on
+    /// an open server told to allow it. Answers who acts, as no secret, for the audit
+    /// line; a 403 saying why not otherwise.
+    pub fn check_admin(&self, name: &LockName, open_allowed: bool) -> Result<String, ApiError> {
+        match self {
+            Self::Token(grant) if grant.admin && grant.allows(name) => Ok(grant.label()),
+            Self::Token(_) => Err(ApiError::Forbidden(format!(
+                "this token has no admin right on namespace \"{}\" (of \"{name}\"); break-glass actions need a token with `admin = true` in the token file",
+                name.namespace()
+            ))),
+            Self::Open if open_allowed => Ok(OPEN_CALLER.to_owned()),
+            Self::Open => Err(ApiError::Forbidden(
+                "this server has no token file, so break-glass actions are refused: anyone who can reach it could take them; give the server a token file with an `admin = true` token, or set FENCELOCK_ALLOW_ADMIN_WITHOUT_AUTH=true".to_owned(),
+            )),
+        }
+    }
+
     /// Whether the caller may act on `name`; a 403 saying why not otherwise.
     pub fn check(&self, name: &LockName) -> Result<(), ApiError> {
         match self {
@@ -140,7 +161,6 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may list locks in `namespace`.
     /// Who the caller is, as no secret: the hex SHA-256 of its token; empty on a
     /// server without tokens, where every caller is the same one.
     pub fn identity(&self) -> String {
@@ -150,6 +170,7 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may list locks in `namespace`.
     pub fn sees_namespace(&self, namespace: &str) -> bool {
         match self {
             Self::Open => true,
@@ -158,9 +179,13 @@ impl Caller {
     }
 }
 
+/// Who takes a break-glass action on a server without tokens, in the audit line.
+pub const OPEN_CALLER: &str = "open";
+
 /// The roots of the routes that need a token when the server lists tokens (besides
 /// `/api/…`).
-const PROTECTED: [&str; 5] = [
+const PROTECTED: [&str; 6] = [
+    "/admin",
     "/locks",
     "/semaphores",
     "/lock-groups",
@@ -168,7 +193,7 @@ const PROTECTED: [&str; 5] = [
     "/events",
 ];
 
-/// The gate: size limits, then the token for `/locks…`, `/semaphores…`,
+/// The gate: size limits, then the token for `/admin…`, `/locks…`, `/semaphores…`,
 /// `/lock-groups…`, `/elections…`, `/events…` and `/api/…`, the token's rate,
 /// and `/metrics`' token. Puts the [`Caller`] in the request for the handlers.
 pub async fn gate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {

@@ -18,7 +18,7 @@ use super::terms::{
 use super::view::{LockView, Released};
 use super::watch::{StatusQuery, long_poll};
 use super::{ApiError, AppState};
-use crate::domain::{Holder, Kind, Lock};
+use crate::domain::{Holder, Kind, Lock, Marks};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
 
 type LockResult = Result<LockView, ApiError>;
@@ -106,6 +106,20 @@ pub(super) async fn take(
     };
     match outcome {
         AcquireOutcome::Granted(lock) => Ok(lock),
+        AcquireOutcome::Held(Lock {
+            name,
+            fence,
+            marks:
+                Marks {
+                    disabled: Some(disabled),
+                    ..
+                },
+            ..
+        }) => Err(ApiError::LockDisabled {
+            name,
+            fence,
+            disabled,
+        }),
         AcquireOutcome::Held(holder) => {
             let now = now(app);
             Err(ApiError::LockHeld {

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, extractors, responses and errors. Handlers parse, call the
 //! store and map its outcome; no SDK type reaches this module.
 
+mod admin;
 mod code;
 mod elections;
 mod error;
@@ -41,6 +42,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use admin::{AdminDone, AdminRights, SlotDone};
 pub use code::ErrorCode;
 pub use elections::{ElectionView, Leader};
 pub use error::{ApiError, ErrorBody, LockError, Unreadable};
@@ -292,6 +294,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         (name = "lock-groups", description = "Several locks taken, renewed and released together, all or nothing"),
         (name = "elections", description = "Leader election: campaign, proclaim, leader, observe, resign; the term is the leader's fence"),
         (name = "gorilla", description = "The Gorilla-compatible API"),
+        (name = "admin", description = "Operators' break-glass actions: force-release, disable, enable, ask-release; a token with the admin right"),
         (name = "operations", description = "The service itself"),
         (name = "ui", description = "The web page, and the files it loads"),
     )
@@ -319,6 +322,12 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(semaphores::release, semaphores::check_fence))
         .routes(routes!(semaphores::heartbeat))
         .routes(routes!(semaphores::events))
+        .routes(routes!(admin::rights))
+        .routes(routes!(admin::force_release))
+        .routes(routes!(admin::disable))
+        .routes(routes!(admin::enable))
+        .routes(routes!(admin::ask_release))
+        .routes(routes!(admin::force_release_slot))
         .routes(routes!(gorilla::acquire))
         .routes(routes!(gorilla::status, gorilla::extend, gorilla::release))
         .routes(routes!(openapi_json))

@@ -45,6 +45,31 @@ pub struct LockView {
     /// status and list answers only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiters: Option<usize>,
+    /// Set while an operator has disabled the name: no acquire succeeds until it is
+    /// enabled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<DisabledView>,
+    /// When an operator asked the holder to release the lock; absent otherwise, and
+    /// after the next acquire. A holder that sees it on a heartbeat's answer should
+    /// finish, or stop, and release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_requested_time: Option<String>,
+    /// When an operator released the lock in its holder's stead; absent otherwise,
+    /// and after the next acquire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_released_time: Option<String>,
+}
+
+/// Who disabled a lock name, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisabledView {
+    pub time: String,
+    /// The operator's token, as the first 8 hex digits of its SHA-256 (no secret);
+    /// `open` on a server without tokens.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl LockView {
@@ -64,6 +89,13 @@ impl LockView {
             metadata: lock.metadata,
             body: lock.body,
             waiters: None,
+            disabled: lock.marks.disabled.map(|disabled| DisabledView {
+                time: rfc3339(disabled.at),
+                by: disabled.by,
+                reason: disabled.reason,
+            }),
+            release_requested_time: lock.marks.release_asked_at.map(rfc3339),
+            force_released_time: lock.marks.force_released_at.map(rfc3339),
         }
     }
 

@@ -178,6 +178,9 @@ mod tests {
             body: "step 3".into(),
             reserved_until: None,
             waiters: Some(2),
+            disabled: None,
+            release_requested_time: None,
+            force_released_time: None,
         }
     }
 

@@ -97,6 +97,7 @@ mod tests {
             body: String::new(),
             reservation,
             version: 0,
+            marks: Default::default(),
         }
     }
 

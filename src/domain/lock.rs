@@ -50,6 +50,31 @@ pub struct Lock {
     /// A view's `version` is twice this, plus one once a lease ran out unreleased
     /// ([`Lock::view_version`]).
     pub version: u64,
+    /// What operators did to the record ([`Marks`]).
+    pub marks: Marks,
+}
+
+/// What operators' break-glass actions leave on a lock record, besides the lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Set while the name is disabled: no acquire succeeds until it is enabled.
+    pub disabled: Option<Disabled>,
+    /// When an operator asked the current holder to release the lock; cleared by the
+    /// next acquire.
+    pub release_asked_at: Option<Millis>,
+    /// When an operator released the lock in its holder's stead; cleared by the next
+    /// acquire.
+    pub force_released_at: Option<Millis>,
+}
+
+/// Who disabled a lock name, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    pub at: Millis,
+    /// The operator's token as no secret (the first 8 hex digits of its SHA-256),
+    /// or `open` on a server without tokens.
+    pub by: String,
+    pub reason: Option<String>,
 }
 
 /// A waiting lock group's claim to be the next holder of a lock: until `until`, no
@@ -76,6 +101,11 @@ impl Lock {
             self.reservation = None;
         }
         self
+    }
+
+    /// Whether the name is disabled: nobody may acquire it.
+    pub fn is_disabled(&self) -> bool {
+        self.marks.disabled.is_some()
     }
 
     /// Whether a lease is live at `now`.
@@ -196,6 +226,7 @@ mod tests {
             body: String::new(),
             reservation: None,
             version: 0,
+            marks: Marks::default(),
         }
     }
 

@@ -16,10 +16,11 @@ pub use duration::{TtlBounds, format_duration, human_duration, parse_duration};
 pub use kind::Kind;
 pub use lease::LeasePolicy;
 pub use lock::{
-    Fence, Holder, Lock, LockRejection, Millis, Reservation, check_holder, parse_fence,
+    Disabled, Fence, Holder, Lock, LockRejection, Marks, Millis, Reservation, check_holder,
+    parse_fence,
 };
 pub use name::{DEFAULT_NAMESPACE, LockName, is_namespace};
-pub use nonce::{MAX_NONCE_LEN, Nonce};
+pub use nonce::{MAX_NONCE_LEN, Nonce, VACANT};
 pub use secret::{SERVER_KEY_LEN, ServerKey};
 pub use semaphore::{
     AcquirePlan, MAX_LIMIT, MAX_SLOT_DETAILS, Semaphore, Slot, SlotRejection, check_limit,

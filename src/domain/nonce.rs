@@ -12,6 +12,9 @@ pub const MAX_NONCE_LEN: usize = 64;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Nonce(String);
 
+/// The stored form of [`Nonce::vacant`].
+pub const VACANT: &str = " ";
+
 impl Nonce {
     /// Parses a nonce, explaining what was expected when it is not one.
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
@@ -27,6 +30,13 @@ impl Nonce {
             ));
         }
         Ok(Self(raw.to_owned()))
+    }
+
+    /// The nonce of a record that never had a holder (a name disabled before its
+    /// first acquire): a space, which [`Nonce::parse`] refuses, so that no request
+    /// can name it.
+    pub fn vacant() -> Self {
+        Self(VACANT.to_owned())
     }
 
     /// A nonce no one can guess or repeat: 128 random bits, as hex.

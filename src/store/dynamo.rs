@@ -432,7 +432,9 @@ impl DynamoStore {
     }
 
     /// Takes the lock when nobody holds it, its lease ended more than the skew margin
-    /// ago, or the caller's nonce holds it already; each grant issues a new fence.
+    /// ago, or the caller's nonce holds it already, unless an operator disabled the
+    /// name (then [`AcquireOutcome::Held`] with the disabled record); each grant issues
+    /// a new fence.
     pub async fn acquire(&self, request: &AcquireRequest) -> Result<AcquireOutcome, StoreError> {
         let now_micros = self.clock.now_micros();
         let token = Token::generate();
@@ -476,6 +478,7 @@ impl DynamoStore {
                     body,
                     reservation,
                     version,
+                    marks: Default::default(),
                 };
                 self.written.publish(&granted);
                 Ok(AcquireOutcome::Granted(granted))
@@ -548,13 +551,16 @@ impl DynamoStore {
             "#expires_at = :expires_at",
             "#ttl_ms = :ttl_ms",
         ];
-        let mut remove = vec!["#released_at"];
+        // An operator's ask to release, and the mark of a forced release, were about
+        // the holding before.
+        let mut remove = vec!["#released_at", "#release_asked_at", "#force_released_at"];
         remove.extend(also_remove);
         let mut e = Expression {
             condition:
                 "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
                  AND (attribute_not_exists(#reserved_by) OR #reserved_until < :now \
-                      OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover))"
+                      OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover)) \
+                 AND attribute_not_exists(#disabled_at)"
                     .to_owned(),
             ..Expression::default()
         };
@@ -570,6 +576,9 @@ impl DynamoStore {
             .name("#released_at", item::RELEASED_AT)
             .name("#reserved_by", item::RESERVED_BY)
             .name("#reserved_until", item::RESERVED_UNTIL)
+            .name("#release_asked_at", item::RELEASE_ASKED_AT)
+            .name("#force_released_at", item::FORCE_RELEASED_AT)
+            .name("#disabled_at", item::DISABLED_AT)
             .value(":floor", n(now_micros))
             .value(":one", n(1))
             .value(":nonce", s(request.nonce.as_str()))
@@ -780,7 +789,7 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
 
-    async fn write(
+    pub(super) async fn write(
         &self,
         operation: &'static str,
         name: &LockName,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::domain::{Lock, LockName, Nonce, Reservation, Token};
+use crate::domain::{Disabled, Lock, LockName, Marks, Nonce, Reservation, Token};
 
 /// Partition key: the lock name (S).
 pub const NAME: &str = "name";
@@ -36,6 +36,15 @@ pub const RESERVED_BY: &str = "reserved_by";
 pub const RESERVED_UNTIL: &str = "reserved_until";
 /// How many times the record was written (N); absent on records written before.
 pub const VERSION: &str = "version";
+/// While the name is disabled: since when (N, ms since epoch), by whom (S, a token's
+/// label) and why (S, optional); all removed together by enable.
+pub const DISABLED_AT: &str = "disabled_at";
+pub const DISABLED_BY: &str = "disabled_by";
+pub const DISABLED_REASON: &str = "disabled_reason";
+/// When an operator asked the holder to release (N, ms since epoch); removed on acquire.
+pub const RELEASE_ASKED_AT: &str = "release_asked_at";
+/// When an operator released the lock in its holder's stead (N); removed on acquire.
+pub const FORCE_RELEASED_AT: &str = "force_released_at";
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -61,8 +70,10 @@ impl TryFrom<&Item> for Lock {
             .strip_prefix(super::dynamo::ELECTION_PREFIX)
             .unwrap_or(&raw_name);
         let name = LockName::parse(bare).map_err(|e| malformed(e.0))?;
-        let nonce = Nonce::parse(&required_string(item, NONCE).map_err(&malformed)?)
-            .map_err(|e| malformed(e.0))?;
+        let nonce = match required_string(item, NONCE).map_err(&malformed)?.as_str() {
+            crate::domain::VACANT => Nonce::vacant(),
+            raw => Nonce::parse(raw).map_err(|e| malformed(e.0))?,
+        };
         let metadata = match string(item, METADATA) {
             Some(text) => Some(
                 serde_json::from_str(&text)
@@ -94,12 +105,32 @@ impl TryFrom<&Item> for Lock {
             ttl: Duration::from_millis(ttl_ms),
             body: string(item, BODY).unwrap_or_default(),
             reservation,
-            version: match item.get(VERSION) {
-                Some(_) => number(item, VERSION).map_err(&malformed)?,
-                None => 0,
+            version: optional_number(item, VERSION)
+                .map_err(&malformed)?
+                .unwrap_or(0),
+            marks: Marks {
+                disabled: optional_number(item, DISABLED_AT)
+                    .map_err(&malformed)?
+                    .map(|at| Disabled {
+                        at,
+                        by: string(item, DISABLED_BY).unwrap_or_default(),
+                        reason: string(item, DISABLED_REASON),
+                    }),
+                release_asked_at: optional_number(item, RELEASE_ASKED_AT).map_err(&malformed)?,
+                force_released_at: optional_number(item, FORCE_RELEASED_AT).map_err(&malformed)?,
             },
         })
     }
+}
+
+/// A number attribute that may be absent.
+fn optional_number<T: std::str::FromStr>(
+    item: &Item,
+    attribute: &str,
+) -> Result<Option<T>, String> {
+    item.get(attribute)
+        .map(|_| number(item, attribute))
+        .transpose()
 }
 
 pub(super) fn string(item: &Item, attribute: &str) -> Option<String> {

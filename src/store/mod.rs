@@ -3,6 +3,7 @@
 //! ([`AcquireOutcome::Held`], [`LockRejection`]), never an error; no SDK type leaves
 //! this module.
 
+mod admin;
 mod dynamo;
 mod group;
 pub mod item;
@@ -15,6 +16,7 @@ mod table;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use admin::Marked;
 pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, ELECTION_PREFIX, Release, Space};
 pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;

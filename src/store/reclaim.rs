@@ -3,7 +3,7 @@
 //! `DeleteItem` conditioned on the record being unchanged since the scan found it
 //! (same fence) and still stale and empty, so a concurrent acquire, update or
 //! release always wins over it. A record with a body is never deleted, nor one that a
-//! waiting lock group has reserved (until the reservation ends).
+//! waiting lock group has reserved (until the reservation ends), nor a disabled one.
 //!
 //! DynamoDB's own TTL deletion is not used: it is not documented to re-check the
 //! item before deleting it, so it could delete a record acquired a moment before.
@@ -20,12 +20,14 @@ use super::dynamo::outcome_of;
 use super::item::{self, n, s};
 use super::{DynamoStore, StoreError};
 
-/// Stale, empty and not reserved, as a filter and a condition (`:cutoff_released`,
+/// Stale, empty, not reserved and not disabled (an operator's disabling outlives any
+/// reclaim delay), as a filter and a condition (`:cutoff_released`,
 /// `:cutoff_expired`, `:now`).
 const STALE_AND_EMPTY: &str = "(attribute_not_exists(#body) OR #body = :empty) AND \
      ((#expires_at = :zero AND (attribute_not_exists(#released_at) OR #released_at < :cutoff_released)) \
       OR (#expires_at <> :zero AND #expires_at < :cutoff_expired)) AND \
-     (attribute_not_exists(#reserved_until) OR #reserved_until < :now)";
+     (attribute_not_exists(#reserved_until) OR #reserved_until < :now) AND \
+     attribute_not_exists(#disabled_at)";
 
 /// What one sweep of the table did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,6 +146,7 @@ fn stale_names() -> HashMap<String, String> {
         ("#expires_at", item::EXPIRES_AT),
         ("#released_at", item::RELEASED_AT),
         ("#reserved_until", item::RESERVED_UNTIL),
+        ("#disabled_at", item::DISABLED_AT),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -257,6 +257,48 @@ impl DynamoStore {
         holder: &Holder,
     ) -> Result<Result<Release, SlotRejection>, StoreError> {
         let fence = slot_fence(holder);
+        let Some((semaphore, applied)) =
+            self.release_slot(name, holder, "semaphore_release").await?
+        else {
+            return Ok(Ok(Release {
+                released: false,
+                fence: None,
+            }));
+        };
+        let slot = semaphore.slot(fence);
+        if let (Holder::Proven(_, nonce), Some(slot)) = (holder, slot)
+            && slot.nonce != *nonce
+        {
+            return Ok(Err(SlotRejection::NotHolder { fence }));
+        }
+        Ok(Ok(Release {
+            released: applied || slot.is_some_and(Slot::is_released),
+            fence: Some(semaphore.fence),
+        }))
+    }
+
+    /// Releases slot `fence` in its holder's stead, as the holder's release would (an
+    /// operator's force-release): 1 request. Answers the semaphore after, and whether
+    /// this changed it (`false`: the slot was released already, or is not there);
+    /// `None` when the semaphore has no record.
+    pub async fn force_release_slot(
+        &self,
+        name: &LockName,
+        fence: Fence,
+    ) -> Result<Option<(Semaphore, bool)>, StoreError> {
+        self.release_slot(name, &Holder::Fence(fence), "semaphore_force_release")
+            .await
+    }
+
+    /// The write of a slot's release: the semaphore after (or as the condition found
+    /// it), and whether the write applied; `None` when there is no record.
+    async fn release_slot(
+        &self,
+        name: &LockName,
+        holder: &Holder,
+        label: &'static str,
+    ) -> Result<Option<(Semaphore, bool)>, StoreError> {
+        let fence = slot_fence(holder);
         let mut condition =
             "attribute_exists(#slots.#f) AND #slots.#f.#expires_at <> :zero".to_owned();
         let mut op = self
@@ -276,32 +318,16 @@ impl DynamoStore {
                 .expression_attribute_values(":nonce", s(nonce.as_str()));
         }
         let op = op.condition_expression(condition);
-        let (semaphore, applied) = match self
-            .write_as(subject("release", "semaphore_release", name), op)
-            .await?
-        {
-            Write::Applied(item) => {
-                self.metrics().releases.inc();
-                (semaphore_from(&item)?, true)
-            }
-            Write::Rejected(Some(item)) => (semaphore_from(&item)?, false),
-            Write::Rejected(None) => {
-                return Ok(Ok(Release {
-                    released: false,
-                    fence: None,
-                }));
-            }
-        };
-        let slot = semaphore.slot(fence);
-        if let (Holder::Proven(_, nonce), Some(slot)) = (holder, slot)
-            && slot.nonce != *nonce
-        {
-            return Ok(Err(SlotRejection::NotHolder { fence }));
-        }
-        Ok(Ok(Release {
-            released: applied || slot.is_some_and(Slot::is_released),
-            fence: Some(semaphore.fence),
-        }))
+        Ok(
+            match self.write_as(subject("release", label, name), op).await? {
+                Write::Applied(item) => {
+                    self.metrics().releases.inc();
+                    Some((semaphore_from(&item)?, true))
+                }
+                Write::Rejected(Some(item)) => Some((semaphore_from(&item)?, false)),
+                Write::Rejected(None) => None,
+            },
+        )
     }
 
     /// The semaphore's record, read strongly consistently; `None` if there is none.

@@ -461,6 +461,16 @@ pub async fn spawn_with_tokens(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.toml");
     token_file(&path, tokens);
+    spawn_with_token_file(dir, options).await
+}
+
+/// A server with the token file `tokens.toml` of `dir` in force, and `options`
+/// otherwise; the file lives as long as the directory returned.
+pub async fn spawn_with_token_file(
+    dir: tempfile::TempDir,
+    options: Options,
+) -> (TestApp, tempfile::TempDir) {
+    let path = dir.path().join("tokens.toml");
     let security = fencelock::api::Security {
         auth: Some(Arc::new(fencelock::auth::Auth::load(&path).unwrap())),
         ..options.security.clone()

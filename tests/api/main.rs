@@ -2,6 +2,7 @@
 //! DynamoDB Local, driven by HTTP requests and by the built `fencelock` binary.
 
 mod acquire;
+mod admin;
 mod browser;
 mod cli;
 mod connections;

@@ -124,3 +124,29 @@ async fn a_reserved_record_is_kept_until_its_reservation_ends() {
         }
     );
 }
+
+/// A disabled name's record is kept however long ago its last lease ended: deleting
+/// it would enable the name.
+#[tokio::test]
+async fn a_disabled_record_is_kept() {
+    let app = TestApp::spawn().await;
+    let store = app.store().await;
+    let name = fencelock::domain::LockName::parse("off").unwrap();
+    let fence = app.acquire("off", "n", "").await.fence();
+    app.release("off", fence).await;
+    store.disable(&name, "test", None).await.unwrap();
+    app.clock.advance(Duration::from_secs(3600));
+    let nothing = Sweep {
+        found: 0,
+        deleted: 0,
+    };
+    assert_eq!(store.reclaim_stale(Duration::ZERO).await.unwrap(), nothing);
+    store.enable(&name).await.unwrap();
+    assert_eq!(
+        store.reclaim_stale(Duration::ZERO).await.unwrap(),
+        Sweep {
+            found: 1,
+            deleted: 1
+        }
+    );
+}

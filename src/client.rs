@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::api::{
-    ElectionView, ErrorBody, GroupReleasedLock, Leader, LockPage, LockView, Released,
+    AdminDone, ElectionView, ErrorBody, GroupReleasedLock, Leader, LockPage, LockView, Released,
+    SlotDone,
 };
 use crate::api::{ErrorCode, FENCE_HEADER, NONCE_HEADER};
 use crate::api::{GroupReleased, GroupView};
@@ -19,6 +20,33 @@ use crate::domain::{Fence, LockName, format_duration};
 
 /// The root of the lock-group routes.
 const GROUPS: &str = "lock-groups";
+
+/// The root of the break-glass routes.
+const ADMIN: &str = "admin";
+
+/// An operator's break-glass action on a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// End the holder's lease at once.
+    ForceRelease,
+    /// Refuse every acquire until enabled.
+    Disable,
+    Enable,
+    /// Ask the holder to release, on its next heartbeat's answer.
+    AskRelease,
+}
+
+impl AdminAction {
+    /// The action as its route spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ForceRelease => "force-release",
+            Self::Disable => "disable",
+            Self::Enable => "enable",
+            Self::AskRelease => "ask-release",
+        }
+    }
+}
 
 /// Where the command line looks for a server when not told otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:12345";
@@ -372,6 +400,41 @@ impl Client {
         self.json(self.request(Method::GET, &[name.as_str(), &fence]))
             .await
             .map_err(ClientError::lost_if_gone)
+    }
+
+    /// `POST /admin/locks/{name}/{action}`: an operator's break-glass action, for
+    /// `reason` (logged, and shown with a disabled lock). Needs a token with the
+    /// admin right.
+    pub async fn admin(
+        &self,
+        name: &LockName,
+        action: AdminAction,
+        reason: Option<&str>,
+    ) -> Result<AdminDone, ClientError> {
+        let call = self
+            .request_at(
+                ADMIN,
+                Method::POST,
+                &["locks", name.as_str(), action.as_str()],
+            )
+            .json(&serde_json::json!({ "reason": reason }));
+        self.json(call).await
+    }
+
+    /// `POST /admin/semaphores/{name}/{fence}/force-release`: ends slot `fence`'s
+    /// lease at once.
+    pub async fn force_release_slot(
+        &self,
+        name: &LockName,
+        fence: Fence,
+        reason: Option<&str>,
+    ) -> Result<SlotDone, ClientError> {
+        let fence = fence.to_string();
+        let segments = ["semaphores", name.as_str(), &fence, "force-release"];
+        let call = self
+            .request_at(ADMIN, Method::POST, &segments)
+            .json(&serde_json::json!({ "reason": reason }));
+        self.json(call).await
     }
 
     /// `POST /elections/{name}`: campaign with `request`'s nonce, lease, wait and

@@ -298,7 +298,7 @@ pub(super) async fn take_with<T>(
 
 /// Runs `command` with a client for `options`, and reports what went wrong on standard
 /// error: for a held lock, who holds it. Answers the exit status.
-async fn with_client(
+pub(super) async fn with_client(
     options: &ClientArgs,
     name: &LockName,
     command: impl AsyncFnOnce(&Client) -> Result<u8, ClientError>,

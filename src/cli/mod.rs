@@ -3,6 +3,7 @@
 //! `status`, `list`, `watch`), `run`, which holds a lock while a command runs, and
 //! `elect`, which runs a command while this process leads an election.
 
+mod admin;
 mod commands;
 mod holder;
 mod output;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, ClientConfig, ClientError, DEFAULT_URL, Holding, Kind};
+use crate::client::{AdminAction, Client, ClientConfig, ClientError, DEFAULT_URL, Holding, Kind};
 use crate::config::{ServeConfig, duration};
 use crate::domain::{Fence, LockName};
 
@@ -82,6 +83,22 @@ pub enum ClientCommand {
     /// --election, of an election's leaders) as it happens, one line each, until
     /// interrupted.
     Watch(WatchArgs),
+    /// Break glass: end the lease of each lock NAME at once (or, with --slot, of a
+    /// semaphore's slot); the holder loses it on its next heartbeat, the body is kept,
+    /// and the next acquire gets a fence above the holder's. Needs a token with the
+    /// admin right.
+    #[command(name = "force-release")]
+    ForceRelease(ForceReleaseArgs),
+    /// Break glass: refuse every acquire of each lock NAME until it is enabled; a
+    /// holder keeps its lease until it ends or is force-released. Needs the admin right.
+    Disable(AdminArgs),
+    /// Let each disabled lock NAME be acquired again. Needs the admin right.
+    Enable(AdminArgs),
+    /// Ask the holder of each lock NAME to release it: the holder sees it on its next
+    /// heartbeat's answer (`fencelock run` then stops CMD as on loss, and releases).
+    /// Needs the admin right.
+    #[command(name = "ask-release")]
+    AskRelease(AdminArgs),
 }
 
 /// How to reach the server, shared by the client commands.
@@ -294,6 +311,30 @@ pub struct ElectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The locks' names: 1–255 of [A-Za-z0-9._:-] each; each is acted on in turn.
+    #[arg(value_parser = lock_name, required = true, num_args = 1.., value_name = "NAME")]
+    pub names: Vec<LockName>,
+    /// Why: written in the server's audit line (and shown with a disabled lock).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub print: PrintArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ForceReleaseArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Release the slot of this fence of the semaphore NAME (one NAME) instead of
+    /// the lock NAME.
+    #[arg(long, value_name = "FENCE")]
+    pub slot: Option<Fence>,
+}
+
+#[derive(Debug, Args)]
 pub struct WatchArgs {
     #[command(flatten)]
     pub name: NameArgs,
@@ -321,6 +362,10 @@ pub async fn execute(command: ClientCommand) -> ExitCode {
         ClientCommand::Run(args) => run::run(args).await,
         ClientCommand::Elect(args) => run::elect(args).await,
         ClientCommand::Watch(args) => commands::watch(args).await,
+        ClientCommand::ForceRelease(args) => admin::force_release(args).await,
+        ClientCommand::Disable(args) => admin::act(AdminAction::Disable, args).await,
+        ClientCommand::Enable(args) => admin::act(AdminAction::Enable, args).await,
+        ClientCommand::AskRelease(args) => admin::act(AdminAction::AskRelease, args).await,
     };
     ExitCode::from(code)
 }

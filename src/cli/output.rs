@@ -75,6 +75,30 @@ pub fn lock_details(lock: &LockView) -> String {
             when(until)
         ));
     }
+    if let Some(disabled) = &lock.disabled {
+        let reason = disabled
+            .reason
+            .as_deref()
+            .map(|reason| format!(": {reason}"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\n  disabled by {} at {}{reason}: no acquire succeeds until it is enabled",
+            disabled.by,
+            when(&disabled.time)
+        ));
+    }
+    if let Some(asked) = &lock.release_requested_time {
+        text.push_str(&format!(
+            "\n  an operator asked the holder to release it at {}",
+            when(asked)
+        ));
+    }
+    if let Some(forced) = &lock.force_released_time {
+        text.push_str(&format!(
+            "\n  force-released by an operator at {}",
+            when(forced)
+        ));
+    }
     if let Some(waiters @ 1..) = lock.waiters {
         text.push_str(&format!("\n  acquires waiting on this server: {waiters}"));
     }

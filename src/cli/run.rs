@@ -55,7 +55,8 @@ SIGINT, SIGTERM and SIGHUP are passed on to CMD. When CMD ends, the lock is rele
 and `run` exits with CMD's status (128+N if signal N ended it). If the lock is lost
 (the server answers that the fence no longer holds it, or no heartbeat succeeds before
 the lease would end), CMD gets SIGTERM, then SIGKILL after --kill-grace, and `run`
-exits with 76.";
+exits with 76. So too when an operator asks for the lock to be released (`fencelock
+ask-release`, seen on a heartbeat's answer), and `run` then releases it.";
 
 pub const ABOUT_ELECT: &str = "\
 `elect` campaigns in the election NAME (waiting up to --wait while another candidate
@@ -76,6 +77,9 @@ enum Loss {
     Taken(String),
     /// No heartbeat succeeded before the lease would end; the last failure, if any.
     Silent(Option<String>),
+    /// An operator asked for a release (on a heartbeat's answer): the lock is still
+    /// held, and is released once CMD is stopped.
+    Asked,
 }
 
 impl Loss {
@@ -88,6 +92,9 @@ impl Loss {
                 last.as_deref()
                     .map(|e| format!(" (last failure: {e})"))
                     .unwrap_or_default()
+            )),
+            Self::Asked => warn(format_args!(
+                "an operator asked for {what} to be released (`fencelock ask-release`)"
             )),
         }
     }
@@ -391,8 +398,9 @@ async fn hold(
         humantime::format_duration(kill_grace)
     ));
     stop(&mut child, group, kill_grace).await;
-    if let Loss::Silent(_) = loss {
-        // The lease may still be this fence's if only the answers were lost.
+    if let Loss::Silent(_) | Loss::Asked = loss {
+        // Asked, the lease is this fence's; silent, it may be, if only the answers
+        // were lost.
         release(client, held).await;
     }
     EXIT_LOST
@@ -414,7 +422,8 @@ async fn keep(client: &Client, held: &Held<'_>, ttl: Duration, granted: Instant)
         let sent = Instant::now();
         match timeout_at(lease_end, held.heartbeat(client, ttl)).await {
             Err(_) => return Loss::Silent(last_failure),
-            Ok(Ok(_)) => {
+            Ok(Ok(true)) => return Loss::Asked,
+            Ok(Ok(false)) => {
                 lease_end = sent + ttl - margin;
                 next = sent + interval;
                 last_failure = None;
@@ -475,13 +484,21 @@ impl<'a> Held<'a> {
         }
     }
 
-    async fn heartbeat(&self, client: &Client, ttl: Duration) -> Result<(), ClientError> {
+    /// Extends the lease; answers whether an operator asked for a release.
+    async fn heartbeat(&self, client: &Client, ttl: Duration) -> Result<bool, ClientError> {
+        let asked = |lock: &LockView| lock.release_requested_time.is_some();
         match self.holdings.as_slice() {
             [one] if one.kind == Kind::Election => {
-                client.heartbeat_leader(one, Some(ttl)).await.map(|_| ())
+                client.heartbeat_leader(one, Some(ttl)).await.map(|_| false)
             }
-            [one] => client.heartbeat(one, Some(ttl)).await.map(|_| ()),
-            many => client.heartbeat_group(many, Some(ttl)).await.map(|_| ()),
+            [one] => client
+                .heartbeat(one, Some(ttl))
+                .await
+                .map(|lock| asked(&lock)),
+            many => client
+                .heartbeat_group(many, Some(ttl))
+                .await
+                .map(|locks| locks.iter().any(asked)),
         }
     }
 

@@ -11,7 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, Reply, TestApp, dynamodb_endpoint, signal, spawn_binary, spawn_with_token_file,
+    Options, Reply, TestApp, dynamodb_endpoint, fencelock, fencelock_cli, finished, signal,
+    spawn_binary, spawn_with_token_file, wait_for_text,
 };
 use crate::metrics::{scrape, value};
 
@@ -556,4 +557,127 @@ async fn each_action_writes_one_audit_line_at_warn_naming_the_token_lock_fence_a
     );
     assert_eq!(audits[1]["action"], "disable");
     assert_eq!(audits[1]["by"], label("billing-admin"));
+}
+
+#[tokio::test]
+async fn the_cli_takes_each_action_and_says_what_changed() {
+    let app = open_admin().await;
+    let fence = app.acquire("a", "n", "&ttl=1m").await.fence();
+    app.acquire("b", "n", "&ttl=1m").await;
+
+    let asked = fencelock_cli(&app.base, &["ask-release", "a"]).await;
+    assert_eq!(asked.code, Some(0), "{asked:?}");
+    assert!(
+        asked
+            .stdout
+            .contains(&format!("asked the holder of \"a\" (fence {fence})")),
+        "{asked:?}"
+    );
+
+    // Several names at once: a group's locks.
+    let forced = fencelock_cli(&app.base, &["force-release", "a", "b", "--reason", "INC-9"]).await;
+    assert_eq!(forced.code, Some(0), "{forced:?}");
+    assert!(
+        forced.stdout.contains(&format!(
+            "force-released \"a\": the lease of fence {fence} is over"
+        )),
+        "{forced:?}"
+    );
+    assert!(forced.stdout.contains("force-released \"b\""), "{forced:?}");
+    assert_eq!(app.status("b").await.json["held"], false);
+
+    let disabled = fencelock_cli(
+        &app.base,
+        &["disable", "a", "--reason", "restore", "--json"],
+    )
+    .await;
+    assert_eq!(disabled.json()["lock"]["disabled"]["reason"], "restore");
+    let status = fencelock_cli(&app.base, &["status", "a"]).await;
+    assert!(
+        status.stdout.contains("disabled by open at")
+            && status.stdout.contains(": restore: no acquire succeeds"),
+        "{status:?}"
+    );
+    let refused = fencelock_cli(&app.base, &["acquire", "a"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("fencelock enable a"), "{refused:?}");
+    let enabled = fencelock_cli(&app.base, &["enable", "a"]).await;
+    assert!(
+        enabled
+            .stdout
+            .contains("enabled \"a\": it may be acquired again"),
+        "{enabled:?}"
+    );
+    let again = fencelock_cli(&app.base, &["enable", "a"]).await;
+    assert_eq!(again.code, Some(0));
+    assert!(
+        again.stdout.contains("was not disabled; nothing changed"),
+        "{again:?}"
+    );
+
+    let slot = app
+        .call(
+            Method::POST,
+            "/semaphores/pool?limit=2&nonce=s&ttl=1m",
+            None,
+        )
+        .await
+        .fence();
+    let slot_arg = slot.to_string();
+    let freed = fencelock_cli(&app.base, &["force-release", "pool", "--slot", &slot_arg]).await;
+    assert!(
+        freed
+            .stdout
+            .contains(&format!("force-released slot {slot} of semaphore \"pool\""))
+            && freed.stdout.contains("2 of 2 slots are free"),
+        "{freed:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_cli_is_refused_without_the_right_and_says_why() {
+    let (app, _dir) = spawn_with_token_file(rights_file(), Options::default()).await;
+    let mut command = fencelock(&app.base);
+    command
+        .env("FENCELOCK_TOKEN", "billing")
+        .args(["disable", "billing:run"]);
+    let refused = finished(command.spawn().unwrap()).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("no admin right"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn run_stops_the_command_and_releases_when_an_operator_asks() {
+    let app = open_admin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "trap 'echo TERM >> {log}; exit 0' TERM; echo started >> {log}; while :; do sleep 0.1; done",
+        log = log.display()
+    );
+    let run = fencelock(&app.base)
+        .args(["run", "job", "--ttl", "3s", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_for_text(&log, "started").await;
+    let fence = app.status("job").await.fence();
+    act(&app, "ask-release", "job", Some("maintenance")).await;
+    let run = finished(run).await;
+    assert_eq!(run.code, Some(76), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("an operator asked for lock \"job\" to be released"),
+        "{run:?}"
+    );
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("TERM"),
+        "CMD was stopped gracefully"
+    );
+    // Released by run itself: the fence is the same, and the lease ended by release.
+    let status = app.status("job").await;
+    assert_eq!(
+        (status.fence(), &status.json["expireTime"]),
+        (fence, &Value::Null)
+    );
+    assert!(status.json.get("forceReleasedTime").is_none());
 }

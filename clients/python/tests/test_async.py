@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import time
 
+import httpx
 import pytest
 from proxy import Fault, Proxy
 
@@ -136,3 +137,19 @@ async def test_failing_heartbeats_signal_danger_then_recover(proxy: Proxy, name:
                 break
             await asyncio.sleep(0.05)
         assert not lease.in_danger.is_set() and not lease.lost.is_set()
+
+
+async def test_an_operators_ask_to_release_is_seen_and_check_raises_it(
+    server: str, name: str
+) -> None:
+    async with fencelock.AsyncClient(server, timeout=5) as client:
+        with pytest.raises(fencelock.ReleaseRequested):
+            async with client.lock(name, ttl="600ms") as lease:
+                async with httpx.AsyncClient() as operator:
+                    answer = await operator.post(f"{server}/admin/locks/{name}/ask-release")
+                    answer.raise_for_status()
+                await asyncio.wait_for(lease.release_requested.wait(), 5)
+                assert not lease.lost.is_set()
+                lease.check()
+        status = await client.status(name)
+        assert status["held"] is False and status["expireTime"] is None

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 
+import httpx
 import pytest
 from proxy import Fault, Pipe, Proxy
 
@@ -262,3 +263,30 @@ def test_a_grant_whose_answer_came_late_is_confirmed_before_it_is_handed_over(
     # Handed over with the lease a heartbeat confirmed, not the 0.2 s the acquire left.
     assert left > 0.6, left
     assert proxy.requests(name)[1].path.endswith("/heartbeat"), proxy.requests(name)
+
+
+def test_an_operators_ask_to_release_is_seen_and_check_raises_it(server: str, name: str) -> None:
+    client = direct(server)
+    with pytest.raises(fencelock.ReleaseRequested), client.lock(name, ttl="600ms") as lease:
+        assert not lease.release_requested.is_set()
+        lease.check()
+        httpx.post(f"{server}/admin/locks/{name}/ask-release").raise_for_status()
+        assert lease.release_requested.wait(5), "the ask was never seen"
+        assert not lease.lost.is_set()
+        lease.check()
+    # Leaving the block released the lock: the holder gave it up itself.
+    status = client.status(name)
+    assert status["held"] is False and status["expireTime"] is None
+    assert "forceReleasedTime" not in status
+
+
+def test_a_disabled_lock_is_refused_at_once_though_the_caller_would_wait(
+    server: str, proxy: Proxy, name: str
+) -> None:
+    reason = {"reason": "restore from backup"}
+    httpx.post(f"{server}/admin/locks/{name}/disable", json=reason).raise_for_status()
+    client = fencelock.Client(proxy.url, timeout=5)
+    with pytest.raises(fencelock.LockDisabled, match="restore from backup"):
+        client.lock(name, wait="30s").acquire()
+    # Asked once: waiting would not change the answer.
+    assert [seen.method for seen in proxy.seen] == ["POST"]

@@ -7,7 +7,9 @@
 ...     lease.check()
 
 The lease heartbeats in the background, says when it is lost (``lease.lost``,
-``on_lost``, ``lease.check()``), and is released when the block is left.
+``on_lost``, ``lease.check()``) or when an operator asks for it back
+(``lease.release_requested``, ``lease.check()``), and is released when the block is
+left.
 """
 
 from ._async import AsyncClient, AsyncLease
@@ -15,10 +17,12 @@ from ._errors import (
     FencelockError,
     Forbidden,
     InvalidRequest,
+    LockDisabled,
     LockHeld,
     LockLost,
     NotHolder,
     RateLimited,
+    ReleaseRequested,
     Unauthorized,
     Unavailable,
 )
@@ -34,10 +38,12 @@ __all__ = [
     "Forbidden",
     "InvalidRequest",
     "Lease",
+    "LockDisabled",
     "LockHeld",
     "LockLost",
     "NotHolder",
     "RateLimited",
+    "ReleaseRequested",
     "Unauthorized",
     "Unavailable",
 ]

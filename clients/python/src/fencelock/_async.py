@@ -235,6 +235,7 @@ class AsyncLease(LeaseBase):
 
     lost: asyncio.Event
     in_danger: asyncio.Event
+    release_requested: asyncio.Event
 
     def __init__(
         self,
@@ -248,6 +249,7 @@ class AsyncLease(LeaseBase):
         self._client = client
         self.lost = asyncio.Event()
         self.in_danger = asyncio.Event()
+        self.release_requested = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

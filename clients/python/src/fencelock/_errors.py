@@ -51,6 +51,17 @@ class LockLost(FencelockError):
     exclusive."""
 
 
+class LockDisabled(FencelockError):
+    """An operator disabled the lock's name (409 ``lock_disabled``): no acquire
+    succeeds until it is enabled again, so waiting does not help."""
+
+
+class ReleaseRequested(FencelockError):
+    """An operator asked the holder to release (``fencelock ask-release``), seen on a
+    heartbeat's answer: raised by ``lease.check()``, so that the ``with`` block ends
+    and releases the lock. The lock is still held when it is raised."""
+
+
 class NotHolder(FencelockError):
     """The nonce sent is not the holder's (403 ``not_holder``)."""
 
@@ -141,6 +152,8 @@ def error_from(status: int, body: Any, headers: Any, holding: bool) -> Fencelock
             expire_time=expire if isinstance(expire, str) else None,
             retry_after=retry_after,
         )
+    if code == "lock_disabled":
+        return LockDisabled(message, code, status)
     if code in _LOST and (holding or code != "not_found"):
         return LockLost(message, code, status)
     if code == "not_holder":

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._errors import LockLost
+from ._errors import LockLost, ReleaseRequested
 from ._protocol import Clock, Granted, Held, Kind, Terms, parse_time
 
 log = logging.getLogger("fencelock")
@@ -27,6 +27,8 @@ class Flag(Protocol):
 class LeaseBase:
     lost: Flag
     in_danger: Flag
+    #: Set once a heartbeat's answer says an operator asked for a release.
+    release_requested: Flag
 
     def __init__(
         self,
@@ -96,10 +98,16 @@ class LeaseBase:
         return self._terms.nonce
 
     def check(self) -> None:
-        """Raises :class:`LockLost` if the holding is lost: call it between steps of
-        long work, since Python cannot stop a running block."""
+        """Raises :class:`LockLost` if the holding is lost, and
+        :class:`ReleaseRequested` if an operator asked for it to be released: call it
+        between steps of long work, since Python cannot stop a running block."""
         if self.lost.is_set():
             raise LockLost(self._lost_reason, "lost")
+        if self.release_requested.is_set():
+            raise ReleaseRequested(
+                f"an operator asked for {self.kind} {self.name} to be released",
+                "release_requested",
+            )
 
     # -- the holding's state ----------------------------------------------------
 
@@ -128,6 +136,9 @@ class LeaseBase:
             self._clock.confirm(sent, grant.ttl)
             self.expire_time = grant.expire_time
         self.in_danger.clear()
+        if grant.release_requested and not self.release_requested.is_set():
+            log.warning("an operator asked for %s %s to be released", self.kind, self.name)
+            self.release_requested.set()
 
     def _failed(self, err: Exception) -> None:
         """Notes a failed heartbeat, and says the holding is in danger once they have

@@ -172,6 +172,8 @@ class Granted:
     body: str
     ttl: float
     expire_time: str | None
+    #: An operator asked the holder to release (``releaseRequestedTime``).
+    release_requested: bool = False
 
 
 def granted(kind: Kind, view: Any) -> Granted:
@@ -194,6 +196,7 @@ def granted(kind: Kind, view: Any) -> Granted:
         body=str(first.get("body") or ""),
         ttl=seconds(str(first["ttl"])),
         expire_time=first.get("expireTime"),
+        release_requested=any(lock.get("releaseRequestedTime") for lock in locks),
     )
 
 

@@ -272,6 +272,7 @@ class Lease(LeaseBase):
 
     lost: threading.Event
     in_danger: threading.Event
+    release_requested: threading.Event
 
     def __init__(
         self,
@@ -285,6 +286,7 @@ class Lease(LeaseBase):
         self._client = client
         self.lost = threading.Event()
         self.in_danger = threading.Event()
+        self.release_requested = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -1,6 +1,7 @@
 // The page's only way to the server: GET requests to the public JSON API, with the
-// viewer's bearer token. The token lives in this tab's sessionStorage: never a
-// cookie, never the URL, gone when the tab closes.
+// viewer's bearer token, and the operators' break-glass POSTs under /admin, sent only
+// when the viewer confirms one. The token lives in this tab's sessionStorage: never
+// a cookie, never the URL, gone when the tab closes.
 
 const TOKEN_KEY = "fencelock.token";
 
@@ -51,18 +52,32 @@ function noteServerClock(response, sentAt) {
 }
 
 /** GET `path` and its JSON; throws ApiError for anything but 2xx. */
-export async function getJson(path, signal) {
+export function getJson(path, signal) {
+  return requestJson("GET", path, signal);
+}
+
+/** POST `body` (JSON) to `path`, and the answer's JSON; throws ApiError for anything but 2xx. */
+export function postJson(path, body) {
+  return requestJson("POST", path, new AbortController().signal, body);
+}
+
+async function requestJson(method, path, signal, body) {
   const headers = { Accept: "application/json" };
   const bearer = token();
   if (bearer) {
     headers.Authorization = `Bearer ${bearer}`;
+  }
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
   }
   const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   const sentAt = Date.now();
   let response;
   try {
     response = await fetch(path, {
+      method,
       headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.any([signal, timeout]),
       cache: "no-store",
       credentials: "omit",
@@ -75,15 +90,15 @@ export async function getJson(path, signal) {
     throw new ApiError(0, "unreachable", `the server could not be reached (${why})`);
   }
   noteServerClock(response, sentAt);
-  const body = await response.json().catch(() => null);
+  const answer = await response.json().catch(() => null);
   if (!response.ok) {
     throw new ApiError(
       response.status,
-      body?.code ?? "unexpected",
-      body?.error ?? `the server answered ${response.status} ${response.statusText}`,
+      answer?.code ?? "unexpected",
+      answer?.error ?? `the server answered ${response.status} ${response.statusText}`,
     );
   }
-  return body;
+  return answer;
 }
 
 function answered() {

@@ -7,9 +7,10 @@ import { el, notice, setStatus, showsTokenForm, tokenForm } from "./dom.js";
 /**
  * Shows the page of `name` in `main` (`heading` its title) from the stream at
  * `path`: `render(data)` draws the details of each state, or answers null when there
- * is nothing to draw, and `empty()` then says why (a notice).
+ * is nothing to draw, and `empty()` then says why (a notice). `after`, if given, is
+ * an element shown below the details that the page's redrawing leaves alone.
  */
-export function followedPage(main, { title, heading, path, render, empty }) {
+export function followedPage(main, { title, heading, path, render, empty, after = null }) {
   document.title = title;
   const message = el("div", { class: "message" });
   const details = el("div", { class: "lock", hidden: true });
@@ -18,6 +19,7 @@ export function followedPage(main, { title, heading, path, render, empty }) {
     el("h1", {}, ...heading),
     message,
     details,
+    ...(after ? [after] : []),
   );
   const stream = follow({
     path,

@@ -7,6 +7,7 @@
 //! answers the page asked for" (the page counts them in `<body data-refreshes>`, and
 //! asks every second), and every wait is bounded so that a broken page fails.
 
+mod admin;
 mod list;
 mod lock;
 mod screenshots;

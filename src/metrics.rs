@@ -29,6 +29,17 @@ pub struct Metrics {
     conflicts_by_kind: IntCounterVec,
     /// Operators' break-glass actions, by action and whether they changed anything.
     admin_actions: IntCounterVec,
+    /// How long holdings lasted, grant to release (or to the end of a lease taken
+    /// over), by kind.
+    hold_time: HistogramVec,
+    /// How long acquires took, waiting included, by kind and outcome.
+    acquire_wait: HistogramVec,
+    /// The part of the lease that was left when a heartbeat arrived, by kind.
+    lease_left: HistogramVec,
+    /// Takeovers of a lease that ended without a release, by namespace.
+    takeovers_by_namespace: IntCounterVec,
+    /// The namespaces [`Metrics::takeovers_by_namespace`] has a series of.
+    takeover_namespaces: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     pub locks_granted: IntCounter,
     pub lock_conflicts: IntCounter,
     pub expired_takeovers: IntCounter,
@@ -97,6 +108,40 @@ impl Metrics {
                 ),
                 &["action", "changed"],
             )?,
+            hold_time: HistogramVec::new(
+                HistogramOpts::new(
+                    "hold_seconds",
+                    "How long holdings lasted: grant to release, or to the end of a lease another holder took over",
+                )
+                // 0.1 s to about 5 days.
+                .buckets(exponential_buckets(0.1, 4.0, 12)?),
+                &["kind"],
+            )?,
+            acquire_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "acquire_wait_seconds",
+                    "How long acquires took to be answered, waiting included",
+                )
+                // 1 ms to about 65 s.
+                .buckets(exponential_buckets(0.001, 2.0, 17)?),
+                &["kind", "outcome"],
+            )?,
+            lease_left: HistogramVec::new(
+                HistogramOpts::new(
+                    "heartbeat_lease_left_ratio",
+                    "The part of the lease left when a heartbeat arrived (1: just renewed; near 0: almost too late)",
+                )
+                .buckets(vec![0.05, 0.1, 0.2, 1.0 / 3.0, 0.5, 2.0 / 3.0, 0.8, 0.9, 1.0]),
+                &["kind"],
+            )?,
+            takeovers_by_namespace: IntCounterVec::new(
+                Opts::new(
+                    "expired_takeovers_by_namespace_total",
+                    "Acquisitions that took over a lease that ended without a release, by namespace (past 100 namespaces, as `_other`)",
+                ),
+                &["namespace"],
+            )?,
+            takeover_namespaces: Default::default(),
             locks_granted: counter("locks_granted_total", "Acquisitions granted")?,
             lock_conflicts: counter(
                 "lock_conflicts_total",
@@ -119,6 +164,10 @@ impl Metrics {
         registry.register(Box::new(metrics.grants_by_kind.clone()))?;
         registry.register(Box::new(metrics.conflicts_by_kind.clone()))?;
         registry.register(Box::new(metrics.admin_actions.clone()))?;
+        registry.register(Box::new(metrics.hold_time.clone()))?;
+        registry.register(Box::new(metrics.acquire_wait.clone()))?;
+        registry.register(Box::new(metrics.lease_left.clone()))?;
+        registry.register(Box::new(metrics.takeovers_by_namespace.clone()))?;
         Ok(metrics)
     }
 
@@ -165,6 +214,50 @@ impl Metrics {
             .inc();
     }
 
+    /// Notes a holding of `kind` that lasted `held`.
+    pub fn held(&self, kind: Kind, held: Duration) {
+        self.hold_time
+            .with_label_values(&[kind.as_str()])
+            .observe(held.as_secs_f64());
+    }
+
+    /// Notes an acquire of `kind` answered `outcome` (`granted`, `held`, …) after `took`.
+    pub fn acquired(&self, kind: Kind, outcome: &str, took: Duration) {
+        self.acquire_wait
+            .with_label_values(&[kind.as_str(), outcome])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Notes a heartbeat of `kind` that arrived with `left` of its lease (0 to 1).
+    pub fn heartbeat_left(&self, kind: Kind, left: f64) {
+        self.lease_left
+            .with_label_values(&[kind.as_str()])
+            .observe(left.clamp(0.0, 1.0));
+    }
+
+    /// Counts a takeover of a lease in `namespace` that ended without a release. The
+    /// first 100 namespaces seen have a series each, the rest share `_other`: names
+    /// are the clients' to choose, and series are not free.
+    pub fn took_over(&self, namespace: &str) {
+        const MOST: usize = 100;
+        let mut seen = self
+            .takeover_namespaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let label = if seen.contains(namespace) {
+            namespace
+        } else if seen.len() < MOST {
+            seen.insert(namespace.to_owned());
+            namespace
+        } else {
+            "_other"
+        };
+        self.takeovers_by_namespace
+            .with_label_values(&[label])
+            .inc();
+        self.expired_takeovers.inc();
+    }
+
     /// Counts one HTTP request.
     pub fn http(&self, method: &str, route: &str, status: u16, took: Duration) {
         self.http_requests
@@ -197,6 +290,12 @@ mod tests {
         metrics.grants(Kind::Semaphore);
         metrics.conflicts(Kind::Lock);
         metrics.admin("disable", true);
+        metrics.held(Kind::Lock, Duration::from_secs(3));
+        metrics.acquired(Kind::Lock, "granted", Duration::from_millis(3));
+        metrics.heartbeat_left(Kind::Lock, 0.7);
+        for namespace in 0..101 {
+            metrics.took_over(&format!("ns{namespace}"));
+        }
         let text = metrics.render();
         for name in [
             "fencelock_http_requests_total",
@@ -208,6 +307,12 @@ mod tests {
             "fencelock_grants_total{kind=\"semaphore\"} 1",
             "fencelock_conflicts_total{kind=\"lock\"} 1",
             "fencelock_admin_actions_total{action=\"disable\",changed=\"true\"} 1",
+            "fencelock_hold_seconds_count{kind=\"lock\"} 1",
+            "fencelock_acquire_wait_seconds_count{kind=\"lock\",outcome=\"granted\"} 1",
+            "fencelock_heartbeat_lease_left_ratio_bucket{kind=\"lock\",le=\"0.8\"} 1",
+            "fencelock_expired_takeovers_by_namespace_total{namespace=\"ns99\"} 1",
+            "fencelock_expired_takeovers_by_namespace_total{namespace=\"_other\"} 1",
+            "fencelock_expired_takeovers_total 101",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -124,7 +124,7 @@ impl Contended for Locks {
 
     fn turn(store: &DynamoStore, outcome: &AcquireOutcome) -> Turn {
         match outcome {
-            AcquireOutcome::Granted(lock) => Turn::Granted {
+            AcquireOutcome::Granted(lock, _) => Turn::Granted {
                 busy_until: Some(store.policy().free_at(lock)),
             },
             // Waiting does not enable a disabled lock.
@@ -137,13 +137,13 @@ impl Contended for Locks {
 
     fn seen_by_others(granted: &AcquireOutcome) -> Option<AcquireOutcome> {
         match granted {
-            AcquireOutcome::Granted(lock) => Some(AcquireOutcome::Held(lock.clone())),
+            AcquireOutcome::Granted(lock, _) => Some(AcquireOutcome::Held(lock.clone())),
             AcquireOutcome::Held(_) => None,
         }
     }
 
     async fn give_back(store: &DynamoStore, outcome: AcquireOutcome) {
-        let AcquireOutcome::Granted(lock) = outcome else {
+        let AcquireOutcome::Granted(lock, _) = outcome else {
             return;
         };
         let (name, fence) = (lock.name, lock.fence);

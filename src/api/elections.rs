@@ -167,7 +167,7 @@ pub async fn campaign(
             .map_err(|err| ApiError::waited(err, &name, || format!("election \"{name}\"")))?
     };
     match outcome {
-        AcquireOutcome::Granted(lock) => Ok(view(&app, &name, Some(lock))),
+        AcquireOutcome::Granted(lock, _) => Ok(view(&app, &name, Some(lock))),
         AcquireOutcome::Held(leader) => Err(ApiError::ElectionLed {
             retry_after_secs: retry_after_secs(app.policy.free_at(&leader), now(&app)),
             name,

@@ -156,7 +156,7 @@ pub async fn acquire(
         metadata: body.metadata,
         body: None,
     };
-    let lock = take(&app, &caller, request, Duration::ZERO).await?;
+    let (lock, _) = take(&app, &caller, request, Duration::ZERO).await?;
     Ok(lock.into())
 }
 

@@ -18,7 +18,7 @@ use super::terms::{
 use super::view::{LockView, Released};
 use super::watch::{StatusQuery, long_poll};
 use super::{ApiError, AppState};
-use crate::domain::{Holder, Kind, Lock, Marks};
+use crate::domain::{Holder, Kind, Lock, Marks, Predecessor};
 use crate::store::{AcquireOutcome, AcquireRequest, HolderOutcome};
 
 type LockResult = Result<LockView, ApiError>;
@@ -81,18 +81,37 @@ pub async fn acquire(
         metadata: body.metadata,
         body: None,
     };
-    let lock = take(&app, &caller, request, wait).await?;
-    Ok(LockView::new(lock, now(&app), &app.policy))
+    let (lock, predecessor) = take(&app, &caller, request, wait).await?;
+    Ok(LockView::new(lock, now(&app), &app.policy).took_over(predecessor))
 }
 
 /// Acquires `request` at once, or waiting up to `wait` (cut to the server's maximum);
-/// a lock still held in the end is a 409 saying until when.
+/// a lock still held in the end is a 409 saying until when. Answers the grant, and
+/// the holder it took over from, if its lease had run out unreleased.
 pub(super) async fn take(
     app: &AppState,
     caller: &Caller,
     request: AcquireRequest,
     wait: Duration,
-) -> Result<Lock, ApiError> {
+) -> Result<(Lock, Option<Predecessor>), ApiError> {
+    let started = std::time::Instant::now();
+    let taken = take_now_or_waiting(app, caller, request, wait).await;
+    let outcome = match &taken {
+        Ok(_) => "granted",
+        Err(ApiError::LockHeld { .. }) => "held",
+        Err(ApiError::LockDisabled { .. }) => "disabled",
+        Err(_) => "failed",
+    };
+    app.metrics.acquired(Kind::Lock, outcome, started.elapsed());
+    taken
+}
+
+async fn take_now_or_waiting(
+    app: &AppState,
+    caller: &Caller,
+    request: AcquireRequest,
+    wait: Duration,
+) -> Result<(Lock, Option<Predecessor>), ApiError> {
     let wait = wait.min(app.max_wait);
     let name = request.name.clone();
     let outcome = if wait.is_zero() {
@@ -105,7 +124,7 @@ pub(super) async fn take(
             .map_err(|err| ApiError::waited(err, &name, || format!("lock \"{name}\"")))?
     };
     match outcome {
-        AcquireOutcome::Granted(lock) => Ok(lock),
+        AcquireOutcome::Granted(lock, predecessor) => Ok((lock, predecessor)),
         AcquireOutcome::Held(Lock {
             name,
             fence,

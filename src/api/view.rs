@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{Fence, LeasePolicy, Lock, Millis, format_duration};
+use crate::domain::{Fence, LeasePolicy, Lock, Millis, Predecessor, format_duration};
 
 /// A lock as clients see it: glock's `acquireTime`, `expireTime`, `fence` and `body`,
 /// plus the rest of the record. Never the nonce.
@@ -58,6 +58,22 @@ pub struct LockView {
     /// and after the next acquire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_released_time: Option<String>,
+    /// In an acquire's answer only, when it took the lock over from a holder whose
+    /// lease ran out without a release: that holder may have stopped in the middle of
+    /// its work, so read the body before going on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_over: Option<TookOver>,
+}
+
+/// The holder an acquire took the lock over from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TookOver {
+    /// Its fence: below the new one.
+    pub fence: Fence,
+    /// When its lease ran out.
+    pub expire_time: String,
+    pub owner: Option<String>,
 }
 
 /// Who disabled a lock name, when, and why.
@@ -96,7 +112,18 @@ impl LockView {
             }),
             release_requested_time: lock.marks.release_asked_at.map(rfc3339),
             force_released_time: lock.marks.force_released_at.map(rfc3339),
+            took_over: None,
         }
+    }
+
+    /// The same view, saying that the acquire took the lock over from `predecessor`.
+    pub fn took_over(mut self, predecessor: Option<Predecessor>) -> Self {
+        self.took_over = predecessor.map(|p| TookOver {
+            fence: p.fence,
+            expire_time: rfc3339(p.expires_at),
+            owner: p.owner,
+        });
+        self
     }
 
     /// The same view with the count of acquires waiting for the lock on this server.

@@ -205,6 +205,7 @@ mod tests {
             disabled: None,
             release_requested_time: None,
             force_released_time: None,
+            took_over: None,
         }
     }
 

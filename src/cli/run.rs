@@ -47,8 +47,10 @@ If the lock is held (and any --wait ran out), CMD never starts and `run` exits w
 
 CMD runs with FENCELOCK_NAME, FENCELOCK_FENCE (pass it to the systems CMD writes to),
 FENCELOCK_NONCE, FENCELOCK_BODY (the lock's recovery value, saved with `fencelock
-update`) and FENCELOCK_URL (and FENCELOCK_TOKEN and FENCELOCK_CA when `run` has them)
-in its environment. It runs in a process group of its own, so that
+update`), FENCELOCK_TOOK_OVER (only when the lock was taken over from a holder whose
+lease ran out without a release: that holder's fence) and FENCELOCK_URL (and
+FENCELOCK_TOKEN and FENCELOCK_CA when `run` has them) in its environment. It runs in
+a process group of its own, so that
 stopping it stops everything it started; it cannot read from the terminal.
 
 SIGINT, SIGTERM and SIGHUP are passed on to CMD. When CMD ends, the lock is released
@@ -173,6 +175,20 @@ fn environment(
     env.extend(connection(client, options));
     if let Some(limit) = limit {
         env.push(("FENCELOCK_LIMIT", limit.to_string().into()));
+    }
+    if let Some(took_over) = &locks[0].took_over {
+        warn(format_args!(
+            "took \"{}\" over from fence {}{}, whose lease ran out at {} without a release: it may have stopped in the middle of its work (FENCELOCK_BODY holds what it recorded)",
+            names[0],
+            took_over.fence,
+            took_over
+                .owner
+                .as_deref()
+                .map(|owner| format!(" ({owner})"))
+                .unwrap_or_default(),
+            took_over.expire_time
+        ));
+        env.push(("FENCELOCK_TOOK_OVER", took_over.fence.to_string().into()));
     }
     env
 }

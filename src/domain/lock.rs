@@ -54,6 +54,17 @@ pub struct Lock {
     pub marks: Marks,
 }
 
+/// The holder an acquire took a lock over from: its lease had ended without a
+/// release, so it may have stopped in the middle of its work (the body says how far
+/// it got, if it kept it up to date).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Predecessor {
+    pub fence: Fence,
+    /// When its lease ended.
+    pub expires_at: Millis,
+    pub owner: Option<String>,
+}
+
 /// What operators' break-glass actions leave on a lock record, besides the lease.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marks {

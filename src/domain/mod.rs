@@ -16,8 +16,8 @@ pub use duration::{TtlBounds, format_duration, human_duration, parse_duration};
 pub use kind::Kind;
 pub use lease::LeasePolicy;
 pub use lock::{
-    Disabled, Fence, Holder, Lock, LockRejection, Marks, Millis, Reservation, check_holder,
-    parse_fence,
+    Disabled, Fence, Holder, Lock, LockRejection, Marks, Millis, Predecessor, Reservation,
+    check_holder, parse_fence,
 };
 pub use name::{DEFAULT_NAMESPACE, LockName, is_namespace};
 pub use nonce::{MAX_NONCE_LEN, Nonce, VACANT};

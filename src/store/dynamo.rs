@@ -21,8 +21,8 @@ use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
 use crate::domain::{
-    Fence, Holder, Kind, LeasePolicy, Lock, LockName, LockRejection, Millis, ServerKey, Token,
-    check_holder,
+    Fence, Holder, Kind, LeasePolicy, Lock, LockName, LockRejection, Millis, Predecessor,
+    ServerKey, Token, check_holder,
 };
 use crate::metrics::Metrics;
 
@@ -316,6 +316,11 @@ pub(super) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// `ms` milliseconds as a duration; none when negative.
+pub(super) fn millis_duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// The answer to one conditional write.
 pub(super) enum Write {
     Applied(Item),
@@ -449,17 +454,24 @@ impl DynamoStore {
                 let old = (!old.is_empty())
                     .then(|| Lock::try_from(&old))
                     .transpose()?;
-                if old
+                let now = now_micros.div_euclid(1000);
+                let predecessor = old
                     .as_ref()
-                    .is_some_and(|o| !o.is_released() && o.nonce != request.nonce)
-                {
-                    self.metrics.expired_takeovers.inc();
-                }
+                    .filter(|o| !o.is_released() && o.nonce != request.nonce)
+                    .map(|o| {
+                        self.metrics.took_over(o.name.namespace());
+                        let held = o.expires_at.saturating_sub(o.acquired_at);
+                        self.metrics.held(self.space.kind(), millis_duration(held));
+                        Predecessor {
+                            fence: o.fence,
+                            expires_at: o.expires_at,
+                            owner: o.owner.clone(),
+                        }
+                    });
                 if self.space == Space::Locks {
                     self.metrics.locks_granted.inc();
                 }
                 self.metrics.grants(self.space.kind());
-                let now = now_micros.div_euclid(1000);
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
                 let version = old.as_ref().map_or(0, |o| o.version) + 1;
                 let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
@@ -481,7 +493,7 @@ impl DynamoStore {
                     marks: Default::default(),
                 };
                 self.written.publish(&granted);
-                Ok(AcquireOutcome::Granted(granted))
+                Ok(AcquireOutcome::Granted(granted, predecessor))
             }
             Write::Rejected(Some(item)) => {
                 if self.space == Space::Locks {
@@ -670,13 +682,31 @@ impl DynamoStore {
         renewal: Renewal<'_>,
     ) -> Result<HolderOutcome, StoreError> {
         let now = self.clock.now_millis();
-        let op = renew_expression(holder, &renewal, now).on(self.update(name));
+        // The record as it was, for how much of its lease was left; the new record is
+        // exactly what the update expression writes over it.
+        let op = renew_expression(holder, &renewal, now)
+            .on(self.update(name))
+            .return_values(ReturnValue::AllOld);
         match self.write(operation, name, op).await? {
             Write::Applied(item) => {
                 if operation == "heartbeat" {
                     self.metrics.heartbeats.inc();
                 }
-                let lock = Lock::try_from(&item)?;
+                let old = Lock::try_from(&item)?;
+                if !old.ttl.is_zero() {
+                    let left = old.expires_at.saturating_sub(now) as f64;
+                    self.metrics
+                        .heartbeat_left(self.space.kind(), left / old.ttl.as_millis() as f64);
+                }
+                let ttl = renewal.ttl.unwrap_or(old.ttl);
+                let lock = Lock {
+                    heartbeat_at: now,
+                    expires_at: now.saturating_add(millis(ttl)),
+                    ttl,
+                    body: renewal.body.map_or(old.body, str::to_owned),
+                    version: old.version + 1,
+                    ..old
+                };
                 self.written.publish(&lock);
                 Ok(Ok(lock))
             }
@@ -711,6 +741,8 @@ impl DynamoStore {
             Write::Applied(item) => {
                 self.metrics.releases.inc();
                 let lock = Lock::try_from(&item)?;
+                let held = self.clock.now_millis().saturating_sub(lock.acquired_at);
+                self.metrics.held(self.space.kind(), millis_duration(held));
                 self.written.publish(&lock);
                 lock
             }

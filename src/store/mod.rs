@@ -26,7 +26,7 @@ pub use reclaim::Sweep;
 pub use semaphore::{SemaphoreOutcome, SemaphoreRequest};
 pub use table::TableError;
 
-use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce};
+use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce, Predecessor};
 
 /// Called after each write a store applied to a record (never after a refused one,
 /// which changed nothing), with the record's name and, where the write's answer
@@ -79,8 +79,10 @@ pub struct AcquireRequest {
 /// How an acquire ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AcquireOutcome {
-    /// The caller holds the lock, under a fence greater than any issued before.
-    Granted(Lock),
+    /// The caller holds the lock, under a fence greater than any issued before; and
+    /// the holder it took the lock over from, when that one's lease had ended
+    /// without a release.
+    Granted(Lock, Option<Predecessor>),
     /// Another holder's lease is live (or ended less than the skew margin ago).
     Held(Lock),
 }

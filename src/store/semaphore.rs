@@ -25,7 +25,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::dynamo::{Subject, Write, millis};
+use super::dynamo::{Subject, Write, millis, millis_duration};
 use super::item::{self, Item, n, number, required_string, s, string};
 use super::{DynamoStore, MalformedItem, Release, StoreError};
 use crate::domain::{
@@ -322,7 +322,12 @@ impl DynamoStore {
             match self.write_as(subject("release", label, name), op).await? {
                 Write::Applied(item) => {
                     self.metrics().releases.inc();
-                    Some((semaphore_from(&item)?, true))
+                    let semaphore = semaphore_from(&item)?;
+                    if let Some(slot) = semaphore.slot(fence) {
+                        let held = self.clock().now_millis().saturating_sub(slot.acquired_at);
+                        self.metrics().held(Kind::Semaphore, millis_duration(held));
+                    }
+                    Some((semaphore, true))
                 }
                 Write::Rejected(Some(item)) => Some((semaphore_from(&item)?, false)),
                 Write::Rejected(None) => None,

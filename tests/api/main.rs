@@ -15,6 +15,7 @@ mod fences;
 mod fencing;
 mod gorilla;
 mod groups;
+mod health;
 mod helpers;
 mod lease;
 mod limits;

@@ -290,3 +290,18 @@ def test_a_disabled_lock_is_refused_at_once_though_the_caller_would_wait(
         client.lock(name, wait="30s").acquire()
     # Asked once: waiting would not change the answer.
     assert [seen.method for seen in proxy.seen] == ["POST"]
+
+
+def test_a_lease_says_when_it_took_over_from_a_holder_whose_lease_ran_out(
+    server: str, name: str
+) -> None:
+    client = direct(server)
+    crashed = client.lock(name, ttl="300ms").acquire()
+    crashed.update("step 2 of 4")
+    crashed._stop.set()  # The holder dies: no more heartbeats, no release.
+    with client.lock(name, wait="5s") as lease:
+        assert lease.took_over is not None, "the predecessor's lease ran out unreleased"
+        assert lease.took_over["fence"] == crashed.fence and lease.fence > crashed.fence
+        assert lease.body == "step 2 of 4"
+    with client.lock(name) as after_release:
+        assert after_release.took_over is None

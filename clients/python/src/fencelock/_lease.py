@@ -50,6 +50,10 @@ class LeaseBase:
         self.body = ""
         self._proclaimed: str | None = None
         self.expire_time: str | None = None
+        #: When the acquire took the lock over from a holder whose lease ran out
+        #: without a release, that holder (``fence``, ``expireTime``, ``owner``): it
+        #: may have stopped mid-work, so read ``body`` before going on.
+        self.took_over: dict[str, Any] | None = None
 
     # -- what the holder reads ----------------------------------------------------
 
@@ -129,6 +133,7 @@ class LeaseBase:
     def _settle(self, held: Held, clock: Clock, grant: Granted) -> None:
         self._held, self._clock = held, clock
         self.body, self.expire_time = grant.body, grant.expire_time
+        self.took_over = grant.took_over
 
     def _confirm(self, sent: float, grant: Granted) -> None:
         with self._guard:

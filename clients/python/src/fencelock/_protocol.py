@@ -174,6 +174,9 @@ class Granted:
     expire_time: str | None
     #: An operator asked the holder to release (``releaseRequestedTime``).
     release_requested: bool = False
+    #: In an acquire's answer: the holder whose unreleased lease it took over
+    #: (``tookOver``: its ``fence``, ``expireTime`` and ``owner``).
+    took_over: dict[str, Any] | None = None
 
 
 def granted(kind: Kind, view: Any) -> Granted:
@@ -197,6 +200,7 @@ def granted(kind: Kind, view: Any) -> Granted:
         ttl=seconds(str(first["ttl"])),
         expire_time=first.get("expireTime"),
         release_requested=any(lock.get("releaseRequestedTime") for lock in locks),
+        took_over=first.get("tookOver"),
     )
 
 

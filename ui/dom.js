@@ -96,20 +96,62 @@ export function countdown(expireTime) {
   );
 }
 
+/** How long a holding has lasted: "4 m 05 s". */
+export function heldFor(acquireTime) {
+  return el("span", { "data-tick": "held-for", "data-since": acquireTime },
+    span(Math.max(0, now() - Date.parse(acquireTime)), false));
+}
+
 /**
- * Moves every countdown and state badge on the page ten times a second, so a lease
- * shows as expired the moment it ends, between two answers of the server.
+ * Whether the holder renews in time: it should heartbeat every third of its lease,
+ * so a lease with less than a third left is renewed late. The lease's length is the
+ * last renewal's (`expireTime - heartbeatTime`).
+ */
+function renewalOf(heartbeatTime, expireTime, at) {
+  const [beat, end] = [Date.parse(heartbeatTime), Date.parse(expireTime)];
+  const left = end - at;
+  if (left <= 0) {
+    return ["ran-out", `the lease ran out ${span(-left, false)} ago without a renewal`];
+  }
+  const since = span(Math.max(0, at - beat), false);
+  return left * 3 >= end - beat
+    ? ["on-time", `in time: last renewed ${since} ago`]
+    : ["late", `late: not renewed for ${since}, ${span(left, true)} of the lease left`];
+}
+
+/** Whether the holder renews in time, moving with the ticker. */
+export function renewal(heartbeatTime, expireTime) {
+  const [state, text] = renewalOf(heartbeatTime, expireTime, now());
+  return el("span", {
+    class: `renewal ${state}`, "data-tick": "renewal", "data-renewal": state,
+    "data-heartbeat": heartbeatTime, "data-expires": expireTime,
+  }, text);
+}
+
+/**
+ * Moves every countdown, state badge, hold time and renewal on the page ten times a
+ * second, so a lease shows as expired the moment it ends, between two answers of the
+ * server.
  */
 export function startTicker() {
   setInterval(() => {
     const at = now();
     for (const node of document.querySelectorAll("[data-tick]")) {
+      if (node.dataset.tick === "held-for") {
+        node.textContent = span(Math.max(0, at - Date.parse(node.dataset.since)), false);
+        continue;
+      }
       const expireTime = node.getAttribute("data-expires");
       if (expireTime === null) {
         continue;
       }
       if (node.dataset.tick === "countdown") {
         node.textContent = countdownText(expireTime, at);
+      } else if (node.dataset.tick === "renewal") {
+        const [state, text] = renewalOf(node.dataset.heartbeat, expireTime, at);
+        node.textContent = text;
+        node.className = `renewal ${state}`;
+        node.dataset.renewal = state;
       } else {
         const state = stateOf(expireTime, at);
         if (node.textContent !== state) {

@@ -5,7 +5,9 @@
 
 import { getJson, postJson, token } from "./api.js";
 import { followedPage } from "./page.js";
-import { countdown, el, lockPath, namespaceOf, notice, stateBadge, stateOf, timeOf } from "./dom.js";
+import {
+  countdown, el, heldFor, lockPath, namespaceOf, notice, renewal, stateBadge, stateOf, timeOf,
+} from "./dom.js";
 
 export function lockView(main, name) {
   const actions = operatorActions(name);
@@ -46,6 +48,8 @@ function view(lock) {
       item("Lease ends", countdown(lock.expireTime),
         lock.expireTime ? [" ", timeOf(lock.expireTime)] : null),
       item("Lease length", lock.ttl),
+      lock.held ? item("Held for", heldFor(lock.acquireTime)) : null,
+      lock.held ? item("Renewal", renewal(lock.heartbeatTime, lock.expireTime)) : null,
       item("Acquires waiting on this server", String(lock.waiters ?? 0)),
       item("Reserved for a waiting group until", lock.reservedUntil
         ? [countdown(lock.reservedUntil), " ", timeOf(lock.reservedUntil)] : none.cloneNode(true)),

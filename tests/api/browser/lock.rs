@@ -306,3 +306,37 @@ async fn a_semaphores_page_shows_its_limit_and_each_holder() {
     assert_eq!(requests(&app, "GET", "/semaphores/{name}/events").await, 1);
     page.close().await;
 }
+
+#[tokio::test]
+async fn a_locks_page_shows_how_long_it_is_held_and_whether_it_is_renewed_in_time() {
+    let app = TestApp::spawn().await;
+    let fence = app.acquire("renewing", "n", "&ttl=6s").await.fence();
+    let page = Browser::open(
+        &format!("{}/ui/locks/renewing", app.base),
+        1280,
+        800,
+        Scheme::Light,
+    )
+    .await;
+    let renewal = "document.querySelector('[data-renewal]')?.dataset.renewal";
+    page.wait_until(&format!("{renewal} === 'on-time'"), "renewed in time")
+        .await;
+    assert!(detail(&page, "Held for").await.ends_with(" s"));
+    // No heartbeat: past two thirds of the lease it is late, and the page says so
+    // without a word from the server.
+    page.wait_until(&format!("{renewal} === 'late'"), "renewed late")
+        .await;
+    assert!(
+        detail(&page, "Renewal")
+            .await
+            .starts_with("late: not renewed for")
+    );
+    // A heartbeat puts it back in time.
+    assert_eq!(
+        app.heartbeat("renewing", fence).await.status,
+        reqwest::StatusCode::OK
+    );
+    page.wait_until(&format!("{renewal} === 'on-time'"), "renewed again")
+        .await;
+    page.close().await;
+}

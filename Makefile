@@ -21,6 +21,8 @@ HAVE_BROWSER := $(shell command -v chromedriver >/dev/null && { command -v chrom
 # The fencing recipes' tests start a PostgreSQL of their own from Debian's package;
 # without it they are skipped, and this says so.
 HAVE_POSTGRES := $(shell ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && echo yes)
+# The clock check's control sets one server's clock ahead with libfaketime.
+HAVE_FAKETIME := $(shell [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] && echo yes)
 SKIP := $(if $(filter yes,$(HAVE_BROWSER)),,--skip browser::) $(if $(filter yes,$(HAVE_POSTGRES)),,--skip fencing::postgres)
 
 test: tools
@@ -46,6 +48,12 @@ ifeq ($(HAVE_POSTGRES),yes)
 else
 	@echo "** torture BREAK=check-then-write SKIPPED: PostgreSQL is not installed **"
 endif
+ifeq ($(HAVE_FAKETIME),yes)
+	$(MAKE) torture DURATION=20 SEED=1 TORTURE_PROFILE=debug BREAK=skew MODE=locks \
+		TORTURE_ARGS="--python-clients 0 --out target/torture-skew"
+else
+	@echo "** torture BREAK=skew SKIPPED: libfaketime is not installed (Debian: apt-get install faketime) **"
+endif
 
 # The Python client (clients/python), installed as a user installs it into a virtual
 # environment under target/: ruff, mypy --strict and its tests against a real server.
@@ -63,8 +71,10 @@ screenshots: tools
 # target/torture/summary.json. The lock mixes write downstream to a PostgreSQL the run
 # starts, by docs/fencing.md's recipe (without PostgreSQL, to a map, saying so).
 # DURATION (seconds, default 60), SEED (random by default), BREAK=skew (an
-# instance's clock far ahead: the run must report violations; refuses to start
-# without libfaketime), BREAK=check-then-write (paused holders check their fence,
+# instance's clock 8 s ahead: its clock check must refuse its takeovers and the run
+# must stay clean; refuses to start without libfaketime), BREAK=skew-unchecked (the
+# same with that instance's clock check off: the run must report overlaps),
+# BREAK=check-then-write (paused holders check their fence,
 # pause and write without the condition: the run must report stale writes
 # PostgreSQL accepted; refuses to start without PostgreSQL), MODE=locks|semaphore|multi|election
 # (default: all at once), TORTURE_ARGS (more flags of the torture binary, such as

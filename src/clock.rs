@@ -47,6 +47,11 @@ impl ShiftedClock {
         let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         self.offset_micros.fetch_add(micros, Ordering::SeqCst);
     }
+
+    /// Puts this clock back in step with the machine's.
+    pub fn reset(&self) {
+        self.offset_micros.store(0, Ordering::SeqCst);
+    }
 }
 
 impl Clock for ShiftedClock {

@@ -140,6 +140,12 @@ pub struct ServeConfig {
     #[arg(long, env = "FENCELOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Compare this server's clock with the `Date` of DynamoDB's answers; while it is
+    /// certainly off by more than the skew margin, refuse takeovers of leases that
+    /// ended unreleased and fail /readyz.
+    #[arg(long, env = "FENCELOCK_CLOCK_CHECK", default_value_t = true, action = ArgAction::Set)]
+    pub clock_check: bool,
+
     /// Longest one DynamoDB operation may take, retries included, before the request
     /// answers 503.
     #[arg(long, env = "FENCELOCK_DYNAMODB_TIMEOUT", default_value = "5s", value_parser = duration)]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod clock_check;
 pub mod config;
 pub mod domain;
 mod follow;

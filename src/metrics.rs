@@ -46,6 +46,12 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     pub releases: IntCounter,
     pub waiters: IntGauge,
+    /// DynamoDB's clock minus this server's, as last estimated from a `Date` header.
+    clock_offset: prometheus::Gauge,
+    /// 1 while the clock check finds this server's clock off by more than the margin.
+    clock_suspect: IntGauge,
+    /// Takeovers of unreleased leases refused because the clock was suspect.
+    pub takeovers_refused: IntCounter,
 }
 
 impl Default for Metrics {
@@ -154,6 +160,18 @@ impl Metrics {
             heartbeats: counter("heartbeats_total", "Leases extended by heartbeat")?,
             releases: counter("releases_total", "Leases released")?,
             waiters: IntGauge::new("waiters", "Acquire requests waiting on this server")?,
+            clock_offset: prometheus::Gauge::new(
+                "clock_offset_seconds",
+                "DynamoDB's clock minus this server's, estimated from the Date header of its last answer (whole seconds: coarse)",
+            )?,
+            clock_suspect: IntGauge::new(
+                "clock_suspect",
+                "1 while this server's clock is certainly further from DynamoDB's than the skew margin (takeovers refused, /readyz failing)",
+            )?,
+            takeovers_refused: counter(
+                "takeovers_refused_total",
+                "Acquisitions that would have taken over a lease that ended unreleased, refused because this server's clock was suspect",
+            )?,
             registry: registry.clone(),
         };
         registry.register(Box::new(metrics.http_requests.clone()))?;
@@ -161,6 +179,8 @@ impl Metrics {
         registry.register(Box::new(metrics.dynamodb_requests.clone()))?;
         registry.register(Box::new(metrics.dynamodb_latency.clone()))?;
         registry.register(Box::new(metrics.waiters.clone()))?;
+        registry.register(Box::new(metrics.clock_offset.clone()))?;
+        registry.register(Box::new(metrics.clock_suspect.clone()))?;
         registry.register(Box::new(metrics.grants_by_kind.clone()))?;
         registry.register(Box::new(metrics.conflicts_by_kind.clone()))?;
         registry.register(Box::new(metrics.admin_actions.clone()))?;
@@ -258,6 +278,16 @@ impl Metrics {
         self.expired_takeovers.inc();
     }
 
+    /// Notes the clock check's estimate of DynamoDB's clock minus this server's.
+    pub fn clock_offset(&self, offset_ms: i64) {
+        self.clock_offset.set(offset_ms as f64 / 1000.0);
+    }
+
+    /// Notes whether the clock check finds this server's clock suspect.
+    pub fn clock_suspect(&self, suspect: bool) {
+        self.clock_suspect.set(i64::from(suspect));
+    }
+
     /// Counts one HTTP request.
     pub fn http(&self, method: &str, route: &str, status: u16, took: Duration) {
         self.http_requests
@@ -313,6 +343,9 @@ mod tests {
             "fencelock_expired_takeovers_by_namespace_total{namespace=\"ns99\"} 1",
             "fencelock_expired_takeovers_by_namespace_total{namespace=\"_other\"} 1",
             "fencelock_expired_takeovers_total 101",
+            "fencelock_clock_suspect 0",
+            "fencelock_clock_offset_seconds 0",
+            "fencelock_takeovers_refused_total 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -176,6 +176,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         endpoint: config.dynamodb_endpoint.clone(),
         region: config.region.clone(),
         timeout: config.dynamodb_timeout,
+        clock_check: config.clock_check,
         ..DynamoSettings::default()
     };
     let store = DynamoStore::connect(

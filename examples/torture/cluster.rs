@@ -32,11 +32,24 @@ pub struct Cluster {
     instances: Vec<Instance>,
 }
 
+/// What one instance's clock check did over a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClockReport {
+    pub instance: usize,
+    /// Times its log says it found its clock suspect.
+    pub suspect_episodes: usize,
+    /// Takeovers it refused while suspect, since it last started (its metrics at the
+    /// end; none when it did not answer).
+    pub takeovers_refused: Option<u64>,
+}
+
 pub struct Instance {
     pub port: u16,
     child: Option<Child>,
     /// The clock offset it runs with now (libfaketime), if any.
     clock_ahead: Option<String>,
+    /// Whether it runs without the clock check (`--break skew-unchecked`).
+    unchecked_clock: bool,
 }
 
 /// A network namespace with a veth pair to the host: DynamoDB Local runs inside.
@@ -75,6 +88,7 @@ impl Cluster {
                 port: free_port(),
                 child: None,
                 clock_ahead: None,
+                unchecked_clock: false,
             });
         }
         for index in 0..instances {
@@ -183,6 +197,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file is shared"))
             .stderr(log);
+        if instance.unchecked_clock {
+            command.env("FENCELOCK_CLOCK_CHECK", "false");
+        }
         if let Some(offset) = &instance.clock_ahead {
             command
                 .env("LD_PRELOAD", LIBFAKETIME)
@@ -246,6 +263,44 @@ impl Cluster {
     /// `clock_ahead` (seconds as libfaketime reads them, e.g. `+0.3`; `+300ms` would be
     /// 300 minutes) or the true time. With a clock ahead, applied only when libfaketime
     /// is in the new process's memory.
+    /// Runs instance `index` without the clock check from its next start on.
+    pub fn uncheck_clock(&mut self, index: usize) {
+        self.instances[index].unchecked_clock = true;
+    }
+
+    /// What the clock check of each instance did over the run: how often its log says
+    /// it found the clock suspect, and how many takeovers its metrics say it refused.
+    pub async fn clock_reports(&self) -> Vec<ClockReport> {
+        let mut reports = Vec::new();
+        for (index, instance) in self.instances.iter().enumerate() {
+            let log = std::fs::read_to_string(self.work.join(format!("instance-{index}.log")))
+                .unwrap_or_default();
+            let suspect_episodes = log
+                .lines()
+                .filter(|line| line.contains("clock disagrees with DynamoDB's"))
+                .count();
+            let metrics = async {
+                let url = format!("http://127.0.0.1:{}/metrics", instance.port);
+                reqwest::get(url).await.ok()?.text().await.ok()
+            };
+            let metrics = tokio::time::timeout(Duration::from_secs(5), metrics)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let takeovers_refused = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("fencelock_takeovers_refused_total "))
+                .and_then(|value| value.trim().parse().ok());
+            reports.push(ClockReport {
+                instance: index,
+                suspect_episodes,
+                takeovers_refused,
+            });
+        }
+        reports
+    }
+
     pub fn restart_instance(
         &mut self,
         index: usize,

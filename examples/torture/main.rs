@@ -64,10 +64,12 @@ struct Args {
     /// The seed of the workload and the fault schedule (random when not given).
     #[arg(long)]
     seed: Option<u64>,
-    /// Break the system on purpose, to show the checker catches it: `skew` (an
-    /// instance's clock far ahead) or `check-then-write` (paused holders write
-    /// without the fence condition).
-    #[arg(long = "break", value_parser = ["skew", "check-then-write"])]
+    /// Break the system on purpose, to show a check catches it: `skew` (an
+    /// instance's clock far ahead: its clock check must refuse its takeovers, and the
+    /// run must stay clean), `skew-unchecked` (the same without the clock check: the
+    /// checker must report overlaps) or `check-then-write` (paused holders write
+    /// without the fence condition: the checker must report stale writes).
+    #[arg(long = "break", value_parser = ["skew", "skew-unchecked", "check-then-write"])]
     breakage: Option<String>,
     /// Clients of the fast mix: short leases and holds on many locks.
     #[arg(long, default_value_t = 96)]
@@ -180,6 +182,8 @@ struct Summary {
     grants_by_mix: BTreeMap<String, usize>,
     /// How long each election had no leader after a fault took its leader away.
     failovers: Vec<election::Failover>,
+    /// What each instance's clock check did.
+    clock_check: Vec<cluster::ClockReport>,
     violations: Vec<check::Violation>,
 }
 
@@ -188,7 +192,7 @@ fn main() -> ExitCode {
     if let Some(path) = &args.check {
         return check_recorded(path);
     }
-    if args.breakage.as_deref() == Some("skew")
+    if matches!(args.breakage.as_deref(), Some("skew" | "skew-unchecked"))
         && let Err(why) = Cluster::can_skew_clocks()
     {
         eprintln!("torture: --break skew sets an instance's clock ahead, but {why}");
@@ -209,39 +213,63 @@ fn main() -> ExitCode {
     let text = serde_json::to_string_pretty(&summary).expect("the summary is JSON");
     std::fs::write(args.out.join("summary.json"), &text).expect("the summary is written");
     print_summary(&summary);
-    // What each breakage must make the checker report.
-    let caught = match summary.breakage.as_deref() {
-        Some("check-then-write") => summary
-            .violations
-            .iter()
-            .any(|v| v.kind == "stale_write_accepted"),
-        _ => !summary.violations.is_empty(),
-    };
-    let broken = summary.breakage.is_some();
-    match (
-        broken,
-        if broken {
-            !caught
-        } else {
-            summary.violations.is_empty()
-        },
-    ) {
-        (false, true) => ExitCode::SUCCESS,
-        (false, false) => {
-            eprintln!(
-                "torture: {} violations (seed {seed})",
-                summary.violations.len()
-            );
-            ExitCode::FAILURE
-        }
-        (true, false) => {
-            println!("torture: the checker caught the breakage, as it must");
+    match verdict(&summary) {
+        Ok(said) => {
+            println!("torture: {said}");
             ExitCode::SUCCESS
         }
-        (true, true) => {
-            eprintln!("torture: the system was broken on purpose and the checker saw nothing");
+        Err(why) => {
+            eprintln!("torture: {why} (seed {seed})");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether the run shows what it must: no violation and a clock check that never
+/// fired, or the breakage caught by the check meant to catch it.
+fn verdict(summary: &Summary) -> Result<String, String> {
+    let violations = summary.violations.len();
+    let fired: Vec<usize> = summary
+        .clock_check
+        .iter()
+        .filter(|report| report.suspect_episodes > 0)
+        .map(|report| report.instance)
+        .collect();
+    match summary.breakage.as_deref() {
+        None if violations > 0 => Err(format!("{violations} violations")),
+        None if !fired.is_empty() => Err(format!(
+            "the clock check fired in a normal run, on instances {fired:?}"
+        )),
+        None => Ok("no violations; the clock check never fired".to_owned()),
+        Some("skew") => {
+            let skewed = summary.clock_check.iter().find(|r| r.instance == 2);
+            let refused = skewed.and_then(|r| r.takeovers_refused).unwrap_or(0);
+            if fired != [2] || refused == 0 {
+                Err(format!(
+                    "the clock check did not catch the skewed instance 2 (fired on {fired:?}, {refused} takeovers refused)"
+                ))
+            } else if violations > 0 {
+                Err(format!(
+                    "the clock check caught the skewed instance, yet {violations} violations"
+                ))
+            } else {
+                Ok(format!(
+                    "the clock check caught the skewed instance 2 and refused {refused} of its takeovers: no violations, as it must"
+                ))
+            }
+        }
+        Some("check-then-write")
+            if summary
+                .violations
+                .iter()
+                .any(|v| v.kind == "stale_write_accepted") =>
+        {
+            Ok("the checker caught the breakage, as it must".to_owned())
+        }
+        Some("skew-unchecked") if violations > 0 => {
+            Ok("the checker caught the breakage, as it must".to_owned())
+        }
+        Some(_) => Err("the system was broken on purpose and the checker saw nothing".to_owned()),
     }
 }
 
@@ -290,7 +318,10 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         .map_err(|why| format!("the downstream PostgreSQL: {why}"))?;
     println!("torture: downstream writes go to {}", downstream.describe());
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(&repo, &work, 3, &table));
-    let skewed = args.breakage.as_deref() == Some("skew");
+    let skewed = matches!(args.breakage.as_deref(), Some("skew" | "skew-unchecked"));
+    if args.breakage.as_deref() == Some("skew-unchecked") {
+        cluster.uncheck_clock(2);
+    }
     if skewed {
         block(|| cluster.restart_instance(2, Some(CLOCK_BROKEN.to_owned())))
             .map_err(|why| format!("--break skew could not set the clock ahead: {why}"))?;
@@ -391,6 +422,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         let operations = mix.finish(Duration::from_secs(30)).await?;
         println!("torture: the Python mix recorded {operations} operations");
     }
+    let clock_check = cluster.clock_reports().await;
     drop(cluster);
 
     // What the downstream store itself holds, for the stale-write check.
@@ -423,6 +455,7 @@ async fn run(args: &Args, seed: u64) -> Result<Summary, String> {
         grants: holdings.len(),
         grants_by_mix: grants_by_mix(&holdings),
         failovers,
+        clock_check,
         violations,
     })
 }
@@ -820,6 +853,20 @@ fn print_summary(summary: &Summary) {
              {unjudged} under other faults too, not judged"
         );
     }
+    let clock: Vec<String> = summary
+        .clock_check
+        .iter()
+        .map(|r| {
+            format!(
+                "instance {} suspect {} times, {} takeovers refused",
+                r.instance,
+                r.suspect_episodes,
+                r.takeovers_refused
+                    .map_or("unknown".to_owned(), |n| n.to_string())
+            )
+        })
+        .collect();
+    println!("clock check: {}", clock.join("; "));
     println!("violations: {}", summary.violations.len());
     for violation in summary.violations.iter().take(10) {
         println!("  {}: {}", violation.kind, violation.detail);

@@ -29,17 +29,19 @@ pub async fn healthz() -> Json<Health> {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "DynamoDB answers and the table is active", body = Health),
+        (status = 200, description = "DynamoDB answers, the table is active, and this server's clock \
+            agrees with DynamoDB's within the skew margin", body = Health),
         (status = 503, description = "`unavailable`, with the reason", body = ErrorBody,
             headers(("Retry-After" = u64))),
     ))]
 /// `GET /readyz`: DynamoDB answers, and the lock table exists and is active.
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
-    app.store
-        .check_ready()
-        .await
-        .map(|()| Json(Health { status: "ready" }))
-        .map_err(ApiError::NotReady)
+    // The check's own request also measures the clock anew.
+    app.store.check_ready().await.map_err(ApiError::NotReady)?;
+    if let Some(problem) = app.store.clock_check().and_then(|check| check.problem()) {
+        return Err(ApiError::NotReady(problem));
+    }
+    Ok(Json(Health { status: "ready" }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

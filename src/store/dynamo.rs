@@ -20,6 +20,7 @@ use tokio::sync::OnceCell;
 use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
+use crate::clock_check::ClockCheck;
 use crate::domain::{
     Fence, Holder, Kind, LeasePolicy, Lock, LockName, LockRejection, Millis, Predecessor,
     ServerKey, Token, check_holder,
@@ -40,6 +41,9 @@ pub struct DynamoSettings {
     pub access_key: Option<AccessKey>,
     /// How many times one operation is tried; `None` is the SDK's default (3).
     pub attempts: Option<u32>,
+    /// Compare this server's clock with the `Date` of DynamoDB's answers
+    /// ([`crate::clock_check`]).
+    pub clock_check: bool,
 }
 
 impl Default for DynamoSettings {
@@ -51,6 +55,7 @@ impl Default for DynamoSettings {
             timeout: Duration::from_secs(5),
             access_key: None,
             attempts: None,
+            clock_check: true,
         }
     }
 }
@@ -71,8 +76,11 @@ impl std::fmt::Debug for AccessKey {
 }
 
 /// Builds a DynamoDB client from the standard AWS configuration chain (credentials,
-/// region) with `settings` on top.
-async fn connect(settings: &DynamoSettings) -> Result<Client, String> {
+/// region) with `settings` on top, and `check` reading the `Date` of every answer.
+async fn connect(
+    settings: &DynamoSettings,
+    check: Option<&Arc<ClockCheck>>,
+) -> Result<Client, String> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(timeouts(settings.timeout));
     if let Some(endpoint) = &settings.endpoint {
@@ -91,7 +99,11 @@ async fn connect(settings: &DynamoSettings) -> Result<Client, String> {
     if config.region().is_none() {
         return Err("no AWS region is configured: set AWS_REGION (for example us-east-1)".into());
     }
-    Ok(Client::new(&config))
+    let mut config = aws_sdk_dynamodb::config::Builder::from(&config);
+    if let Some(check) = check {
+        config = config.interceptor(check.interceptor());
+    }
+    Ok(Client::from_conf(config.build()))
 }
 
 /// Each attempt gets a third of an operation's time, so that several fit in one; each
@@ -120,6 +132,8 @@ pub struct DynamoStore {
     server_key: Arc<OnceCell<ServerKey>>,
     /// Told of every write applied ([`DynamoStore::on_write`]).
     pub(super) written: super::Written,
+    /// This server's clock compared with DynamoDB's; none when not checked.
+    clock_check: Option<Arc<ClockCheck>>,
     /// Whose records the lock operations read and write: locks', or elections'.
     space: Space,
 }
@@ -338,12 +352,15 @@ impl DynamoStore {
         clock: Arc<dyn Clock>,
         clock_skew: Duration,
     ) -> Result<Self, String> {
-        Ok(Self::new(
-            connect(settings).await?,
-            table,
-            clock,
-            clock_skew,
-        ))
+        let metrics = Arc::<Metrics>::default();
+        let check = settings
+            .clock_check
+            .then(|| Arc::new(ClockCheck::new(clock.clone(), clock_skew, metrics.clone())));
+        let client = connect(settings, check.as_ref()).await?;
+        let mut store = Self::new(client, table, clock, clock_skew);
+        store.metrics = metrics;
+        store.clock_check = check;
+        Ok(store)
     }
 
     fn new(client: Client, table: &str, clock: Arc<dyn Clock>, clock_skew: Duration) -> Self {
@@ -355,7 +372,31 @@ impl DynamoStore {
             metrics: Arc::default(),
             server_key: Arc::default(),
             written: super::Written::default(),
+            clock_check: None,
             space: Space::Locks,
+        }
+    }
+
+    /// The check of this server's clock against DynamoDB's, if it is made.
+    pub fn clock_check(&self) -> Option<&Arc<ClockCheck>> {
+        self.clock_check.as_ref()
+    }
+
+    /// Whether this server's clock is suspect now: no lease that ended unreleased is
+    /// taken over meanwhile.
+    pub fn clock_suspect(&self) -> bool {
+        self.clock_check
+            .as_ref()
+            .is_some_and(|check| check.is_suspect())
+    }
+
+    /// A lease that ended before this, at `now`, may be taken over; while the clock
+    /// is suspect, only a released one (whose end is 0) may.
+    pub(super) fn takeover_before(&self, now: Millis) -> Millis {
+        if self.clock_suspect() {
+            1
+        } else {
+            self.policy.takeover_before(now)
         }
     }
 
@@ -500,6 +541,16 @@ impl DynamoStore {
                     self.metrics.lock_conflicts.inc();
                 }
                 self.metrics.conflicts(self.space.kind());
+                if self.clock_suspect() {
+                    let held = Lock::try_from(&item)?;
+                    let now = now_micros.div_euclid(1000);
+                    if !held.is_released()
+                        && held.expires_at < self.policy.takeover_before(now)
+                        && !held.is_disabled()
+                    {
+                        self.metrics.takeovers_refused.inc();
+                    }
+                }
                 Ok(AcquireOutcome::Held(
                     Lock::try_from(&item)?.seen_by(&request.nonce),
                 ))
@@ -598,7 +649,7 @@ impl DynamoStore {
             .value(":now", n(now))
             .value(":expires_at", n(now.saturating_add(ttl_ms)))
             .value(":ttl_ms", n(ttl_ms))
-            .value(":takeover", n(self.policy.takeover_before(now)));
+            .value(":takeover", n(self.takeover_before(now)));
         // A new holder never inherits the previous holder's owner or metadata.
         match &request.owner {
             Some(owner) => {

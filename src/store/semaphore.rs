@@ -103,7 +103,12 @@ impl DynamoStore {
                 &request.nonce,
                 request.limit,
                 now,
-                self.policy().takeover_grace_ms(),
+                // While the clock is suspect, a slot that lapsed unreleased still counts.
+                if self.clock_suspect() {
+                    i64::MAX / 2
+                } else {
+                    self.policy().takeover_grace_ms()
+                },
                 now_micros.unsigned_abs(),
             );
             let (fence, clear) = match plan {

@@ -88,6 +88,8 @@ pub struct Options {
     pub reclaim_after: Option<Duration>,
     pub limits: Limits,
     pub security: Security,
+    /// Compare the server's clock with DynamoDB Local's (off: tests move the clock).
+    pub clock_check: bool,
 }
 
 impl Options {
@@ -173,9 +175,12 @@ impl TestApp {
 
     async fn serve(endpoint: &str, table: String, options: Options) -> Self {
         let clock = Arc::new(ShiftedClock::new());
-        let store = dynamodb_local::store(endpoint, &table, clock.clone(), SKEW)
-            .await
-            .with_lock_delay(options.lock_delay);
+        let store = if options.clock_check {
+            dynamodb_local::checked_store(endpoint, &table, clock.clone(), SKEW).await
+        } else {
+            dynamodb_local::store(endpoint, &table, clock.clone(), SKEW).await
+        };
+        let store = store.with_lock_delay(options.lock_delay);
         let ttl = TtlBounds::new(
             Duration::from_secs(30),
             Duration::from_secs(1),

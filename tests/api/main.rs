@@ -5,6 +5,7 @@ mod acquire;
 mod admin;
 mod browser;
 mod cli;
+mod clocks;
 mod connections;
 mod contention;
 mod cursors;

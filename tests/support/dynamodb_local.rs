@@ -159,6 +159,8 @@ pub fn listener_of(pid: u32, port: u16) -> Listener {
 }
 
 /// How to reach DynamoDB Local at `endpoint`, with the fixed credentials it accepts.
+/// The clock check is off: tests move a server's clock to let leases run out, which
+/// the check would rightly call a clock gone wrong (tests of the check turn it on).
 pub fn settings(endpoint: &str) -> DynamoSettings {
     DynamoSettings {
         endpoint: Some(endpoint.to_owned()),
@@ -167,6 +169,7 @@ pub fn settings(endpoint: &str) -> DynamoSettings {
             id: "test".into(),
             secret: "test".into(),
         }),
+        clock_check: false,
         ..DynamoSettings::default()
     }
 }
@@ -179,6 +182,22 @@ pub async fn store(
     skew: Duration,
 ) -> DynamoStore {
     DynamoStore::connect(&settings(endpoint), table, clock, skew)
+        .await
+        .expect("DynamoDB Local's settings are complete")
+}
+
+/// As [`store`], comparing the store's clock with DynamoDB Local's `Date` headers.
+pub async fn checked_store(
+    endpoint: &str,
+    table: &str,
+    clock: Arc<dyn Clock>,
+    skew: Duration,
+) -> DynamoStore {
+    let settings = DynamoSettings {
+        clock_check: true,
+        ..settings(endpoint)
+    };
+    DynamoStore::connect(&settings, table, clock, skew)
         .await
         .expect("DynamoDB Local's settings are complete")
 }

@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Options, Reply, TestApp, dynamodb_endpoint, fencelock, fencelock_cli, finished, signal,
-    spawn_binary, spawn_with_token_file, wait_for_text,
+    Options, Reply, TestApp, dynamodb_endpoint, fencelock, fencelock_cli, finished, spawn_binary,
+    spawn_with_token_file, stopped_json_log, wait_for_text,
 };
 use crate::metrics::{scrape, value};
 
@@ -521,15 +521,9 @@ async fn each_action_writes_one_audit_line_at_warn_naming_the_token_lock_fence_a
     .await
     .unwrap();
 
-    signal(server.id(), "TERM");
-    let output = tokio::task::spawn_blocking(move || server.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let audits: Vec<Value> = stderr
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    let (lines, stderr) = stopped_json_log(server).await;
+    let audits: Vec<&Value> = lines
+        .iter()
         .filter(|line| line["message"] == "break-glass action")
         .collect();
     assert_eq!(audits.len(), 2, "{stderr}");

@@ -6,33 +6,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use prom_text_format_parser::{Scrape, ValueType};
-
 use crate::helpers::{SKEW, TestApp};
-use crate::metrics::{scrape, value};
-
-/// The part (`_bucket`, `_sum` or `_count`) of histogram `name` whose labels include
-/// `labels`, summed over its series.
-fn histogram(scrape: &Scrape, name: &str, part: &str, labels: &[(&str, &str)]) -> f64 {
-    let kind = match part {
-        "_bucket" => ValueType::Sample,
-        "_sum" => ValueType::Sum,
-        _ => ValueType::Count,
-    };
-    scrape
-        .metrics
-        .iter()
-        .filter(|m| m.name == name)
-        .flat_map(|m| &m.samples)
-        .filter(|s| s.value.value_type == kind)
-        .filter(|s| {
-            labels
-                .iter()
-                .all(|(k, v)| s.labels.iter().any(|l| l.key == *k && l.value == *v))
-        })
-        .map(|s| s.value.value.as_f64())
-        .sum()
-}
+use crate::metrics::{histogram, scrape, value};
 
 #[tokio::test]
 async fn an_acquire_that_takes_over_an_expired_lease_says_so_and_is_counted_by_namespace() {

@@ -352,6 +352,23 @@ pub async fn spawn_binary(endpoint: &str, envs: &[(&str, &str)]) -> (std::proces
     panic!("the fencelock binary did not serve on {base}");
 }
 
+/// Stops a server started by [`spawn_binary`] with `FENCELOCK_LOG_FORMAT=json` (SIGTERM)
+/// and answers its log lines, each parsed as JSON (a line that is not fails the test),
+/// and the log as written.
+pub async fn stopped_json_log(server: std::process::Child) -> (Vec<Value>, String) {
+    signal(server.id(), "TERM");
+    let output = tokio::task::spawn_blocking(move || server.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    (lines, stderr)
+}
+
 /// Sends `signal` (e.g. `TERM`, `STOP`) to process `pid`.
 pub fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")

@@ -1,9 +1,8 @@
 //! Request ids and structured logs, from the real binary.
 
 use reqwest::Method;
-use serde_json::Value;
 
-use crate::helpers::{TestApp, dynamodb_endpoint, signal, spawn_binary};
+use crate::helpers::{TestApp, dynamodb_endpoint, spawn_binary, stopped_json_log};
 
 #[tokio::test]
 async fn a_request_id_is_echoed_or_generated() {
@@ -41,16 +40,7 @@ async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
         .parse()
         .unwrap();
 
-    signal(server.id(), "TERM");
-    let output = tokio::task::spawn_blocking(move || server.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let lines: Vec<Value> = stderr
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect();
+    let (lines, stderr) = stopped_json_log(server).await;
     let request = lines
         .iter()
         .find(|line| line["span"]["request_id"] == "req-42" && line.get("status").is_some())

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prom_text_format_parser::Scrape;
+use prom_text_format_parser::{Scrape, ValueType};
 use reqwest::StatusCode;
 
 use crate::helpers::{SKEW, TestApp};
@@ -28,11 +28,32 @@ pub async fn scrape(app: &TestApp) -> Scrape {
 
 /// The sum of the samples of `metric` whose labels include `labels`.
 pub fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    sum(scrape, metric, labels, |_| true)
+}
+
+/// The part (`_bucket`, `_sum` or `_count`) of histogram `name` whose labels include
+/// `labels`, summed over its series.
+pub fn histogram(scrape: &Scrape, name: &str, part: &str, labels: &[(&str, &str)]) -> f64 {
+    let part = match part {
+        "_bucket" => ValueType::Sample,
+        "_sum" => ValueType::Sum,
+        _ => ValueType::Count,
+    };
+    sum(scrape, name, labels, |kind| kind == part)
+}
+
+fn sum(
+    scrape: &Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+    part: impl Fn(ValueType) -> bool,
+) -> f64 {
     scrape
         .metrics
         .iter()
         .filter(|m| m.name == metric)
         .flat_map(|m| &m.samples)
+        .filter(|s| part(s.value.value_type))
         .filter(|s| {
             labels
                 .iter()

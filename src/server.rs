@@ -172,6 +172,14 @@ async fn tls(config: &ServeConfig) -> Result<Option<RustlsConfig>, StartError> {
 /// Starts the server described by `config` and serves until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let ttl = config.ttl_bounds().map_err(|e| StartError::Config(e.0))?;
+    // The configuration is checked before DynamoDB is asked anything.
+    if config.request_timeout <= config.max_wait {
+        return Err(StartError::Config(format!(
+            "FENCELOCK_REQUEST_TIMEOUT ({}) must be longer than FENCELOCK_MAX_WAIT ({})",
+            crate::domain::format_duration(config.request_timeout),
+            crate::domain::format_duration(config.max_wait)
+        )));
+    }
     let settings = DynamoSettings {
         endpoint: config.dynamodb_endpoint.clone(),
         region: config.region.clone(),
@@ -191,12 +199,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     if config.create_table {
         store.ensure_table().await?;
     }
-    if config.request_timeout <= config.max_wait {
-        return Err(StartError::Config(format!(
-            "FENCELOCK_REQUEST_TIMEOUT ({}) must be longer than FENCELOCK_MAX_WAIT ({})",
-            crate::domain::format_duration(config.request_timeout),
-            crate::domain::format_duration(config.max_wait)
-        )));
+    let kind = store.check_table().await?;
+    if kind == crate::store::TableKind::StronglyConsistentGlobal {
+        tracing::info!(table = %config.table, "the table is a global table with multi-Region strong consistency");
     }
     let security = security(&config)?;
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())

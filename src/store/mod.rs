@@ -24,7 +24,7 @@ pub use key::SERVER_KEY_RECORD;
 pub use list::{ListQuery, Page, SemaphorePage, is_listed_key};
 pub use reclaim::Sweep;
 pub use semaphore::{SemaphoreOutcome, SemaphoreRequest};
-pub use table::TableError;
+pub use table::{TableError, TableKind};
 
 use crate::domain::{Kind, Lock, LockName, LockRejection, Nonce, Predecessor};
 

@@ -1,11 +1,13 @@
-//! Creating the lock table when it is missing, for `FENCELOCK_CREATE_TABLE=true`.
+//! Creating the lock table when it is missing, for `FENCELOCK_CREATE_TABLE=true`, and
+//! checking at start-up that the table found is one fencelock can keep its promises on.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, MultiRegionConsistency,
+    ScalarAttributeType, TableDescription, TableStatus,
 };
 
 use super::item;
@@ -115,5 +117,182 @@ impl super::DynamoStore {
                 self.table
             )),
         }
+    }
+}
+
+/// What fencelock can promise on a table, as its description says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// A table in one Region: every conditional write is decided in one place.
+    Regional,
+    /// A global table with multi-Region strong consistency: a conditional write is
+    /// decided across its Regions.
+    StronglyConsistentGlobal,
+}
+
+/// Whether fencelock can keep its promises on the table `described`; the sentence
+/// naming what is wrong when it cannot.
+pub(super) fn judge_table(described: &TableDescription) -> Result<TableKind, String> {
+    let key: Vec<(&str, &KeyType)> = described
+        .key_schema()
+        .iter()
+        .map(|element| (element.attribute_name(), element.key_type()))
+        .collect();
+    let name_type = described
+        .attribute_definitions()
+        .iter()
+        .find(|definition| definition.attribute_name() == item::NAME)
+        .map(|definition| definition.attribute_type());
+    if key != [(item::NAME, &KeyType::Hash)] || name_type != Some(&ScalarAttributeType::S) {
+        let found: Vec<String> = key
+            .iter()
+            .map(|(name, kind)| format!("{name} ({})", kind.as_str()))
+            .collect();
+        return Err(format!(
+            "its key is {}; fencelock needs a partition key `{}` of type S and no sort key (see docs/operations.md for the table to create)",
+            if found.is_empty() {
+                "not described".to_owned()
+            } else {
+                found.join(", ")
+            },
+            item::NAME
+        ));
+    }
+    let global = !described.replicas().is_empty() || described.global_table_version().is_some();
+    if !global {
+        return Ok(TableKind::Regional);
+    }
+    match described.multi_region_consistency() {
+        Some(MultiRegionConsistency::Strong) => Ok(TableKind::StronglyConsistentGlobal),
+        _ => Err(
+            "it is a global table replicated with eventual consistency: DynamoDB resolves concurrent writes in two Regions by last writer wins, so two holders could both be granted one lock; use a table in one Region, or a global table with multi-Region strong consistency (MRSC)"
+                .to_owned(),
+        ),
+    }
+}
+
+impl super::DynamoStore {
+    /// Describes the lock table and refuses one on which fencelock cannot keep its
+    /// promises (a wrong key, an eventually consistent global table), naming why.
+    pub async fn check_table(&self) -> Result<TableKind, TableError> {
+        let error = |detail: String| TableError {
+            table: self.table.to_string(),
+            detail,
+        };
+        let described = self
+            .client
+            .describe_table()
+            .table_name(self.table.as_ref())
+            .send()
+            .await
+            .map_err(|err| match err.code() {
+                Some("ResourceNotFoundException") => error(
+                    "it does not exist; create it (docs/operations.md), or start with FENCELOCK_CREATE_TABLE=true"
+                        .to_owned(),
+                ),
+                _ => error(DisplayErrorContext(err).to_string()),
+            })?;
+        let table = described
+            .table
+            .ok_or_else(|| error("DynamoDB described no table".to_owned()))?;
+        judge_table(&table).map_err(|why| error(format!("fencelock cannot use it: {why}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, KeySchemaElement, KeyType, MultiRegionConsistency, ReplicaDescription,
+        ScalarAttributeType, TableDescription,
+    };
+
+    use super::{TableKind, judge_table};
+
+    fn table(
+        key: &[(&str, KeyType)],
+        replicas: &[&str],
+    ) -> aws_sdk_dynamodb::types::builders::TableDescriptionBuilder {
+        let mut builder = TableDescription::builder();
+        for (name, kind) in key {
+            builder = builder
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(*name)
+                        .key_type(kind.clone())
+                        .build()
+                        .unwrap(),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(*name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .unwrap(),
+                );
+        }
+        for region in replicas {
+            builder = builder.replicas(ReplicaDescription::builder().region_name(*region).build());
+        }
+        builder
+    }
+
+    #[test]
+    fn a_regional_table_keyed_by_name_is_used() {
+        let described = table(&[("name", KeyType::Hash)], &[]).build();
+        assert_eq!(judge_table(&described), Ok(TableKind::Regional));
+    }
+
+    #[test]
+    fn a_table_with_another_key_is_refused_naming_it() {
+        for key in [
+            vec![("id", KeyType::Hash)],
+            vec![("name", KeyType::Hash), ("at", KeyType::Range)],
+        ] {
+            let err = judge_table(&table(&key, &[]).build()).unwrap_err();
+            assert!(
+                err.contains("partition key `name` of type S and no sort key"),
+                "{err}"
+            );
+            assert!(err.contains(key[0].0), "{err}");
+        }
+        let numbered = table(&[], &[])
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("name")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("name")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        assert!(judge_table(&numbered).is_err(), "a numeric name");
+    }
+
+    #[test]
+    fn an_eventually_consistent_global_table_is_refused_and_a_strong_one_used() {
+        let key = [("name", KeyType::Hash)];
+        for consistency in [None, Some(MultiRegionConsistency::Eventual)] {
+            let mut described = table(&key, &["us-east-1", "eu-west-1"]);
+            if let Some(consistency) = consistency.clone() {
+                described = described.multi_region_consistency(consistency);
+            }
+            let err = judge_table(&described.build()).unwrap_err();
+            assert!(err.contains("last writer wins"), "{consistency:?}: {err}");
+        }
+        let legacy = table(&key, &[]).global_table_version("2017.11.29").build();
+        assert!(judge_table(&legacy).is_err(), "a legacy global table");
+        let strong = table(&key, &["us-east-1", "us-east-2"])
+            .multi_region_consistency(MultiRegionConsistency::Strong)
+            .build();
+        assert_eq!(
+            judge_table(&strong),
+            Ok(TableKind::StronglyConsistentGlobal)
+        );
     }
 }

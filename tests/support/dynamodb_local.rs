@@ -230,6 +230,35 @@ impl Raw {
         }
     }
 
+    /// Creates this table with a partition key `key` (S), as a user might by mistake.
+    #[allow(dead_code)] // The start-up check's tests'.
+    pub async fn create_keyed(&self, key: &str) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(key)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(key)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("the table is created");
+    }
+
     /// Writes an item of string attributes, whatever they are.
     pub async fn put_strings(&self, attributes: &[(&str, &str)]) {
         let mut put = self.client.put_item().table_name(&self.table);

@@ -1,7 +1,7 @@
 # fencelock: `make run` serves on :12345 against DynamoDB Local; `make test` runs
 # the whole suite. Both need Rust, Java 17+ and npm, and nothing else.
 
-.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture screenshots python-test
+.PHONY: run test tools check fmt clean-data bench bench-wait fuzz-api fuzz torture screenshots python-test lint-deploy
 
 # DynamoDB Local, pinned in tools/package-lock.json.
 tools: tools/node_modules/.package-lock.json
@@ -54,6 +54,11 @@ ifeq ($(HAVE_FAKETIME),yes)
 else
 	@echo "** torture BREAK=skew SKIPPED: libfaketime is not installed (Debian: apt-get install faketime) **"
 endif
+
+# cfn-lint on the CloudFormation template in deploy/ (and on a copy broken on purpose,
+# which it must refuse), from a virtual environment under target/.
+lint-deploy:
+	scripts/lint-deploy.sh
 
 # The Python client (clients/python), installed as a user installs it into a virtual
 # environment under target/: ruff, mypy --strict and its tests against a real server.

@@ -16,8 +16,11 @@ use super::semaphores::SemaphoreView;
 use super::terms::now;
 use super::view::LockView;
 use super::{ApiError, AppState};
-use crate::domain::{Fence, LockName, MAX_OWNER_LEN};
+use crate::domain::{Fence, LockName};
 use crate::store::Marked;
+
+/// The longest reason kept, in bytes.
+const MAX_REASON_LEN: usize = 255;
 
 /// The break-glass actions on a lock, as routes and answers spell them.
 const LOCK_ACTIONS: [&str; 4] = ["force-release", "disable", "enable", "ask-release"];
@@ -226,9 +229,9 @@ fn reason(body: Option<AdminBody>) -> Result<Option<String>, ApiError> {
     let Some(reason) = body.and_then(|body| body.reason) else {
         return Ok(None);
     };
-    if reason.len() > MAX_OWNER_LEN {
+    if reason.len() > MAX_REASON_LEN {
         return Err(ApiError::InvalidRequest(format!(
-            "reason is {} bytes long; at most {MAX_OWNER_LEN} bytes are kept",
+            "reason is {} bytes long; at most {MAX_REASON_LEN} bytes are kept",
             reason.len()
         )));
     }

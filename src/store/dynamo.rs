@@ -541,19 +541,16 @@ impl DynamoStore {
                     self.metrics.lock_conflicts.inc();
                 }
                 self.metrics.conflicts(self.space.kind());
-                if self.clock_suspect() {
-                    let held = Lock::try_from(&item)?;
-                    let now = now_micros.div_euclid(1000);
-                    if !held.is_released()
-                        && held.expires_at < self.policy.takeover_before(now)
-                        && !held.is_disabled()
-                    {
-                        self.metrics.takeovers_refused.inc();
-                    }
+                let held = Lock::try_from(&item)?;
+                // A takeover the clock check alone refused.
+                if self.clock_suspect()
+                    && !held.is_released()
+                    && !held.is_disabled()
+                    && held.expires_at < self.policy.takeover_before(now_micros.div_euclid(1000))
+                {
+                    self.metrics.takeovers_refused.inc();
                 }
-                Ok(AcquireOutcome::Held(
-                    Lock::try_from(&item)?.seen_by(&request.nonce),
-                ))
+                Ok(AcquireOutcome::Held(held.seen_by(&request.nonce)))
             }
             Write::Rejected(None) => Err(self.unavailable(
                 "acquire",

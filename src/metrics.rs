@@ -23,6 +23,11 @@ pub struct Metrics {
     /// conflict: a condition failed; throttled; error).
     dynamodb_requests: IntCounterVec,
     dynamodb_latency: HistogramVec,
+    /// DynamoDB capacity units consumed, by operation (the request labels above),
+    /// unit (`read`, `write`) and source (`reported`: DynamoDB said so in the answer;
+    /// `computed`: from the item's size, for refused conditional writes, which
+    /// DynamoDB bills without reporting them).
+    dynamodb_capacity: prometheus::CounterVec,
     /// Grants by kind (lock, semaphore, group).
     grants_by_kind: IntCounterVec,
     /// Acquires refused because every slot was held, by kind.
@@ -95,6 +100,13 @@ impl Metrics {
                 )
                 .buckets(buckets),
                 &["operation"],
+            )?,
+            dynamodb_capacity: prometheus::CounterVec::new(
+                Opts::new(
+                    "dynamodb_capacity_units_total",
+                    "DynamoDB capacity units consumed, by operation, unit (read, write) and source (reported by DynamoDB, or computed from the item's size for refused conditional writes)",
+                ),
+                &["operation", "unit", "source"],
             )?,
             grants_by_kind: IntCounterVec::new(
                 Opts::new("grants_total", "Acquisitions granted, by kind"),
@@ -178,6 +190,7 @@ impl Metrics {
         registry.register(Box::new(metrics.http_latency.clone()))?;
         registry.register(Box::new(metrics.dynamodb_requests.clone()))?;
         registry.register(Box::new(metrics.dynamodb_latency.clone()))?;
+        registry.register(Box::new(metrics.dynamodb_capacity.clone()))?;
         registry.register(Box::new(metrics.waiters.clone()))?;
         registry.register(Box::new(metrics.clock_offset.clone()))?;
         registry.register(Box::new(metrics.clock_suspect.clone()))?;
@@ -209,6 +222,30 @@ impl Metrics {
             .iter()
             .flat_map(|family| family.get_metric())
             .map(|metric| metric.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// Counts `units` of DynamoDB capacity consumed by a request of `operation`.
+    pub fn capacity(&self, operation: &str, unit: CapacityUnit, units: f64, source: UnitSource) {
+        self.dynamodb_capacity
+            .with_label_values(&[operation, unit.as_str(), source.as_str()])
+            .inc_by(units);
+    }
+
+    /// How many capacity units of `unit` have been counted, of every operation.
+    pub fn capacity_total(&self, unit: CapacityUnit) -> f64 {
+        use prometheus::core::Collector;
+        self.dynamodb_capacity
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|pair| pair.name() == "unit" && pair.value() == unit.as_str())
+            })
+            .map(|metric| metric.get_counter().get_value())
             .sum()
     }
 
@@ -307,6 +344,42 @@ impl Metrics {
     }
 }
 
+/// Which capacity a DynamoDB request consumed: reads are billed in read units,
+/// writes (transactions included) in write units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityUnit {
+    Read,
+    Write,
+}
+
+impl CapacityUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+/// Where a count of capacity units comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitSource {
+    /// DynamoDB's `ConsumedCapacity` in its answer.
+    Reported,
+    /// Computed by fencelock from the size of the item, where DynamoDB bills a
+    /// request but reports nothing (a refused conditional write).
+    Computed,
+}
+
+impl UnitSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reported => "reported",
+            Self::Computed => "computed",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +388,9 @@ mod tests {
     fn every_metric_is_defined_and_rendered() {
         let metrics = Metrics::build().unwrap();
         metrics.dynamodb("acquire", "granted", Duration::from_millis(3));
+        metrics.capacity("acquire", CapacityUnit::Write, 1.0, UnitSource::Reported);
+        metrics.capacity("read", CapacityUnit::Read, 0.5, UnitSource::Reported);
+        metrics.capacity("acquire", CapacityUnit::Write, 2.0, UnitSource::Computed);
         metrics.http("POST", "/locks/{name}", 200, Duration::from_millis(4));
         metrics.locks_granted.inc();
         metrics.grants(Kind::Semaphore);
@@ -333,6 +409,8 @@ mod tests {
             "fencelock_dynamodb_requests_total",
             "fencelock_dynamodb_request_duration_seconds_count",
             "fencelock_locks_granted_total 1",
+            "fencelock_dynamodb_capacity_units_total{operation=\"acquire\",source=\"reported\",unit=\"write\"} 1",
+            "fencelock_dynamodb_capacity_units_total{operation=\"acquire\",source=\"computed\",unit=\"write\"} 2",
             "fencelock_waiters 0",
             "fencelock_grants_total{kind=\"semaphore\"} 1",
             "fencelock_conflicts_total{kind=\"lock\"} 1",
@@ -349,5 +427,7 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+        assert_eq!(metrics.capacity_total(CapacityUnit::Write), 3.0);
+        assert_eq!(metrics.capacity_total(CapacityUnit::Read), 0.5);
     }
 }

@@ -14,9 +14,12 @@ use std::time::Instant;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 use tokio::sync::OnceCell;
 
+use super::capacity;
 use super::item::{self, Item, n, s};
 use super::{AcquireOutcome, AcquireRequest, HolderOutcome, StoreError};
 use crate::clock::Clock;
@@ -25,7 +28,7 @@ use crate::domain::{
     Fence, Holder, Kind, LeasePolicy, Lock, LockName, LockRejection, Millis, Predecessor,
     ServerKey, Token, check_holder,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{CapacityUnit, Metrics};
 
 /// Where and how to reach DynamoDB.
 #[derive(Debug, Clone)]
@@ -851,10 +854,19 @@ impl DynamoStore {
             .table_name(self.table.as_ref())
             .key(item::NAME, key)
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         self.metrics
             .dynamodb(label, outcome_of(&result), started.elapsed());
+        if let Ok(output) = &result {
+            capacity::reported(
+                &self.metrics,
+                label,
+                CapacityUnit::Read,
+                output.consumed_capacity(),
+            );
+        }
         result
             .map(|output| output.item)
             .map_err(|err| DisplayErrorContext(err).to_string())
@@ -867,6 +879,7 @@ impl DynamoStore {
             .key(item::NAME, self.space.key(name))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
     }
 
     pub(super) async fn write(
@@ -905,9 +918,18 @@ impl DynamoStore {
         self.metrics
             .dynamodb(subject.label, outcome, started.elapsed());
         match result {
-            Ok(output) => Ok(Write::Applied(output.attributes.unwrap_or_default())),
+            Ok(output) => {
+                capacity::reported(
+                    &self.metrics,
+                    subject.label,
+                    CapacityUnit::Write,
+                    output.consumed_capacity(),
+                );
+                Ok(Write::Applied(output.attributes.unwrap_or_default()))
+            }
             Err(SdkError::ServiceError(context)) => match context.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
+                    capacity::refused_write(&self.metrics, subject.label, failed.item.as_ref());
                     Ok(Write::Rejected(failed.item))
                 }
                 other => Err(self.unavailable_as(subject, DisplayErrorContext(other).to_string())),

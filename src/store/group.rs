@@ -28,12 +28,14 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
+use super::capacity;
 use super::dynamo::{
     Expression, Release, Renewal, Subject, Write, release_expression, renew_expression,
 };
 use super::item::{self, Item, n, s};
 use super::{AcquireRequest, DynamoStore, StoreError};
 use crate::domain::{Holder, Kind, Lock, LockName, LockRejection, Nonce, Token, check_holder};
+use crate::metrics::CapacityUnit;
 
 /// The most locks in one group: DynamoDB's limit of updates in one transaction.
 pub const MAX_GROUP: usize = 100;
@@ -363,6 +365,7 @@ impl DynamoStore {
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items.clone()))
+                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send()
                 .await;
             let reasons = cancellation_reasons(&result);
@@ -374,13 +377,20 @@ impl DynamoStore {
             self.metrics()
                 .dynamodb(label, outcome(&result, refused), started.elapsed());
             match (result, reasons) {
-                (Ok(_), _) => {
+                (Ok(output), _) => {
+                    capacity::reported(
+                        self.metrics(),
+                        label,
+                        CapacityUnit::Write,
+                        output.consumed_capacity(),
+                    );
                     for name in names {
                         self.written.tell(name);
                     }
                     return Ok(Transaction::Applied);
                 }
                 (_, Some(reasons)) if refused => {
+                    capacity::refused_transaction(self.metrics(), label, &reasons);
                     return Ok(Transaction::Refused(refusals(reasons)));
                 }
                 // Another transaction held one of the items for a moment.
@@ -459,6 +469,7 @@ impl DynamoStore {
                 .client
                 .batch_get_item()
                 .request_items(self.table.as_ref(), request)
+                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send()
                 .await;
             self.metrics()
@@ -469,6 +480,12 @@ impl DynamoStore {
                     DisplayErrorContext(err).to_string(),
                 )
             })?;
+            capacity::reported(
+                self.metrics(),
+                label,
+                CapacityUnit::Read,
+                output.consumed_capacity(),
+            );
             for raw in output
                 .responses()
                 .and_then(|tables| tables.get(self.table.as_ref()))

@@ -49,12 +49,19 @@ impl DynamoStore {
             .expression_attribute_names("#created_at", CREATED_AT)
             .expression_attribute_values(":key", AttributeValue::B(Blob::new(made.as_bytes())))
             .expression_attribute_values(":now", n(self.clock().now_millis()))
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await;
         self.metrics()
             .dynamodb("key_create", outcome_of(&result), started.elapsed());
         match result {
-            Ok(_) => {
+            Ok(output) => {
+                super::capacity::reported(
+                    self.metrics(),
+                    "key_create",
+                    crate::metrics::CapacityUnit::Write,
+                    output.consumed_capacity(),
+                );
                 tracing::info!("made the table's server key");
                 Ok(made)
             }

@@ -130,6 +130,12 @@ impl DynamoStore {
                 started.elapsed(),
             );
             let output = result.map_err(|err| unavailable(DisplayErrorContext(err).to_string()))?;
+            super::capacity::reported(
+                self.metrics(),
+                kind.label(),
+                crate::metrics::CapacityUnit::Read,
+                output.consumed_capacity(),
+            );
             items.extend(output.items().iter().cloned());
             // The key as the table has it: a page of semaphores may end on a lock's
             // key, and the other way round.
@@ -157,6 +163,7 @@ impl DynamoStore {
             .scan()
             .table_name(self.table.as_ref())
             .consistent_read(true)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .expression_attribute_names("#name", item::NAME);
         let mut filters = match kind {

@@ -4,6 +4,7 @@
 //! this module.
 
 mod admin;
+pub mod capacity;
 mod dynamo;
 mod group;
 pub mod item;

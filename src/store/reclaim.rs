@@ -9,6 +9,7 @@
 //! item before deleting it, so it could delete a record acquired a moment before.
 
 use crate::domain::Kind;
+use crate::metrics::CapacityUnit;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,7 @@ impl DynamoStore {
                 .expression_attribute_names("#fence", item::FENCE)
                 .set_expression_attribute_values(Some(stale_values(cutoffs)))
                 .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send()
                 .await;
             self.metrics()
@@ -82,6 +84,12 @@ impl DynamoStore {
                     DisplayErrorContext(err).to_string(),
                 )
             })?;
+            super::capacity::reported(
+                self.metrics(),
+                "reclaim_scan",
+                CapacityUnit::Read,
+                page.consumed_capacity(),
+            );
             for found in page.items() {
                 sweep.found += 1;
                 if self.delete_if_stale(found, cutoffs).await? {
@@ -115,13 +123,23 @@ impl DynamoStore {
             .expression_attribute_names("#fence", item::FENCE)
             .set_expression_attribute_values(Some(stale_values(cutoffs)))
             .expression_attribute_values(":fence", fence.clone())
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
         self.metrics()
             .dynamodb("reclaim", outcome_of(&result), started.elapsed());
         let name = name.as_s().map_or("", String::as_str);
         match result {
-            Ok(_) => {
+            Ok(output) => {
+                super::capacity::reported(
+                    self.metrics(),
+                    "reclaim",
+                    CapacityUnit::Write,
+                    output.consumed_capacity(),
+                );
                 tracing::info!(lock = name, "reclaimed a stale lock record");
                 if let Ok(name) = crate::domain::LockName::parse(name) {
                     self.written.tell(&name);
@@ -134,6 +152,9 @@ impl DynamoStore {
                     DeleteItemError::ConditionalCheckFailedException(_)
                 ) =>
             {
+                if let DeleteItemError::ConditionalCheckFailedException(failed) = context.err() {
+                    super::capacity::refused_write(self.metrics(), "reclaim", failed.item());
+                }
                 Ok(false)
             }
             Err(err) => Err(unavailable(

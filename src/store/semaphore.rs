@@ -357,6 +357,7 @@ impl DynamoStore {
             .table_name(self.table.as_ref())
             .key(item::NAME, key(name))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             // Every write counts in the semaphore's version, as a lock's do.
             .expression_attribute_names("#version", item::VERSION)
             .expression_attribute_values(":v0", n(0))

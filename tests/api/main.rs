@@ -4,6 +4,7 @@
 mod acquire;
 mod admin;
 mod browser;
+mod capacity;
 mod cli;
 mod clocks;
 mod connections;

@@ -139,6 +139,8 @@ pub struct DynamoStore {
     clock_check: Option<Arc<ClockCheck>>,
     /// Whose records the lock operations read and write: locks', or elections'.
     space: Space,
+    /// The semaphores' records as this server last saw them: an acquire's first guess.
+    pub(super) semaphores_seen: super::semaphore::Seen,
 }
 
 /// The records a store's lock operations address. An election is kept as a lock is
@@ -377,6 +379,7 @@ impl DynamoStore {
             written: super::Written::default(),
             clock_check: None,
             space: Space::Locks,
+            semaphores_seen: super::semaphore::Seen::default(),
         }
     }
 

@@ -3,19 +3,27 @@
 //! different items), holding the limit, the last fence issued and a map of slots by
 //! fence.
 //!
-//! - **Acquire** reads the item (strongly consistent) and writes it back with the new
-//!   slot, conditioned on the last fence being the one it read: 2 requests when a slot
-//!   is free, 1 when none is. Only acquires change the fence, so a heartbeat or release
-//!   in between never makes an acquire retry. Two acquires that read the same fence
-//!   race: one write wins, the other's condition fails and returns the item as it now
-//!   is (`ALL_OLD`), from which it decides again without another read, after a short
-//!   random pause (up to 20 ms) so that the losers of a race do not race again in
-//!   step; each retry is 1 request, and every failed write means another acquire was
-//!   granted.
+//! - **Acquire** writes the item with the new slot, conditioned on the last fence
+//!   being the one its plan was made on. The plan is made on the record as this
+//!   server last saw it (every semaphore write's answer and every read leaves it in
+//!   [`Seen`]; none: a record made anew), so an acquire on a semaphore this server
+//!   keeps using is 1 request when a slot is free. Only acquires change the fence, so
+//!   a heartbeat or release in between never makes an acquire retry. A write whose
+//!   plan was out of date fails and returns the item as it now is (`ALL_OLD`), from
+//!   which it decides again without a read; two acquires that race do the same,
+//!   after a short random pause (up to 20 ms) so that the losers of a race do not
+//!   race again in step. Each retry is 1 request, and every failed write but a first
+//!   guess means another acquire was granted. An acquire that finds every slot held
+//!   (or another limit) in what it saw reads the record (strongly consistent) before
+//!   it says so: a refusal is never made on an old copy.
+//! - The slots an acquire clears (released ones, ones whose lease ended more than the
+//!   skew margin and lock delay ago, and the caller's own earlier slot) are cleared
+//!   under conditions of their own in the same write (released, ended by then, or
+//!   the caller's nonce), so a copy that is out of date can never clear a slot that
+//!   was renewed since.
 //! - **Heartbeat** and **release** are 1 conditional `UpdateItem` on the slot's own
 //!   path in the map. A release marks the slot released (a retried release answers
-//!   the same); the next acquire clears released slots and slots whose lease ended
-//!   more than the skew margin (and lock delay) ago.
+//!   the same).
 //! - The sweeper never deletes a semaphore's item (it has no top-level lease), so its
 //!   fences keep growing and its limit stays as the first acquire set it.
 
@@ -29,8 +37,8 @@ use super::dynamo::{Subject, Write, millis, millis_duration};
 use super::item::{self, Item, n, number, required_string, s, string};
 use super::{DynamoStore, MalformedItem, Release, StoreError};
 use crate::domain::{
-    AcquirePlan, Fence, Holder, Kind, LockName, Nonce, Semaphore, Slot, SlotRejection, check_slot,
-    plan_acquire,
+    AcquirePlan, Fence, Holder, Kind, LockName, Millis, Nonce, Semaphore, Slot, SlotRejection,
+    check_slot, plan_acquire,
 };
 
 /// What the key of a semaphore's item starts with.
@@ -49,6 +57,41 @@ const MAX_WRITES: usize = 32;
 /// The longest pause after a lost write before the next: racers that lost together
 /// spread out, so that the next round is not the same race again.
 const MAX_LOST_PAUSE_MS: u64 = 20;
+
+/// How many semaphores' records [`Seen`] keeps; past that it starts again empty (a
+/// forgotten record costs its next acquire one refused write, nothing else).
+const MAX_SEEN: usize = 4096;
+
+/// The semaphores' records as this server last saw them, by key.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Seen(std::sync::Arc<std::sync::Mutex<HashMap<String, Semaphore>>>);
+
+impl Seen {
+    fn get(&self, name: &LockName) -> Option<Semaphore> {
+        self.lock().get(name.as_str()).cloned()
+    }
+
+    fn remember(&self, name: &LockName, semaphore: Option<&Semaphore>) {
+        let mut seen = self.lock();
+        match semaphore {
+            Some(semaphore) => {
+                if seen.len() >= MAX_SEEN && !seen.contains_key(name.as_str()) {
+                    seen.clear();
+                }
+                seen.insert(name.to_string(), semaphore.clone());
+            }
+            None => {
+                seen.remove(name.as_str());
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Semaphore>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// What a semaphore acquire asks for.
 #[derive(Debug, Clone)]
@@ -93,26 +136,37 @@ impl DynamoStore {
         &self,
         request: &SemaphoreRequest,
     ) -> Result<SemaphoreOutcome, StoreError> {
-        let mut seen = self.get_semaphore(&request.name).await?;
+        // The first plan is made on the record as this server last saw it; `fresh`
+        // says whether the record in hand is what DynamoDB holds now (read, or handed
+        // back by a refused write), which a refusal needs.
+        let mut seen = self.semaphores_seen.get(&request.name);
+        let mut fresh = false;
         let mut lost = 0u32;
         for _ in 0..MAX_WRITES {
             let now_micros = self.clock().now_micros();
             let now = now_micros.div_euclid(1000);
+            // While the clock is suspect, a slot that lapsed unreleased still counts.
+            let grace = if self.clock_suspect() {
+                i64::MAX / 2
+            } else {
+                self.policy().takeover_grace_ms()
+            };
             let plan = plan_acquire(
                 seen.as_ref(),
                 &request.nonce,
                 request.limit,
                 now,
-                // While the clock is suspect, a slot that lapsed unreleased still counts.
-                if self.clock_suspect() {
-                    i64::MAX / 2
-                } else {
-                    self.policy().takeover_grace_ms()
-                },
+                grace,
                 now_micros.unsigned_abs(),
             );
             let (fence, clear) = match plan {
                 AcquirePlan::Take { fence, clear } => (fence, clear),
+                // Never refuse on an old copy: read what is there, and decide again.
+                AcquirePlan::Full | AcquirePlan::LimitMismatch { .. } if !fresh => {
+                    seen = self.get_semaphore(&request.name).await?;
+                    fresh = true;
+                    continue;
+                }
                 AcquirePlan::Full => {
                     self.metrics().conflicts(Kind::Semaphore);
                     let full = seen.expect("a full semaphore has a record");
@@ -132,20 +186,31 @@ impl DynamoStore {
                 expires_at: now.saturating_add(millis(request.ttl)),
                 ttl: request.ttl,
             };
-            let op = self.take_slot(request, seen.as_ref(), &slot, &clear);
+            let clearing = Clearing {
+                fences: &clear,
+                lapsed_before: now.saturating_sub(grace),
+            };
+            let op = self.take_slot(request, seen.as_ref(), &slot, clearing);
             let subject = subject("acquire", "semaphore_acquire", &request.name);
             match self.write_as(subject, op).await? {
                 Write::Applied(item) => {
                     self.metrics().grants(Kind::Semaphore);
                     let semaphore = semaphore_from(&item)?;
+                    self.semaphores_seen
+                        .remember(&request.name, Some(&semaphore));
                     return Ok(SemaphoreOutcome::Granted { semaphore, fence });
                 }
-                // Another acquire was granted since: decide again on what it wrote.
+                // The plan was made on an old copy, or another acquire was granted
+                // since: decide again on what is there now.
                 Write::Rejected(item) => {
                     seen = item.as_ref().map(semaphore_from).transpose()?;
-                    lost += 1;
-                    let pause = fastrand::u64(0..=(1u64 << lost.min(5)).min(MAX_LOST_PAUSE_MS));
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    self.semaphores_seen.remember(&request.name, seen.as_ref());
+                    if fresh {
+                        lost += 1;
+                        let pause = fastrand::u64(0..=(1u64 << lost.min(5)).min(MAX_LOST_PAUSE_MS));
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                    fresh = true;
                 }
             }
         }
@@ -155,13 +220,14 @@ impl DynamoStore {
         ))
     }
 
-    /// The write that adds `slot` to the semaphore as `seen`, clearing `clear`.
+    /// The write that adds `slot` to the semaphore as `seen`, clearing what
+    /// `clearing` names.
     fn take_slot(
         &self,
         request: &SemaphoreRequest,
         seen: Option<&Semaphore>,
         slot: &Slot,
-        clear: &[Fence],
+        clearing: Clearing<'_>,
     ) -> UpdateItemFluentBuilder {
         let op = self
             .update_semaphore(&request.name)
@@ -181,16 +247,44 @@ impl DynamoStore {
                 ),
             Some(seen) => {
                 let mut op = op
-                    .condition_expression("#fence = :seen")
                     .expression_attribute_values(":seen", n(seen.fence))
                     .expression_attribute_names("#new", slot.fence.to_string())
                     .expression_attribute_values(":slot", slot_value(slot));
+                let mut condition = "#fence = :seen".to_owned();
                 let mut expression = "SET #fence = :fence, #slots.#new = :slot, #version = if_not_exists(#version, :v0) + :v1".to_owned();
-                for (i, fence) in clear.iter().enumerate() {
+                let (mut mine_named, mut over_named) = (false, false);
+                for (i, fence) in clearing.fences.iter().enumerate() {
                     expression.push_str(if i == 0 { " REMOVE " } else { ", " });
                     expression.push_str(&format!("#slots.#c{i}"));
                     op = op.expression_attribute_names(format!("#c{i}"), fence.to_string());
+                    // What the plan saw of the slot must still be so: the caller's
+                    // own, or over (released, or ended before the grace).
+                    let mine = seen
+                        .slot(*fence)
+                        .is_some_and(|old| old.nonce == request.nonce);
+                    if mine {
+                        condition.push_str(&format!(" AND #slots.#c{i}.#nonce = :nonce"));
+                        mine_named = true;
+                    } else {
+                        condition.push_str(&format!(
+                            " AND (#slots.#c{i}.#expires_at = :zero OR #slots.#c{i}.#expires_at < :lapsed)"
+                        ));
+                        over_named = true;
+                    }
                 }
+                // DynamoDB refuses names and values an expression does not use.
+                if mine_named {
+                    op = op
+                        .expression_attribute_names("#nonce", item::NONCE)
+                        .expression_attribute_values(":nonce", s(request.nonce.as_str()));
+                }
+                if over_named {
+                    op = op
+                        .expression_attribute_names("#expires_at", item::EXPIRES_AT)
+                        .expression_attribute_values(":zero", n(0))
+                        .expression_attribute_values(":lapsed", n(clearing.lapsed_before));
+                }
+                let op = op.condition_expression(condition);
                 op.update_expression(expression)
             }
         }
@@ -241,7 +335,9 @@ impl DynamoStore {
         {
             Write::Applied(item) => {
                 self.metrics().heartbeats.inc();
-                Ok(Ok((semaphore_from(&item)?, fence)))
+                let semaphore = semaphore_from(&item)?;
+                self.semaphores_seen.remember(name, Some(&semaphore));
+                Ok(Ok((semaphore, fence)))
             }
             Write::Rejected(old) => {
                 let old = old.as_ref().map(semaphore_from).transpose()?;
@@ -328,6 +424,7 @@ impl DynamoStore {
                 Write::Applied(item) => {
                     self.metrics().releases.inc();
                     let semaphore = semaphore_from(&item)?;
+                    self.semaphores_seen.remember(name, Some(&semaphore));
                     if let Some(slot) = semaphore.slot(fence) {
                         let held = self.clock().now_millis().saturating_sub(slot.acquired_at);
                         self.metrics().held(Kind::Semaphore, millis_duration(held));
@@ -348,7 +445,9 @@ impl DynamoStore {
             .map_err(|detail| {
                 self.unavailable_as(subject("read", "semaphore_read", name), detail)
             })?;
-        Ok(record.as_ref().map(semaphore_from).transpose()?)
+        let semaphore = record.as_ref().map(semaphore_from).transpose()?;
+        self.semaphores_seen.remember(name, semaphore.as_ref());
+        Ok(semaphore)
     }
 
     fn update_semaphore(&self, name: &LockName) -> UpdateItemFluentBuilder {
@@ -363,6 +462,14 @@ impl DynamoStore {
             .expression_attribute_values(":v0", n(0))
             .expression_attribute_values(":v1", n(1))
     }
+}
+
+/// The slots an acquire clears: `fences`, each either the caller's own or over
+/// before `lapsed_before` (or released).
+#[derive(Debug, Clone, Copy)]
+struct Clearing<'a> {
+    fences: &'a [Fence],
+    lapsed_before: Millis,
 }
 
 /// The fence a semaphore holder names (semaphores issue no tokens, so a token names

@@ -173,6 +173,35 @@ async fn an_ended_lease_is_taken_over_only_after_the_skew_margin() {
 }
 
 #[tokio::test]
+async fn an_acquire_planned_on_an_old_copy_never_clears_a_slot_renewed_since() {
+    let a = TestApp::spawn().await;
+    let b = a.another_instance().await;
+    let held = take(&a, "pool", "a", "&limit=1&ttl=2s").await.fence();
+    // The holder renews through the other server, for longer: server a's copy of the
+    // record still has the first lease end.
+    b.clock.advance(Duration::from_secs(1));
+    let renewed = b
+        .call(
+            Method::POST,
+            &format!("/semaphores/pool/{held}/heartbeat?ttl=30s"),
+            None,
+        )
+        .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{renewed:?}");
+    // By server a's copy the slot lapsed long ago; by the record it is live.
+    a.clock.advance(Duration::from_secs(10));
+    let other = take(&a, "pool", "b", "&limit=1").await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::CONFLICT, "semaphore_full"),
+        "{other:?}"
+    );
+    assert_eq!(holder_fences(&status(&b, "pool").await), vec![held]);
+    let beat = heartbeat(&b, "pool", held, &[]).await;
+    assert_eq!(beat.status, StatusCode::OK, "{beat:?}");
+}
+
+#[tokio::test]
 async fn heartbeat_extends_one_slot_and_needs_the_holders_nonce_when_sent() {
     let app = TestApp::spawn().await;
     let a = take(&app, "pool", "a", "&limit=2&ttl=5s").await;
@@ -447,18 +476,17 @@ async fn contending_clients_on_two_servers_never_exceed_the_limit() {
 }
 
 #[tokio::test]
-async fn acquire_costs_two_dynamodb_requests_and_heartbeat_and_release_one() {
+async fn a_free_slot_costs_one_dynamodb_request_and_a_full_semaphore_a_read() {
     use crate::metrics::{dynamodb, scrape, value};
     let app = TestApp::spawn().await;
+    let requests = |scrape| value(scrape, "fencelock_dynamodb_requests_total", &[]);
     let fence = take(&app, "pool", "a", "&limit=1").await.fence();
     let after_grant = scrape(&app).await;
-    assert_eq!(
-        value(&after_grant, "fencelock_dynamodb_requests_total", &[]),
-        2.0
-    );
-    assert_eq!(dynamodb(&after_grant, "semaphore_read", "granted"), 1.0);
+    // A semaphore made anew: one write, no read.
+    assert_eq!(requests(&after_grant), 1.0);
     assert_eq!(dynamodb(&after_grant, "semaphore_acquire", "granted"), 1.0);
 
+    // Full as this server saw it: read before saying so (never refused on a copy).
     assert_eq!(
         take(&app, "pool", "b", "&limit=1").await.code(),
         "semaphore_full"
@@ -466,9 +494,9 @@ async fn acquire_costs_two_dynamodb_requests_and_heartbeat_and_release_one() {
     heartbeat(&app, "pool", fence, &[]).await;
     give_back(&app, "pool", fence).await;
     let after = scrape(&app).await;
-    assert_eq!(value(&after, "fencelock_dynamodb_requests_total", &[]), 5.0);
+    assert_eq!(requests(&after), 4.0);
     for (operation, count) in [
-        ("semaphore_read", 2.0),
+        ("semaphore_read", 1.0),
         ("semaphore_acquire", 1.0),
         ("semaphore_heartbeat", 1.0),
         ("semaphore_release", 1.0),
@@ -478,4 +506,19 @@ async fn acquire_costs_two_dynamodb_requests_and_heartbeat_and_release_one() {
     let kind = [("kind", "semaphore")];
     assert_eq!(value(&after, "fencelock_grants_total", &kind), 1.0);
     assert_eq!(value(&after, "fencelock_conflicts_total", &kind), 1.0);
+
+    // The next cycle on this server: one write each for acquire and release.
+    let again = take(&app, "pool", "c", "&limit=1").await.fence();
+    give_back(&app, "pool", again).await;
+    assert_eq!(requests(&scrape(&app).await), 6.0);
+
+    // A server that has not seen the semaphore guesses a new record: refused, it
+    // decides again on the record the refusal hands back, without a read.
+    let other = app.another_instance().await;
+    let fence = take(&other, "pool", "d", "&limit=1").await.fence();
+    let seen = scrape(&other).await;
+    assert_eq!(dynamodb(&seen, "semaphore_acquire", "conflict"), 1.0);
+    assert_eq!(dynamodb(&seen, "semaphore_acquire", "granted"), 1.0);
+    assert_eq!(dynamodb(&seen, "semaphore_read", "granted"), 0.0);
+    assert!(fence > again);
 }

@@ -201,8 +201,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     }
     let kind = store.check_table().await?;
     if kind == crate::store::TableKind::StronglyConsistentGlobal {
-        tracing::info!(table = %config.table, "the table is a global table with multi-Region strong consistency");
+        tracing::warn!(table = %config.table, "the table is a global table with multi-Region strong consistency: it has no transactions, so lock groups are answered 501 unsupported");
     }
+    let store = store.on_table(kind);
     let security = security(&config)?;
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())
         .with_limits(limits(&config))

@@ -57,13 +57,16 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// 500: the table holds an item fencelock cannot read.
     Internal,
+    /// 501: the lock table cannot do what the request needs (a lock group on a
+    /// global table with multi-Region strong consistency, which has no transactions).
+    Unsupported,
     /// 503: DynamoDB failed or a server limit was reached; retrying is safe.
     Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -85,6 +88,7 @@ impl ErrorCode {
         Self::TooManyRequests,
         Self::HeadersTooLarge,
         Self::Internal,
+        Self::Unsupported,
         Self::Unavailable,
     ];
 
@@ -112,6 +116,7 @@ impl ErrorCode {
             Self::TooManyRequests => "too_many_requests",
             Self::HeadersTooLarge => "headers_too_large",
             Self::Internal => "internal",
+            Self::Unsupported => "unsupported",
             Self::Unavailable => "unavailable",
         }
     }
@@ -144,6 +149,7 @@ impl ErrorCode {
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unsupported => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -118,6 +118,12 @@ pub enum ApiError {
     /// 400, 414 or 431: a request refused while it was read, before any route saw it.
     #[error("{0}")]
     Unreadable(Unreadable),
+    /// 501 `unsupported`: lock groups need DynamoDB transactions, which the table
+    /// (a global table with multi-Region strong consistency) does not offer.
+    #[error(
+        "lock groups are not available on this server: its table {table:?} is a global table with multi-Region strong consistency, where DynamoDB offers no transactions, and a group is taken in one; take the locks one by one in name order, or use a table in one Region"
+    )]
+    GroupsUnsupported { table: String },
     /// 404 `not_found`: the lock has no record.
     #[error("lock \"{name}\" does not exist; acquire it first")]
     LockNotFound { name: LockName },
@@ -368,6 +374,7 @@ impl ApiError {
             | Self::NotReady(_)
             | Self::OverLimit(_) => C::Unavailable,
             Self::Internal(_) => C::Internal,
+            Self::GroupsUnsupported { .. } => C::Unsupported,
         }
     }
 }
@@ -724,6 +731,7 @@ impl ApiError {
                 ..Extras::default()
             },
             Self::InvalidRequest(_)
+            | Self::GroupsUnsupported { .. }
             | Self::Unreadable(_)
             | Self::Forbidden(_)
             | Self::NotHolder { .. }

@@ -132,6 +132,7 @@ fn group_names<'a>(
     responses(
         (status = 200, description = "Every lock, each with a new fence of its own", body = GroupView),
         CommonErrors,
+        (status = 501, description = "`unsupported`: the table is a global table with multi-Region strong consistency, which has no transactions; nothing changed", body = ErrorBody),
         (status = 409, description = "`lock_held`: these locks are held (`locks` names each holder); nothing was taken",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds until the last of them may be free"))),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
@@ -143,6 +144,7 @@ pub async fn acquire(
     Params(query): Params<AcquireQuery>,
     OptionalJson(body): OptionalJson<GroupBody>,
 ) -> Result<Json<GroupView>, ApiError> {
+    transactions(&app)?;
     let body = body.ok_or_else(|| {
         ApiError::InvalidRequest(
             "a group acquire needs a JSON body naming its locks: {\"names\": [\"a\", \"b\"]}"
@@ -277,6 +279,7 @@ fn refused(refusals: Vec<(LockName, crate::domain::LockRejection)>) -> ApiError 
     responses(
         (status = 200, description = "Every lease, extended", body = GroupView),
         CommonErrors,
+        (status = 501, description = "`unsupported`: the table is a global table with multi-Region strong consistency, which has no transactions; nothing changed", body = ErrorBody),
         ProofErrors,
         (status = 404, description = "`not_found`: a lock has no record; nothing changed", body = ErrorBody),
         (status = 409, description = "`fence_mismatch` / `lease_expired`: a lock is no longer held (`locks` says which); nothing changed", body = ErrorBody),
@@ -289,6 +292,7 @@ pub async fn heartbeat(
     headers: HeaderMap,
     OptionalJson(holding): OptionalJson<GroupHolding>,
 ) -> Result<Json<GroupView>, ApiError> {
+    transactions(&app)?;
     let holding = holding.ok_or_else(missing_locks)?;
     let ttl = renew_ttl(&app, &query)?;
     let holders = group_holders(&app, &caller, &holding, &headers, query.nonce)?;
@@ -306,6 +310,7 @@ pub async fn heartbeat(
     responses(
         (status = 200, description = "Each lock: whether its fence was current, now released", body = GroupReleased),
         CommonErrors,
+        (status = 501, description = "`unsupported`: the table is a global table with multi-Region strong consistency, which has no transactions; nothing changed", body = ErrorBody),
         ProofErrors,
     ))]
 /// `POST /lock-groups/release` with `{"locks": [{"name", "fence"}, ...]}`: idempotent.
@@ -316,6 +321,7 @@ pub async fn release(
     headers: HeaderMap,
     OptionalJson(holding): OptionalJson<GroupHolding>,
 ) -> Result<Json<GroupReleased>, ApiError> {
+    transactions(&app)?;
     let holding = holding.ok_or_else(missing_locks)?;
     let holders = group_holders(&app, &caller, &holding, &headers, query.nonce)?;
     let releases = app.store.release_group(&holders).await?.map_err(refused)?;
@@ -331,4 +337,16 @@ pub async fn release(
         });
     }
     Ok(Json(GroupReleased { locks }))
+}
+
+/// Lock groups are taken, renewed and released in DynamoDB transactions: refused
+/// where the table has none.
+fn transactions(app: &AppState) -> Result<(), ApiError> {
+    if app.store.has_transactions() {
+        Ok(())
+    } else {
+        Err(ApiError::GroupsUnsupported {
+            table: app.store.table_name().to_owned(),
+        })
+    }
 }

@@ -303,3 +303,34 @@ async fn a_request_that_reaches_the_store_is_answered_503_with_retry_after_when_
     assert!(response.headers().contains_key("retry-after"));
     assert_ne!(dynamodb_requests(&open), "", "the acquire asked DynamoDB");
 }
+
+#[tokio::test]
+async fn lock_groups_are_refused_where_the_table_has_no_transactions() {
+    let store = DynamoStore::unreachable("fencelock-mrsc", Arc::new(SystemClock))
+        .on_table(crate::store::TableKind::StronglyConsistentGlobal);
+    let ttl = TtlBounds::new(
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let strong = AppState::new(store, ttl, Duration::from_secs(20), 1024);
+    let locks = r#"{"locks": [{"name": "a", "fence": 1}]}"#;
+    for (uri, body) in [
+        ("/lock-groups?nonce=g", r#"{"names": ["a", "b"]}"#),
+        ("/lock-groups/heartbeat", locks),
+        ("/lock-groups/release", locks),
+    ] {
+        let (status, json, asked) = answer(&strong, request("POST", uri, body)).await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{uri}: {json}");
+        assert_eq!(json["code"], "unsupported", "{uri}");
+        let error = json["error"].as_str().unwrap();
+        assert!(error.contains("multi-Region strong consistency"), "{error}");
+        assert!(error.contains("fencelock-mrsc"), "{error}");
+        assert_eq!(asked, "", "{uri} asked DynamoDB");
+    }
+    // A lock alone is served (here: asked of a DynamoDB that is nowhere).
+    let (status, _, asked) = answer(&strong, request("POST", "/locks/a?nonce=n", "")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_ne!(asked, "");
+}

@@ -141,6 +141,8 @@ pub struct DynamoStore {
     space: Space,
     /// The semaphores' records as this server last saw them: an acquire's first guess.
     pub(super) semaphores_seen: super::semaphore::Seen,
+    /// What the table is, as [`DynamoStore::check_table`] found it.
+    table_kind: super::TableKind,
 }
 
 /// The records a store's lock operations address. An election is kept as a lock is
@@ -380,6 +382,7 @@ impl DynamoStore {
             clock_check: None,
             space: Space::Locks,
             semaphores_seen: super::semaphore::Seen::default(),
+            table_kind: super::TableKind::Regional,
         }
     }
 
@@ -458,6 +461,24 @@ impl DynamoStore {
     /// exists, and waits until it is active. Safe when several servers start at once.
     pub async fn ensure_table(&self) -> Result<(), super::TableError> {
         super::table::ensure_table(&self.client, &self.table).await
+    }
+
+    /// This store on a table of `kind` (as [`DynamoStore::check_table`] answers).
+    pub fn on_table(mut self, kind: super::TableKind) -> Self {
+        self.table_kind = kind;
+        self
+    }
+
+    /// Whether the table offers transactions, which lock groups are taken in: not on
+    /// a global table with multi-Region strong consistency ([AWS: "How DynamoDB global
+    /// tables work"](https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/V2globaltables_HowItWorks.html)).
+    pub fn has_transactions(&self) -> bool {
+        self.table_kind == super::TableKind::Regional
+    }
+
+    /// The lock table's name.
+    pub fn table_name(&self) -> &str {
+        &self.table
     }
 
     /// The metrics of this store and of the server around it.

@@ -14,7 +14,14 @@
 //! - **semaphore**: acquire + release of a slot of a semaphore (limit 4) over HTTP,
 //!   each worker on a semaphore of its own: an acquire is a read and a write;
 //! - **group3**: acquire + release of a group of 3 locks (`/lock-groups`), each
-//!   worker on locks of its own: an acquire is a transaction and a read.
+//!   worker on locks of its own: an acquire is a transaction and a read;
+//! - **null-proxy**: acquire + release over HTTP through a minimal server in this
+//!   binary (`--null-proxy`, a process of its own: axum on hyper's HTTP/1 as
+//!   fencelock serves, one handler per route, no validation, auth, metrics or log
+//!   line) that sends exactly the floor's `UpdateItem`s: what any HTTP front to
+//!   DynamoDB must cost, the floor fencelock's CPU and throughput are held to;
+//! - **heartbeat-0k** to **heartbeat-64k** (at concurrency 1 only): heartbeats of a
+//!   held lock whose body is 0, 1, 16 or 64 KiB, for the write units each costs.
 //!
 //! Each figure is the median of the three rounds. Then the server's idle memory and
 //! its memory with 1,000 waiting connections. It prints the tables (throughput and
@@ -60,6 +67,10 @@ struct Run {
     max_ms: f64,
     /// DynamoDB requests per HTTP operation (from the server's /metrics).
     dynamodb_per_op: Option<f64>,
+    /// DynamoDB write units per HTTP operation (from the server's /metrics, as
+    /// DynamoDB Local reports them, refused writes as computed).
+    #[serde(default)]
+    write_units_per_op: Option<f64>,
     /// Server CPU time per 1,000 operations, in ms.
     server_cpu_ms_per_1000: Option<f64>,
     /// CPU time per acquire+release cycle, in µs: the server's for fencelock, the
@@ -132,6 +143,7 @@ fn run_of(mode: &str, concurrency: usize, time: Duration, mut latencies: Vec<Dur
         p99_ms: at(0.99),
         max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         dynamodb_per_op: None,
+        write_units_per_op: None,
         server_cpu_ms_per_1000: None,
         cpu_us_per_cycle: None,
     }
@@ -141,6 +153,7 @@ fn run_of(mode: &str, concurrency: usize, time: Duration, mut latencies: Vec<Dur
 struct Counters {
     http: f64,
     dynamodb: f64,
+    write_units: f64,
     cpu_ms: f64,
 }
 
@@ -162,6 +175,12 @@ async fn counters(http: &reqwest::Client, server: &Server) -> Counters {
     Counters {
         http: sum("fencelock_http_requests_total"),
         dynamodb: sum("fencelock_dynamodb_requests_total"),
+        write_units: text
+            .lines()
+            .filter(|line| line.starts_with("fencelock_dynamodb_capacity_units_total{"))
+            .filter(|line| line.contains("unit=\"write\""))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
         cpu_ms: cpu_ms(server.child.id()),
     }
 }
@@ -359,6 +378,9 @@ async fn main() {
     if let Some(at) = args.iter().position(|arg| arg == "--floor-worker") {
         return floor_worker(&args[at + 1..]).await;
     }
+    if let Some(at) = args.iter().position(|arg| arg == "--null-proxy") {
+        return null_proxy(&args[at + 1..]).await;
+    }
     if !args.iter().any(|arg| arg == "--bench") {
         println!("lock benchmark: built; run it with `make bench`");
         return;
@@ -381,6 +403,7 @@ async fn main() {
         .await
         .unwrap();
     let server = spawn_server(&endpoint, &table);
+    let proxy = spawn_null_proxy(&endpoint, &table);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -393,6 +416,7 @@ async fn main() {
     }
     floor_run(&endpoint, &table, 16, 2);
     fencelock_run(&http, &server, "fencelock", 16, Duration::from_secs(2)).await;
+    null_proxy_run(&http, &proxy, 16, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = memory_mib(server.child.id(), "VmRSS:");
 
@@ -402,8 +426,14 @@ async fn main() {
         let mut runs = Vec::new();
         for &concurrency in &concurrencies {
             runs.push(floor_run(&endpoint, &table, concurrency, seconds));
+            runs.push(null_proxy_run(&http, &proxy, concurrency, time).await);
             for mode in ["fencelock", "contended", "semaphore", "group3"] {
                 runs.push(fencelock_run(&http, &server, mode, concurrency, time).await);
+            }
+            if concurrency == 1 {
+                for kib in HEARTBEAT_BODIES_KIB {
+                    runs.push(heartbeat_run(&http, &server, kib, time).await);
+                }
             }
         }
         rounds.push(runs);
@@ -448,11 +478,145 @@ async fn fencelock_run(
     let http_ops = (after.http - before.http - 1.0).max(1.0);
     let cpu_ms_per_op = (after.cpu_ms - before.cpu_ms) / http_ops;
     run.dynamodb_per_op = Some((after.dynamodb - before.dynamodb) / http_ops);
+    run.write_units_per_op = Some((after.write_units - before.write_units) / http_ops);
     run.server_cpu_ms_per_1000 = Some(cpu_ms_per_op * 1000.0);
     if mode != "contended" {
         // Every acquire is granted and released: a cycle is two operations.
         run.cpu_us_per_cycle = Some(cpu_ms_per_op * 2.0 * 1000.0);
     }
+    run
+}
+
+/// `--null-proxy ENDPOINT TABLE`: the null proxy, serving on a free port of
+/// 127.0.0.1 (printed on stdout) until it is killed. `POST /locks/{name}?nonce=N`
+/// sends the floor's acquire, `DELETE /locks/{name}/{fence}` its release; nothing
+/// is checked, counted or logged.
+async fn null_proxy(args: &[String]) {
+    use axum::extract::{Path, RawQuery, State};
+    use axum::routing::{delete, post};
+    let [endpoint, table] = args else {
+        panic!("--null-proxy ENDPOINT TABLE");
+    };
+    let raw = Arc::new(dynamodb_local::Raw::new(endpoint, table));
+    let acquire = |State(raw): State<Arc<dynamodb_local::Raw>>,
+                   Path(name): Path<String>,
+                   RawQuery(query): RawQuery| async move {
+        let nonce = query
+            .as_deref()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("nonce=")))
+            .unwrap_or("n")
+            .to_owned();
+        match raw.floor_acquire(&name, &nonce).await {
+            Some(fence) => (
+                axum::http::StatusCode::OK,
+                axum::Json(json!({ "fence": fence })),
+            ),
+            None => (axum::http::StatusCode::CONFLICT, axum::Json(json!({}))),
+        }
+    };
+    let release = |State(raw): State<Arc<dynamodb_local::Raw>>,
+                   Path((name, fence)): Path<(String, u64)>| async move {
+        raw.floor_release(&name, fence).await;
+        axum::Json(json!({ "released": true }))
+    };
+    let app = axum::Router::new()
+        .route("/locks/{name}", post(acquire))
+        .route("/locks/{name}/{fence}", delete(release))
+        .with_state(raw);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    use std::io::Write as _;
+    std::io::stdout().flush().unwrap();
+    axum_server::from_tcp(listener)
+        .unwrap()
+        .http1_only()
+        .serve(app.into_make_service())
+        .await
+        .unwrap();
+}
+
+/// The null proxy as a process of its own.
+fn spawn_null_proxy(endpoint: &str, table: &str) -> Server {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--null-proxy", endpoint, table])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the null proxy starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().expect("the null proxy's port");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// One run of acquire + release cycles through the null proxy; its CPU from /proc.
+async fn null_proxy_run(
+    http: &reqwest::Client,
+    proxy: &Server,
+    concurrency: usize,
+    time: Duration,
+) -> Run {
+    let before = cpu_ms(proxy.child.id());
+    let (client, base) = (http.clone(), proxy.base.clone());
+    let latencies = drive(concurrency, time, move |worker, round| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let name = format!("null-{concurrency}-{worker}");
+            fencelock_cycle(&client, &base, LOCKS, &name, &format!("n{worker}-{round}")).await
+        }
+    })
+    .await;
+    let cpu = cpu_ms(proxy.child.id()) - before;
+    let mut run = run_of("null-proxy", concurrency, time, latencies);
+    let ops = run.operations.max(1) as f64;
+    run.dynamodb_per_op = Some(1.0);
+    run.server_cpu_ms_per_1000 = Some(cpu / ops * 1000.0);
+    run.cpu_us_per_cycle = Some(cpu / ops * 2.0 * 1000.0);
+    run
+}
+
+/// The body sizes of the heartbeat runs, in KiB.
+const HEARTBEAT_BODIES_KIB: [usize; 4] = [0, 1, 16, 64];
+
+/// Heartbeats of one held lock whose body is `kib` KiB, for `time`.
+async fn heartbeat_run(http: &reqwest::Client, server: &Server, kib: usize, time: Duration) -> Run {
+    let name = format!("heartbeat-{kib}k-{}", fastrand::u32(..));
+    let acquired = http
+        .post(format!("{}/locks/{name}?nonce=h&ttl=120s", server.base))
+        .send()
+        .await
+        .unwrap();
+    let fence: u64 = acquired.json::<serde_json::Value>().await.unwrap()["fence"]
+        .as_u64()
+        .expect("the heartbeat run's lock is granted");
+    let lock = format!("{}/locks/{name}/{fence}", server.base);
+    if kib > 0 {
+        let body = "x".repeat(kib * 1024);
+        let updated = http.post(&lock).body(body).send().await.unwrap();
+        assert!(updated.status().is_success(), "the body is saved");
+    }
+    let before = counters(http, server).await;
+    let (client, url) = (http.clone(), format!("{lock}/heartbeat"));
+    let latencies = drive(1, time, move |_, _| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { vec![timed(client.post(&url).send()).await] }
+    })
+    .await;
+    let after = counters(http, server).await;
+    let _ = http.delete(&lock).send().await;
+    let mut run = run_of(&format!("heartbeat-{kib}k"), 1, time, latencies);
+    let http_ops = (after.http - before.http - 1.0).max(1.0);
+    run.dynamodb_per_op = Some((after.dynamodb - before.dynamodb) / http_ops);
+    run.write_units_per_op = Some((after.write_units - before.write_units) / http_ops);
+    run.server_cpu_ms_per_1000 = Some((after.cpu_ms - before.cpu_ms) / http_ops * 1000.0);
     run
 }
 
@@ -483,6 +647,7 @@ fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
                 p99_ms: field(|r| r.p99_ms),
                 max_ms: field(|r| r.max_ms),
                 dynamodb_per_op: maybe(|r| r.dynamodb_per_op),
+                write_units_per_op: maybe(|r| r.write_units_per_op),
                 server_cpu_ms_per_1000: maybe(|r| r.server_cpu_ms_per_1000),
                 cpu_us_per_cycle: maybe(|r| r.cpu_us_per_cycle),
             }
@@ -548,7 +713,7 @@ fn report(
         "lock benchmark: {seconds} s per run, median of {ROUNDS} rounds, {cores} cores, DynamoDB Local and fencelock on this machine"
     );
     println!(
-        "{:<10} {:>4} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>9}",
+        "{:<13} {:>4} {:>9} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9} {:>7} {:>7} {:>9}",
         "mode",
         "conc",
         "ops/s",
@@ -559,6 +724,7 @@ fn report(
         "+p50 ms",
         "+p99 ms",
         "ddb/op",
+        "wu/op",
         "cpu/1k ms"
     );
     let mut table = Vec::new();
@@ -575,7 +741,7 @@ fn report(
         let show =
             |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
         println!(
-            "{:<10} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>9} {:>9} {:>7} {:>9}",
+            "{:<13} {:>4} {:>9.0} {:>8.2} {:>8.2} {:>8.1} {:>7} {:>9} {:>9} {:>7} {:>7} {:>9}",
             run.mode,
             run.concurrency,
             run.ops_per_sec,
@@ -586,6 +752,7 @@ fn report(
             show(added_p50, 3),
             show(added_p99, 3),
             show(run.dynamodb_per_op, 2),
+            show(run.write_units_per_op, 2),
             show(run.server_cpu_ms_per_1000, 0),
         );
         table.push(json!({
@@ -618,30 +785,38 @@ fn report(
     println!("wrote target/bench/bench.json and target/bench/bench.svg");
 }
 
-/// Prints CPU per acquire+release cycle, the server's against the bare SDK's, and
-/// throughput against the floor; answers them as JSON.
+/// Prints CPU per acquire+release cycle, the server's against the null proxy's and
+/// the bare SDK's, and throughput against both; answers them as JSON.
 fn cpu_table(by: &HashMap<(&str, usize), &Run>, rounds: &[Vec<Run>]) -> serde_json::Value {
     println!(
-        "CPU per acquire+release cycle (µs) and throughput against the floor, median of {ROUNDS} rounds"
+        "CPU per acquire+release cycle (µs) and throughput: fencelock against the null proxy (the goal: CPU ≤ 1.10×, throughput ≥ 0.95×) and the bare SDK, median of {ROUNDS} rounds"
     );
     println!(
-        "{:>4} {:>12} {:>16} {:>10} {:>22} {:>16}",
+        "{:>4} {:>9} {:>11} {:>13} {:>10} {:>18} {:>11} {:>10} {:>11}",
         "conc",
-        "bare SDK µs",
+        "bare µs",
+        "null µs",
         "fencelock µs",
-        "CPU ratio",
-        "CPU ratio by round",
-        "throughput ratio"
+        "CPU/null",
+        "CPU/null by round",
+        "thru/null",
+        "CPU/bare",
+        "thru/floor"
     );
     let mut rows = Vec::new();
     for concurrency in CONCURRENCY {
-        let (Some(floor), Some(server)) = (
+        let (Some(floor), Some(null), Some(server)) = (
             by.get(&("floor", concurrency)),
+            by.get(&("null-proxy", concurrency)),
             by.get(&("fencelock", concurrency)),
         ) else {
             continue;
         };
-        let (Some(bare), Some(ours)) = (floor.cpu_us_per_cycle, server.cpu_us_per_cycle) else {
+        let (Some(bare), Some(proxy), Some(ours)) = (
+            floor.cpu_us_per_cycle,
+            null.cpu_us_per_cycle,
+            server.cpu_us_per_cycle,
+        ) else {
             continue;
         };
         let by_round: Vec<f64> = rounds
@@ -652,23 +827,28 @@ fn cpu_table(by: &HashMap<(&str, usize), &Run>, rounds: &[Vec<Run>]) -> serde_js
                         .find(|r| r.mode == mode && r.concurrency == concurrency)?
                         .cpu_us_per_cycle
                 };
-                Some(of("fencelock")? / of("floor")?)
+                Some(of("fencelock")? / of("null-proxy")?)
             })
             .collect();
-        let throughput = server.ops_per_sec / floor.ops_per_sec;
+        let throughput_null = server.ops_per_sec / null.ops_per_sec;
+        let throughput_floor = server.ops_per_sec / floor.ops_per_sec;
         let shown: Vec<String> = by_round.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "{concurrency:>4} {bare:>12.0} {ours:>16.0} {:>10.2} {:>22} {throughput:>16.2}",
-            ours / bare,
+            "{concurrency:>4} {bare:>9.0} {proxy:>11.0} {ours:>13.0} {:>10.2} {:>18} {throughput_null:>11.2} {:>10.2} {throughput_floor:>11.2}",
+            ours / proxy,
             shown.join(" "),
+            ours / bare,
         );
         rows.push(json!({
             "concurrency": concurrency,
             "bare_sdk_us": bare,
+            "null_proxy_us": proxy,
             "fencelock_us": ours,
-            "ratio": ours / bare,
-            "ratio_by_round": by_round,
-            "throughput_ratio": throughput,
+            "ratio_to_null_proxy": ours / proxy,
+            "ratio_to_null_proxy_by_round": by_round,
+            "throughput_ratio_to_null_proxy": throughput_null,
+            "ratio_to_bare_sdk": ours / bare,
+            "throughput_ratio_to_floor": throughput_floor,
         }));
     }
     serde_json::Value::Array(rows)
@@ -681,6 +861,7 @@ fn chart(runs: &[Run], path: &std::path::Path) {
     let (left, right) = root.split_horizontally(500);
     let modes = [
         ("floor", BLUE),
+        ("null-proxy", BLACK),
         ("fencelock", RED),
         ("contended", GREEN),
         ("semaphore", MAGENTA),

@@ -338,16 +338,24 @@ impl Raw {
             .table_name(&self.table)
             .key("name", s(name))
             .update_expression(
-                "SET #fence = if_not_exists(#fence, :floor) + :one, #nonce = :nonce, \
+                "SET #version = if_not_exists(#version, :version_zero) + :version_step, \
+                 #fence = if_not_exists(#fence, :floor) + :one, #nonce = :nonce, \
                  #token = :token, #acquired_at = :now, #heartbeat_at = :now, \
                  #expires_at = :expires_at, #ttl_ms = :ttl_ms \
-                 REMOVE #released_at, #owner, #metadata",
+                 REMOVE #released_at, #release_asked_at, #force_released_at, #owner, #metadata",
             )
             .condition_expression(
                 "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
                  AND (attribute_not_exists(#reserved_by) OR #reserved_until < :now \
-                      OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover))",
+                      OR #reserved_by = :nonce OR (#nonce = :nonce AND #expires_at >= :takeover)) \
+                 AND attribute_not_exists(#disabled_at)",
             )
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#release_asked_at", "release_asked_at")
+            .expression_attribute_names("#force_released_at", "force_released_at")
+            .expression_attribute_names("#disabled_at", "disabled_at")
+            .expression_attribute_values(":version_zero", n(0))
+            .expression_attribute_values(":version_step", n(1))
             .expression_attribute_names("#fence", "fence")
             .expression_attribute_names("#nonce", "nonce")
             .expression_attribute_names("#token", "token")
@@ -370,6 +378,7 @@ impl Raw {
             .expression_attribute_values(":takeover", n(now - 500))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await
             .ok()?;
@@ -392,8 +401,14 @@ impl Raw {
             .update_item()
             .table_name(&self.table)
             .key("name", s(name))
-            .update_expression("SET #expires_at = :zero, #released_at = :now")
+            .update_expression(
+                "SET #version = if_not_exists(#version, :version_zero) + :version_step, \
+                 #expires_at = :zero, #released_at = :now",
+            )
             .condition_expression("#fence = :holder AND #expires_at <> :zero")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version_zero", n(0))
+            .expression_attribute_values(":version_step", n(1))
             .expression_attribute_names("#fence", "fence")
             .expression_attribute_names("#expires_at", "expires_at")
             .expression_attribute_names("#released_at", "released_at")
@@ -402,6 +417,7 @@ impl Raw {
             .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await;
     }

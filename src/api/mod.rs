@@ -70,9 +70,23 @@ use crate::watch::{WatchSettings, Watches};
 /// The header that carries a request's id: taken from the request, or generated.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler shares.
+/// What every handler shares: one [`Shared`] behind an `Arc`, so that the clone
+/// axum makes for each extractor and middleware of every request is one count,
+/// not one per waiting queue, watch and store inside it.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The server's state, as [`AppState`] shares it.
+#[derive(Debug, Clone)]
+pub struct Shared {
     pub store: DynamoStore,
     /// The clock the store decides by, for what the server reads of time.
     pub clock: Arc<dyn Clock>,
@@ -173,7 +187,7 @@ impl AppState {
     pub fn new(store: DynamoStore, ttl: TtlBounds, max_wait: Duration, max_body: usize) -> Self {
         let limits = Limits::default();
         let (watches, listings, semaphore_watches, store) = watching(store, limits.watch);
-        Self {
+        Self(Arc::new(Shared {
             elections: ElectionState::new(&store, &limits),
             listings,
             semaphore_watches,
@@ -190,33 +204,34 @@ impl AppState {
             max_body,
             limits,
             guard: Arc::new(guard::Guard::new(Security::default())),
-        }
+        }))
     }
 
     /// The same state with other server limits (and no one waiting or watching yet).
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        let state = Arc::make_mut(&mut self.0);
         (
-            self.watches,
-            self.listings,
-            self.semaphore_watches,
-            self.store,
-        ) = watching(self.store, limits.watch);
+            state.watches,
+            state.listings,
+            state.semaphore_watches,
+            state.store,
+        ) = watching(state.store.clone(), limits.watch);
         let (store, most, backoff) = (
-            &self.store,
+            &state.store,
             limits.max_waiters_per_lock,
             limits.wait_backoff,
         );
-        self.waiters = Waiters::with_backoff(store.clone(), most, backoff);
-        self.semaphore_waiters = Waiters::with_backoff(store.clone(), most, backoff);
-        self.group_waiters = Waiters::with_backoff(store.clone(), most, backoff);
-        self.elections = ElectionState::new(store, &limits);
-        self.limits = limits;
+        state.waiters = Waiters::with_backoff(store.clone(), most, backoff);
+        state.semaphore_waiters = Waiters::with_backoff(store.clone(), most, backoff);
+        state.group_waiters = Waiters::with_backoff(store.clone(), most, backoff);
+        state.elections = ElectionState::new(store, &limits);
+        state.limits = limits;
         self
     }
 
     /// The same state with tokens, holder proof and per-token limits.
     pub fn with_security(mut self, security: Security) -> Self {
-        self.guard = Arc::new(guard::Guard::new(security));
+        Arc::make_mut(&mut self.0).guard = Arc::new(guard::Guard::new(security));
         self
     }
 }

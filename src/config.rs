@@ -28,6 +28,17 @@ fn reclaim_after(raw: &str) -> Result<ReclaimAfter, String> {
         .map_err(|e| format!("{e}, or \"off\""))
 }
 
+/// How records released or expired longer than the reclaim delay ago are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReclaimBy {
+    /// Each server scans the table (a quarter of the delay apart, at most an hour)
+    /// and deletes each stale record with a conditional `DeleteItem`.
+    Scan,
+    /// Every write says when DynamoDB's TTL may delete the record, and DynamoDB
+    /// deletes it at no cost; no scans.
+    Ttl,
+}
+
 /// Where `fencelock serve` listens when `FENCELOCK_LISTEN` does not say: this machine
 /// only for an open server (no token file), as Redis's protected mode does, and every
 /// interface for one that checks tokens.
@@ -91,6 +102,12 @@ pub struct ServeConfig {
     /// body is empty; `off` keeps every record.
     #[arg(long, env = "FENCELOCK_RECLAIM_AFTER", default_value = "7d", value_parser = reclaim_after)]
     pub reclaim_after: ReclaimAfter,
+
+    /// How stale records are deleted: `scan` (each server scans the table) or `ttl`
+    /// (DynamoDB's TTL on the attribute `purge_at`, at no cost; the table's TTL must
+    /// be on, or FENCELOCK_CREATE_TABLE=true turns it on).
+    #[arg(long, env = "FENCELOCK_RECLAIM_BY", value_enum, default_value_t = ReclaimBy::Scan)]
+    pub reclaim_by: ReclaimBy,
 
     /// Largest request body (a lock's body, or an acquire's JSON), e.g. 64KiB.
     #[arg(long, env = "FENCELOCK_MAX_BODY", default_value = "64KiB")]

@@ -14,7 +14,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::api::{AppState, Limits, Security, router};
 use crate::auth::Auth;
 use crate::clock::SystemClock;
-use crate::config::ServeConfig;
+use crate::config::{ReclaimBy, ServeConfig};
 use crate::reclaim::spawn_sweeper;
 use crate::store::{DynamoSettings, DynamoStore};
 use crate::transport::{self, Timeouts};
@@ -173,6 +173,11 @@ async fn tls(config: &ServeConfig) -> Result<Option<RustlsConfig>, StartError> {
 pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let ttl = config.ttl_bounds().map_err(|e| StartError::Config(e.0))?;
     // The configuration is checked before DynamoDB is asked anything.
+    if config.reclaim_by == ReclaimBy::Ttl && config.reclaim_after.0.is_none() {
+        return Err(StartError::Config(
+            "FENCELOCK_RECLAIM_BY=ttl needs a reclaim delay, and FENCELOCK_RECLAIM_AFTER is off: give one (7d), or set FENCELOCK_RECLAIM_BY=scan".into(),
+        ));
+    }
     if config.request_timeout <= config.max_wait {
         return Err(StartError::Config(format!(
             "FENCELOCK_REQUEST_TIMEOUT ({}) must be longer than FENCELOCK_MAX_WAIT ({})",
@@ -204,6 +209,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         tracing::warn!(table = %config.table, "the table is a global table with multi-Region strong consistency: it has no transactions, so lock groups are answered 501 unsupported");
     }
     let store = store.on_table(kind);
+    let store = match (config.reclaim_by, config.reclaim_after.0) {
+        (ReclaimBy::Scan, _) | (ReclaimBy::Ttl, None) => store,
+        (ReclaimBy::Ttl, Some(_)) if kind == crate::store::TableKind::StronglyConsistentGlobal => {
+            return Err(StartError::Config(
+                "FENCELOCK_RECLAIM_BY=ttl cannot be used on a global table with multi-Region strong consistency, which does not support TTL (AWS, How DynamoDB global tables work): set FENCELOCK_RECLAIM_BY=scan".into(),
+            ));
+        }
+        (ReclaimBy::Ttl, Some(after)) => {
+            store.check_ttl(config.create_table).await?;
+            // No lease a write grants can still be live (nor within the takeover
+            // margins) when its record may go.
+            store.with_purge_after(after + config.max_ttl + config.clock_skew + config.lock_delay)
+        }
+    };
     let security = security(&config)?;
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())
         .with_limits(limits(&config))
@@ -212,6 +231,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let sweeper = config
         .reclaim_after
         .0
+        .filter(|_| config.reclaim_by == ReclaimBy::Scan)
         .map(|after| spawn_sweeper(state.store.clone(), after));
     let tls = tls(&config).await?;
     let addr = config.listen_addr();
@@ -228,6 +248,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             .reclaim_after
             .0
             .map_or_else(|| "off".to_owned(), crate::domain::human_duration),
+        reclaim_by = ?config.reclaim_by,
         lock_delay = crate::domain::human_duration(config.lock_delay),
         clock_skew = crate::domain::human_duration(config.clock_skew),
         "fencelock is serving"

@@ -87,6 +87,7 @@ impl DynamoStore {
             None => " REMOVE #reason".to_owned(),
         };
         e.update = format!("SET {}{remove}", set.join(", "));
+        e.sets_disabled = Some(true);
         self.mark("disable", name, e).await
     }
 
@@ -100,6 +101,7 @@ impl DynamoStore {
         e.name("#disabled_at", item::DISABLED_AT)
             .name("#disabled_by", item::DISABLED_BY)
             .name("#reason", item::DISABLED_REASON);
+        e.sets_disabled = Some(false);
         self.mark("enable", name, e).await
     }
 
@@ -123,7 +125,7 @@ impl DynamoStore {
         name: &LockName,
         expression: Expression,
     ) -> Result<Marked, StoreError> {
-        let op = expression.on(self.update(name));
+        let op = expression.purged(self.purge_at()).on(self.update(name));
         Ok(match self.write(operation, name, op).await? {
             Write::Applied(item) => {
                 let lock = crate::domain::Lock::try_from(&item)?;

@@ -143,6 +143,10 @@ pub struct DynamoStore {
     pub(super) semaphores_seen: super::semaphore::Seen,
     /// What the table is, as [`DynamoStore::check_table`] found it.
     table_kind: super::TableKind,
+    /// With `FENCELOCK_RECLAIM_BY=ttl`: how long after a write DynamoDB's TTL may
+    /// delete the record (the reclaim delay, plus the longest lease and its
+    /// takeover margins, so that no lease a write grants can still be live).
+    purge_after: Option<Duration>,
 }
 
 /// The records a store's lock operations address. An election is kept as a lock is
@@ -203,6 +207,10 @@ pub(super) struct Expression {
     pub condition: String,
     pub names: HashMap<String, String>,
     pub values: HashMap<String, AttributeValue>,
+    /// `Some(kept)` when the write sets the body: `true` for one that is not empty.
+    pub sets_body: Option<bool>,
+    /// `Some(true)` when the write disables the name, `Some(false)` when it enables it.
+    pub sets_disabled: Option<bool>,
 }
 
 impl Expression {
@@ -248,6 +256,104 @@ impl Expression {
         self
     }
 
+    /// The update split into its `SET` and `REMOVE` actions.
+    fn actions(&self) -> (Vec<String>, Vec<String>) {
+        let update = self.update.trim();
+        let (set, remove) = match update.find("REMOVE ") {
+            Some(at) => (&update[..at], &update[at + "REMOVE ".len()..]),
+            None => (update, ""),
+        };
+        // Actions are separated by commas outside parentheses (a function's
+        // arguments have commas of their own).
+        let list = |text: &str| -> Vec<String> {
+            let (mut actions, mut current, mut depth) = (Vec::new(), String::new(), 0usize);
+            for c in text.chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth = depth.saturating_sub(1),
+                    ',' if depth == 0 => {
+                        actions.push(std::mem::take(&mut current));
+                        continue;
+                    }
+                    _ => {}
+                }
+                current.push(c);
+            }
+            actions.push(current);
+            actions
+                .into_iter()
+                .map(|action| action.trim().to_owned())
+                .filter(|action| !action.is_empty())
+                .collect()
+        };
+        (
+            list(set.trim().strip_prefix("SET").unwrap_or(set)),
+            list(remove),
+        )
+    }
+
+    fn with_actions(&mut self, set: &[String], remove: &[String]) {
+        let mut update = Vec::new();
+        if !set.is_empty() {
+            update.push(format!("SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            update.push(format!("REMOVE {}", remove.join(", ")));
+        }
+        self.update = update.join(" ");
+    }
+
+    /// The same update, also saying when DynamoDB's TTL may delete the record:
+    /// with `purge_at` (`FENCELOCK_RECLAIM_BY=ttl`), at the later of that time and
+    /// the reasons to keep it (a body, a disabled name), which this write sets or
+    /// removes when it changes them; without (`scan`), never, and any earlier time
+    /// is removed.
+    pub(super) fn purged(mut self, purge_at: Option<i64>) -> Self {
+        let (mut set, mut remove) = self.actions();
+        let Some(at) = purge_at else {
+            remove.push("#purge_at".to_owned());
+            self.with_actions(&set, &remove);
+            self.name("#purge_at", item::PURGE_AT);
+            return self;
+        };
+        let mut term = |changes: Option<bool>, hold: &str, otherwise: &str| -> String {
+            match changes {
+                Some(true) => {
+                    set.push(format!("{hold} = :hold_forever"));
+                    ":hold_forever".to_owned()
+                }
+                Some(false) => {
+                    remove.push(hold.to_owned());
+                    otherwise.to_owned()
+                }
+                None => format!("if_not_exists({hold}, {otherwise})"),
+            }
+        };
+        let body = term(self.sets_body, "#hold_body", ":purge_at");
+        let disabled = term(self.sets_disabled, "#hold_disabled", ":purge_zero");
+        set.push(format!("#purge_at = {body} + {disabled}"));
+        self.with_actions(&set, &remove);
+        self.name("#purge_at", item::PURGE_AT);
+        let update = self.update.clone();
+        let uses = |placeholder: &str| update.contains(placeholder);
+        if uses("#hold_body") {
+            self.name("#hold_body", item::HOLD_BODY);
+        }
+        if uses("#hold_disabled") {
+            self.name("#hold_disabled", item::HOLD_DISABLED);
+        }
+        if uses(":purge_at") {
+            self.value(":purge_at", n(at));
+        }
+        if uses(":purge_zero") {
+            self.value(":purge_zero", n(0));
+        }
+        if uses(":hold_forever") {
+            self.value(":hold_forever", n(item::HOLD_FOREVER));
+        }
+        self
+    }
+
     /// `op` with these expressions.
     pub(super) fn on(self, op: UpdateItemFluentBuilder) -> UpdateItemFluentBuilder {
         let e = self.versioned();
@@ -283,6 +389,7 @@ pub(super) fn renew_expression(holder: &Holder, renewal: &Renewal<'_>, now: Mill
     if let Some(body) = renewal.body {
         set.push("#body = :body");
         e.name("#body", item::BODY).value(":body", s(body));
+        e.sets_body = Some(!body.is_empty());
     }
     e.update = format!("SET {}", set.join(", "));
     e.condition = condition.join(" AND ");
@@ -383,6 +490,7 @@ impl DynamoStore {
             space: Space::Locks,
             semaphores_seen: super::semaphore::Seen::default(),
             table_kind: super::TableKind::Regional,
+            purge_after: None,
         }
     }
 
@@ -476,6 +584,80 @@ impl DynamoStore {
         self.table_kind == super::TableKind::Regional
     }
 
+    /// This store leaving the deletion of stale records to DynamoDB's TTL, `after`
+    /// each write at the earliest (see [`item::PURGE_AT`]).
+    pub fn with_purge_after(mut self, after: Duration) -> Self {
+        self.purge_after = Some(after);
+        self
+    }
+
+    /// When a record written now may be deleted by DynamoDB's TTL, in seconds since
+    /// the epoch; `None` when stale records are reclaimed by scans.
+    pub(super) fn purge_at(&self) -> Option<i64> {
+        let after = self.purge_after?;
+        let at = self.clock.now_millis().saturating_add(millis(after));
+        Some(at.div_euclid(1000) + 1)
+    }
+
+    /// Marks the record `item` (as a write or read just found it) to be kept for its
+    /// body, where it has a body but no such mark: a record written before the
+    /// servers left cleanup to TTL. One conditional write, once per such record;
+    /// one that fails is only logged (the record's next write tries again).
+    pub(super) async fn hold_unmarked_body(&self, item: &Item) {
+        let has_body = item
+            .get(item::BODY)
+            .and_then(|body| body.as_s().ok())
+            .is_some_and(|body| !body.is_empty());
+        if self.purge_after.is_none() || !has_body || item.contains_key(item::HOLD_BODY) {
+            return;
+        }
+        let Some(key) = item.get(item::NAME) else {
+            return;
+        };
+        let started = Instant::now();
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table.as_ref())
+            .key(item::NAME, key.clone())
+            .update_expression(
+                "SET #hold_body = :hold_forever, #purge_at = :hold_forever + if_not_exists(#hold_disabled, :zero)",
+            )
+            .condition_expression(
+                "attribute_exists(#body) AND #body <> :empty AND attribute_not_exists(#hold_body)",
+            )
+            .expression_attribute_names("#hold_body", item::HOLD_BODY)
+            .expression_attribute_names("#hold_disabled", item::HOLD_DISABLED)
+            .expression_attribute_names("#purge_at", item::PURGE_AT)
+            .expression_attribute_names("#body", item::BODY)
+            .expression_attribute_values(":hold_forever", n(item::HOLD_FOREVER))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":empty", s(""))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        self.metrics
+            .dynamodb("hold_body", outcome_of(&result), started.elapsed());
+        match result {
+            Ok(output) => capacity::reported(
+                &self.metrics,
+                "hold_body",
+                CapacityUnit::Write,
+                output.consumed_capacity(),
+            ),
+            // Another write marked it, or emptied the body, first.
+            Err(err) if err.code() == Some("ConditionalCheckFailedException") => {
+                capacity::refused_write(&self.metrics, "hold_body", None);
+            }
+            // The record's next write tries again, long before TTL could reach it
+            // (the purge delay is at least the reclaim delay).
+            Err(err) => {
+                let name = key.as_s().map_or("", String::as_str);
+                tracing::warn!(lock = name, detail = %DisplayErrorContext(&err), "could not mark a record's body to be kept; its next write will");
+            }
+        }
+    }
+
     /// The lock table's name.
     pub fn table_name(&self) -> &str {
         &self.table
@@ -515,6 +697,7 @@ impl DynamoStore {
         // exactly what the update expression writes over it.
         let op = self
             .acquire_expression(request, &token, now_micros)
+            .purged(self.purge_at())
             .on(self.update(&request.name))
             .return_values(ReturnValue::AllOld);
         match self.write("acquire", &request.name, op).await? {
@@ -692,6 +875,7 @@ impl DynamoStore {
         if let Some(body) = &request.body {
             set.push("#body = :body");
             e.name("#body", item::BODY).value(":body", s(body));
+            e.sets_body = Some(!body.is_empty());
         }
         e.update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         e
@@ -760,6 +944,7 @@ impl DynamoStore {
         // The record as it was, for how much of its lease was left; the new record is
         // exactly what the update expression writes over it.
         let op = renew_expression(holder, &renewal, now)
+            .purged(self.purge_at())
             .on(self.update(name))
             .return_values(ReturnValue::AllOld);
         match self.write(operation, name, op).await? {
@@ -811,7 +996,9 @@ impl DynamoStore {
         name: &LockName,
         holder: &Holder,
     ) -> Result<Result<Release, LockRejection>, StoreError> {
-        let op = release_expression(holder, self.clock.now_millis()).on(self.update(name));
+        let op = release_expression(holder, self.clock.now_millis())
+            .purged(self.purge_at())
+            .on(self.update(name));
         let lock = match self.write("release", name, op).await? {
             Write::Applied(item) => {
                 self.metrics.releases.inc();
@@ -949,7 +1136,9 @@ impl DynamoStore {
                     CapacityUnit::Write,
                     output.consumed_capacity(),
                 );
-                Ok(Write::Applied(output.attributes.unwrap_or_default()))
+                let item = output.attributes.unwrap_or_default();
+                self.hold_unmarked_body(&item).await;
+                Ok(Write::Applied(item))
             }
             Err(SdkError::ServiceError(context)) => match context.into_err() {
                 UpdateItemError::ConditionalCheckFailedException(failed) => {
@@ -1002,4 +1191,64 @@ pub(super) struct Subject<'a> {
     /// The `operation` label of the DynamoDB request metric.
     pub label: &'static str,
     pub name: &'a LockName,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Expression;
+
+    fn expression(update: &str) -> Expression {
+        Expression {
+            update: update.to_owned(),
+            ..Expression::default()
+        }
+    }
+
+    #[test]
+    fn purge_actions_join_the_update_without_breaking_its_functions() {
+        let e = expression("SET #a = if_not_exists(#a, :x) + :one, #b = :b REMOVE #c, #d")
+            .purged(Some(100));
+        assert_eq!(
+            e.update,
+            "SET #a = if_not_exists(#a, :x) + :one, #b = :b, #purge_at = if_not_exists(#hold_body, :purge_at) + if_not_exists(#hold_disabled, :purge_zero) REMOVE #c, #d"
+        );
+        // Reclaiming by scans: an earlier purge time goes.
+        let e = expression("REMOVE #c").purged(None);
+        assert_eq!(e.update, "REMOVE #c, #purge_at");
+        assert!(!e.values.contains_key(":purge_at"));
+    }
+
+    #[test]
+    fn a_body_or_a_disabling_holds_the_record_and_their_end_lets_it_go() {
+        let mut body = expression("SET #body = :body");
+        body.sets_body = Some(true);
+        let e = body.purged(Some(100));
+        assert!(
+            e.update.contains("#hold_body = :hold_forever"),
+            "{}",
+            e.update
+        );
+        assert!(
+            e.update
+                .contains("#purge_at = :hold_forever + if_not_exists(#hold_disabled"),
+            "{}",
+            e.update
+        );
+        let mut emptied = expression("SET #body = :body");
+        emptied.sets_body = Some(false);
+        let e = emptied.purged(Some(100));
+        assert!(e.update.ends_with("REMOVE #hold_body"), "{}", e.update);
+        let mut enabled = expression("REMOVE #disabled_at");
+        enabled.sets_disabled = Some(false);
+        let e = enabled.purged(Some(100));
+        assert_eq!(
+            e.update,
+            "SET #purge_at = if_not_exists(#hold_body, :purge_at) + :purge_zero REMOVE #disabled_at, #hold_disabled"
+        );
+        // Every placeholder used is bound, and none that is not.
+        for placeholder in [":purge_at", ":purge_zero"] {
+            assert!(e.values.contains_key(placeholder), "{placeholder}");
+        }
+        assert!(!e.values.contains_key(":hold_forever"));
+    }
 }

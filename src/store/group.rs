@@ -173,7 +173,10 @@ impl DynamoStore {
                 .value(":nonce", s(nonce.as_str()))
                 .value(":until", n(until))
                 .value(":now", n(now));
-            let op = e.on(self.update(name)).return_values(ReturnValue::None);
+            let op = e
+                .purged(self.purge_at())
+                .on(self.update(name))
+                .return_values(ReturnValue::None);
             let subject = group_subject("reserve", "group_reserve", name);
             match self.write_as(subject, op).await? {
                 Write::Applied(_) => reserved += 1,
@@ -201,7 +204,10 @@ impl DynamoStore {
             e.name("#reserved_by", item::RESERVED_BY)
                 .name("#reserved_until", item::RESERVED_UNTIL)
                 .value(":nonce", s(nonce.as_str()));
-            let op = e.on(self.update(name)).return_values(ReturnValue::None);
+            let op = e
+                .purged(self.purge_at())
+                .on(self.update(name))
+                .return_values(ReturnValue::None);
             let subject = group_subject("unreserve", "group_unreserve", name);
             self.write_as(subject, op).await?;
         }
@@ -424,7 +430,7 @@ impl DynamoStore {
         updates
             .into_iter()
             .map(|(name, e)| {
-                let e = e.versioned();
+                let e = e.purged(self.purge_at()).versioned();
                 let update = Update::builder()
                     .table_name(self.table.as_ref())
                     .key(item::NAME, s(name.as_str()))
@@ -492,6 +498,7 @@ impl DynamoStore {
                 .into_iter()
                 .flatten()
             {
+                self.hold_unmarked_body(raw).await;
                 let lock = Lock::try_from(raw)?;
                 found.insert(lock.name.to_string(), lock);
             }

@@ -46,6 +46,18 @@ pub const RELEASE_ASKED_AT: &str = "release_asked_at";
 /// When an operator released the lock in its holder's stead (N); removed on acquire.
 pub const FORCE_RELEASED_AT: &str = "force_released_at";
 
+/// With `FENCELOCK_RECLAIM_BY=ttl`, the table's TTL attribute: when DynamoDB may
+/// delete the record (N, seconds since epoch), written by every write of a lock
+/// record as the later of the reasons below and the write's own time plus the
+/// purge delay. Removed by every write with `FENCELOCK_RECLAIM_BY=scan`.
+pub const PURGE_AT: &str = "purge_at";
+/// Reasons to keep a record whatever its age (N, [`HOLD_FOREVER`]): it has a body, it
+/// is disabled. Kept with `FENCELOCK_RECLAIM_BY=ttl` only.
+pub const HOLD_BODY: &str = "hold_body";
+pub const HOLD_DISABLED: &str = "hold_disabled";
+/// A time DynamoDB's TTL never reaches (seconds since epoch, about the year 33,658).
+pub const HOLD_FOREVER: i64 = 1_000_000_000_000;
+
 pub type Item = HashMap<String, AttributeValue>;
 
 /// An item that does not have the shape fencelock writes.

@@ -5,8 +5,11 @@
 //! release always wins over it. A record with a body is never deleted, nor one that a
 //! waiting lock group has reserved (until the reservation ends), nor a disabled one.
 //!
-//! DynamoDB's own TTL deletion is not used: it is not documented to re-check the
-//! item before deleting it, so it could delete a record acquired a moment before.
+//! This is `FENCELOCK_RECLAIM_BY=scan`, the default. With `ttl`, DynamoDB's own TTL
+//! deletes stale records by the `purge_at` every write sets ([`super::item::PURGE_AT`]),
+//! and no server scans; AWS does not spell out that its deletion re-checks the item
+//! at the moment it deletes, which is why scanning stays the default
+//! (docs/operations.md, "Cleanup by TTL").
 
 use crate::domain::Kind;
 use crate::metrics::CapacityUnit;

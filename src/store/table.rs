@@ -199,6 +199,65 @@ impl super::DynamoStore {
     }
 }
 
+impl super::DynamoStore {
+    /// Checks that DynamoDB's TTL deletes this table's records by
+    /// [`item::PURGE_AT`], for `FENCELOCK_RECLAIM_BY=ttl`; with `enable`
+    /// (`FENCELOCK_CREATE_TABLE=true`), turns it on where it is off. Refuses a table
+    /// whose TTL reads another attribute, or is off, naming the fix.
+    pub async fn check_ttl(&self, enable: bool) -> Result<(), TableError> {
+        use aws_sdk_dynamodb::types::{TimeToLiveSpecification, TimeToLiveStatus};
+        let error = |detail: String| TableError {
+            table: self.table.to_string(),
+            detail,
+        };
+        let described = self
+            .client
+            .describe_time_to_live()
+            .table_name(self.table.as_ref())
+            .send()
+            .await
+            .map_err(|err| error(DisplayErrorContext(err).to_string()))?;
+        let ttl = described.time_to_live_description();
+        let status = ttl.and_then(|ttl| ttl.time_to_live_status());
+        let attribute = ttl.and_then(|ttl| ttl.attribute_name());
+        match (status, attribute) {
+            (Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling), Some(name))
+                if name == item::PURGE_AT =>
+            {
+                Ok(())
+            }
+            (Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling), Some(other)) => {
+                Err(error(format!(
+                    "its TTL deletes items by `{other}`; FENCELOCK_RECLAIM_BY=ttl needs TTL on `{}` (a table has one TTL attribute: change it, or set FENCELOCK_RECLAIM_BY=scan)",
+                    item::PURGE_AT
+                )))
+            }
+            _ if enable => {
+                let spec = TimeToLiveSpecification::builder()
+                    .attribute_name(item::PURGE_AT)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| error(e.to_string()))?;
+                self.client
+                    .update_time_to_live()
+                    .table_name(self.table.as_ref())
+                    .time_to_live_specification(spec)
+                    .send()
+                    .await
+                    .map_err(|err| error(DisplayErrorContext(err).to_string()))?;
+                tracing::info!(table = %self.table, attribute = item::PURGE_AT, "turned on the table's TTL");
+                Ok(())
+            }
+            _ => Err(error(format!(
+                "its TTL is off; FENCELOCK_RECLAIM_BY=ttl needs TTL on the attribute `{}` (aws dynamodb update-time-to-live --table-name {} --time-to-live-specification Enabled=true,AttributeName={}), or FENCELOCK_CREATE_TABLE=true to turn it on",
+                item::PURGE_AT,
+                self.table,
+                item::PURGE_AT
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aws_sdk_dynamodb::types::{

@@ -90,6 +90,8 @@ pub struct Options {
     pub security: Security,
     /// Compare the server's clock with DynamoDB Local's (off: tests move the clock).
     pub clock_check: bool,
+    /// Leave stale records to DynamoDB's TTL, this long after each write.
+    pub purge_after: Option<Duration>,
 }
 
 impl Options {
@@ -140,6 +142,11 @@ impl TestApp {
         Self::serve(&self.endpoint, self.table.clone(), self.options.clone()).await
     }
 
+    /// Another server on this server's table, with `options`.
+    pub async fn another_instance_with(&self, options: Options) -> Self {
+        Self::serve(&self.endpoint, self.table.clone(), options).await
+    }
+
     /// A server on `endpoint`, whose table does not exist (yet).
     pub async fn spawn_on(endpoint: &str) -> Self {
         Self::spawn_on_with(endpoint, Options::default()).await
@@ -181,6 +188,10 @@ impl TestApp {
             dynamodb_local::store(endpoint, &table, clock.clone(), SKEW).await
         };
         let store = store.with_lock_delay(options.lock_delay);
+        let store = match options.purge_after {
+            Some(after) => store.with_purge_after(after),
+            None => store,
+        };
         let ttl = TtlBounds::new(
             Duration::from_secs(30),
             Duration::from_secs(1),

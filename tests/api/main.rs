@@ -27,6 +27,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod page;
+mod purge;
 mod reclaim;
 mod release;
 mod run;

@@ -312,6 +312,37 @@ impl Raw {
         item.item()?.get(attribute)?.as_s().ok().cloned()
     }
 
+    /// The number attribute `attribute` of the item `name`, read strongly
+    /// consistently; `None` without the item or the attribute.
+    #[allow(dead_code)] // The cleanup tests'.
+    pub async fn get_number(&self, name: &str, attribute: &str) -> Option<i64> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("name", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("a raw read");
+        item.item()?.get(attribute)?.as_n().ok()?.parse().ok()
+    }
+
+    /// Whether the item `name` exists, read strongly consistently.
+    #[allow(dead_code)] // The cleanup tests'.
+    pub async fn exists(&self, name: &str) -> bool {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("name", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("a raw read")
+            .item()
+            .is_some()
+    }
+
     /// Deletes the record of `name`.
     pub async fn delete(&self, name: &str) {
         self.client
@@ -342,7 +373,8 @@ impl Raw {
                  #fence = if_not_exists(#fence, :floor) + :one, #nonce = :nonce, \
                  #token = :token, #acquired_at = :now, #heartbeat_at = :now, \
                  #expires_at = :expires_at, #ttl_ms = :ttl_ms \
-                 REMOVE #released_at, #release_asked_at, #force_released_at, #owner, #metadata",
+                 REMOVE #released_at, #release_asked_at, #force_released_at, #owner, #metadata, \
+                 #purge_at",
             )
             .condition_expression(
                 "(attribute_not_exists(#fence) OR #expires_at < :takeover OR #nonce = :nonce) \
@@ -351,6 +383,7 @@ impl Raw {
                  AND attribute_not_exists(#disabled_at)",
             )
             .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#purge_at", "purge_at")
             .expression_attribute_names("#release_asked_at", "release_asked_at")
             .expression_attribute_names("#force_released_at", "force_released_at")
             .expression_attribute_names("#disabled_at", "disabled_at")
@@ -403,10 +436,11 @@ impl Raw {
             .key("name", s(name))
             .update_expression(
                 "SET #version = if_not_exists(#version, :version_zero) + :version_step, \
-                 #expires_at = :zero, #released_at = :now",
+                 #expires_at = :zero, #released_at = :now REMOVE #purge_at",
             )
             .condition_expression("#fence = :holder AND #expires_at <> :zero")
             .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#purge_at", "purge_at")
             .expression_attribute_values(":version_zero", n(0))
             .expression_attribute_values(":version_step", n(1))
             .expression_attribute_names("#fence", "fence")

@@ -297,40 +297,8 @@ impl Raw {
         }
     }
 
-    /// The string attribute `attribute` of the item `name`, read strongly consistently.
-    #[allow(dead_code)] // The fencing tests'.
-    pub async fn get_string(&self, name: &str, attribute: &str) -> Option<String> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("name", s(name))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("a raw read");
-        item.item()?.get(attribute)?.as_s().ok().cloned()
-    }
-
-    /// The number attribute `attribute` of the item `name`, read strongly
-    /// consistently; `None` without the item or the attribute.
-    #[allow(dead_code)] // The cleanup tests'.
-    pub async fn get_number(&self, name: &str, attribute: &str) -> Option<i64> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("name", s(name))
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("a raw read");
-        item.item()?.get(attribute)?.as_n().ok()?.parse().ok()
-    }
-
-    /// Whether the item `name` exists, read strongly consistently.
-    #[allow(dead_code)] // The cleanup tests'.
-    pub async fn exists(&self, name: &str) -> bool {
+    /// The item `name`, read strongly consistently.
+    async fn item(&self, name: &str) -> Option<std::collections::HashMap<String, AttributeValue>> {
         self.client
             .get_item()
             .table_name(&self.table)
@@ -339,8 +307,26 @@ impl Raw {
             .send()
             .await
             .expect("a raw read")
-            .item()
-            .is_some()
+            .item
+    }
+
+    /// The string attribute `attribute` of the item `name`, read strongly consistently.
+    #[allow(dead_code)] // The fencing tests'.
+    pub async fn get_string(&self, name: &str, attribute: &str) -> Option<String> {
+        self.item(name).await?.get(attribute)?.as_s().ok().cloned()
+    }
+
+    /// The number attribute `attribute` of the item `name`, read strongly
+    /// consistently; `None` without the item or the attribute.
+    #[allow(dead_code)] // The cleanup tests'.
+    pub async fn get_number(&self, name: &str, attribute: &str) -> Option<i64> {
+        self.item(name).await?.get(attribute)?.as_n().ok()?.parse().ok()
+    }
+
+    /// Whether the item `name` exists, read strongly consistently.
+    #[allow(dead_code)] // The cleanup tests'.
+    pub async fn exists(&self, name: &str) -> bool {
+        self.item(name).await.is_some()
     }
 
     /// Deletes the record of `name`.

@@ -320,7 +320,13 @@ impl Raw {
     /// consistently; `None` without the item or the attribute.
     #[allow(dead_code)] // The cleanup tests'.
     pub async fn get_number(&self, name: &str, attribute: &str) -> Option<i64> {
-        self.item(name).await?.get(attribute)?.as_n().ok()?.parse().ok()
+        self.item(name)
+            .await?
+            .get(attribute)?
+            .as_n()
+            .ok()?
+            .parse()
+            .ok()
     }
 
     /// Whether the item `name` exists, read strongly consistently.

@@ -39,6 +39,16 @@ pub enum ReclaimBy {
     Ttl,
 }
 
+impl std::fmt::Display for ReclaimBy {
+    /// As `FENCELOCK_RECLAIM_BY` spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Scan => "scan",
+            Self::Ttl => "ttl",
+        })
+    }
+}
+
 /// Where `fencelock serve` listens when `FENCELOCK_LISTEN` does not say: this machine
 /// only for an open server (no token file), as Redis's protected mode does, and every
 /// interface for one that checks tokens.
@@ -354,6 +364,20 @@ mod tests {
         );
         let err = parse("never").err().unwrap().to_string();
         assert!(err.contains("or \"off\""), "{err}");
+    }
+
+    #[test]
+    fn reclaiming_is_by_scan_unless_told_ttl_and_says_so_as_written() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["fencelock"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| cli.config.reclaim_by)
+        };
+        assert_eq!(parse(&[]).unwrap(), ReclaimBy::Scan);
+        let ttl = parse(&["--reclaim-by", "ttl"]).unwrap();
+        assert_eq!((ttl, ttl.to_string()), (ReclaimBy::Ttl, "ttl".to_owned()));
+        let err = parse(&["--reclaim-by", "sweep"]).err().unwrap().to_string();
+        assert!(err.contains("scan") && err.contains("ttl"), "{err}");
     }
 
     #[test]

@@ -248,7 +248,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
             .reclaim_after
             .0
             .map_or_else(|| "off".to_owned(), crate::domain::human_duration),
-        reclaim_by = ?config.reclaim_by,
+        reclaim_by = %config.reclaim_by,
         lock_delay = crate::domain::human_duration(config.lock_delay),
         clock_skew = crate::domain::human_duration(config.clock_skew),
         "fencelock is serving"

@@ -232,23 +232,6 @@ impl Metrics {
             .inc_by(units);
     }
 
-    /// How many capacity units of `unit` have been counted, of every operation.
-    pub fn capacity_total(&self, unit: CapacityUnit) -> f64 {
-        use prometheus::core::Collector;
-        self.dynamodb_capacity
-            .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .filter(|metric| {
-                metric
-                    .get_label()
-                    .iter()
-                    .any(|pair| pair.name() == "unit" && pair.value() == unit.as_str())
-            })
-            .map(|metric| metric.get_counter().get_value())
-            .sum()
-    }
-
     /// Counts one grant of a `kind`: a lock, a semaphore slot or a group.
     pub fn grants(&self, kind: Kind) {
         self.grants_by_kind
@@ -427,7 +410,5 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
-        assert_eq!(metrics.capacity_total(CapacityUnit::Write), 3.0);
-        assert_eq!(metrics.capacity_total(CapacityUnit::Read), 0.5);
     }
 }

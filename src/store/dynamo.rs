@@ -256,51 +256,28 @@ impl Expression {
         self
     }
 
-    /// The update split into its `SET` and `REMOVE` actions.
-    fn actions(&self) -> (Vec<String>, Vec<String>) {
+    /// The update with `set` and `remove` actions added to its `SET` and `REMOVE`
+    /// clauses (each made where it has none).
+    fn add_actions(&mut self, set: &[String], remove: &[String]) {
         let update = self.update.trim();
-        let (set, remove) = match update.find("REMOVE ") {
-            Some(at) => (&update[..at], &update[at + "REMOVE ".len()..]),
+        let (sets, removes) = match update.find("REMOVE ") {
+            Some(at) => (update[..at].trim(), update[at + "REMOVE ".len()..].trim()),
             None => (update, ""),
         };
-        // Actions are separated by commas outside parentheses (a function's
-        // arguments have commas of their own).
-        let list = |text: &str| -> Vec<String> {
-            let (mut actions, mut current, mut depth) = (Vec::new(), String::new(), 0usize);
-            for c in text.chars() {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth = depth.saturating_sub(1),
-                    ',' if depth == 0 => {
-                        actions.push(std::mem::take(&mut current));
-                        continue;
-                    }
-                    _ => {}
-                }
-                current.push(c);
-            }
-            actions.push(current);
-            actions
-                .into_iter()
-                .map(|action| action.trim().to_owned())
-                .filter(|action| !action.is_empty())
-                .collect()
+        let join = |old: &str, new: &[String]| -> String {
+            std::iter::once(old)
+                .filter(|old| !old.is_empty())
+                .chain(new.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        (
-            list(set.trim().strip_prefix("SET").unwrap_or(set)),
-            list(remove),
-        )
-    }
-
-    fn with_actions(&mut self, set: &[String], remove: &[String]) {
-        let mut update = Vec::new();
-        if !set.is_empty() {
-            update.push(format!("SET {}", set.join(", ")));
-        }
-        if !remove.is_empty() {
-            update.push(format!("REMOVE {}", remove.join(", ")));
-        }
-        self.update = update.join(" ");
+        let sets = join(sets.strip_prefix("SET").unwrap_or(sets).trim(), set);
+        let removes = join(removes, remove);
+        self.update = match (sets.is_empty(), removes.is_empty()) {
+            (false, false) => format!("SET {sets} REMOVE {removes}"),
+            (false, true) => format!("SET {sets}"),
+            (true, _) => format!("REMOVE {removes}"),
+        };
     }
 
     /// The same update, also saying when DynamoDB's TTL may delete the record:
@@ -309,13 +286,12 @@ impl Expression {
     /// removes when it changes them; without (`scan`), never, and any earlier time
     /// is removed.
     pub(super) fn purged(mut self, purge_at: Option<i64>) -> Self {
-        let (mut set, mut remove) = self.actions();
         let Some(at) = purge_at else {
-            remove.push("#purge_at".to_owned());
-            self.with_actions(&set, &remove);
+            self.add_actions(&[], &["#purge_at".to_owned()]);
             self.name("#purge_at", item::PURGE_AT);
             return self;
         };
+        let (mut set, mut remove) = (Vec::new(), Vec::new());
         let mut term = |changes: Option<bool>, hold: &str, otherwise: &str| -> String {
             match changes {
                 Some(true) => {
@@ -332,7 +308,7 @@ impl Expression {
         let body = term(self.sets_body, "#hold_body", ":purge_at");
         let disabled = term(self.sets_disabled, "#hold_disabled", ":purge_zero");
         set.push(format!("#purge_at = {body} + {disabled}"));
-        self.with_actions(&set, &remove);
+        self.add_actions(&set, &remove);
         self.name("#purge_at", item::PURGE_AT);
         let update = self.update.clone();
         let uses = |placeholder: &str| update.contains(placeholder);
@@ -604,11 +580,14 @@ impl DynamoStore {
     /// servers left cleanup to TTL. One conditional write, once per such record;
     /// one that fails is only logged (the record's next write tries again).
     pub(super) async fn hold_unmarked_body(&self, item: &Item) {
+        if self.purge_after.is_none() || item.contains_key(item::HOLD_BODY) {
+            return;
+        }
         let has_body = item
             .get(item::BODY)
             .and_then(|body| body.as_s().ok())
             .is_some_and(|body| !body.is_empty());
-        if self.purge_after.is_none() || !has_body || item.contains_key(item::HOLD_BODY) {
+        if !has_body {
             return;
         }
         let Some(key) = item.get(item::NAME) else {

@@ -172,13 +172,17 @@ pub(super) fn judge_table(described: &TableDescription) -> Result<TableKind, Str
 }
 
 impl super::DynamoStore {
+    fn table_error(&self, detail: String) -> TableError {
+        TableError {
+            table: self.table.to_string(),
+            detail,
+        }
+    }
+
     /// Describes the lock table and refuses one on which fencelock cannot keep its
     /// promises (a wrong key, an eventually consistent global table), naming why.
     pub async fn check_table(&self) -> Result<TableKind, TableError> {
-        let error = |detail: String| TableError {
-            table: self.table.to_string(),
-            detail,
-        };
+        let error = |detail: String| self.table_error(detail);
         let described = self
             .client
             .describe_table()
@@ -197,19 +201,14 @@ impl super::DynamoStore {
             .ok_or_else(|| error("DynamoDB described no table".to_owned()))?;
         judge_table(&table).map_err(|why| error(format!("fencelock cannot use it: {why}")))
     }
-}
 
-impl super::DynamoStore {
     /// Checks that DynamoDB's TTL deletes this table's records by
     /// [`item::PURGE_AT`], for `FENCELOCK_RECLAIM_BY=ttl`; with `enable`
     /// (`FENCELOCK_CREATE_TABLE=true`), turns it on where it is off. Refuses a table
     /// whose TTL reads another attribute, or is off, naming the fix.
     pub async fn check_ttl(&self, enable: bool) -> Result<(), TableError> {
         use aws_sdk_dynamodb::types::{TimeToLiveSpecification, TimeToLiveStatus};
-        let error = |detail: String| TableError {
-            table: self.table.to_string(),
-            detail,
-        };
+        let error = |detail: String| self.table_error(detail);
         let described = self
             .client
             .describe_time_to_live()

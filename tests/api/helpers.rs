@@ -515,3 +515,28 @@ pub async fn spawn_with_token_file(
     .await;
     (app, dir)
 }
+
+/// `fencelock serve` on `table`, not allowed to create it: what it says as it exits.
+pub async fn refused_start(table: &str, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fencelock"));
+    command
+        .arg("serve")
+        .env_clear()
+        .env("FENCELOCK_LISTEN", "127.0.0.1:0")
+        .env("FENCELOCK_DYNAMODB_ENDPOINT", dynamodb_endpoint())
+        .env("FENCELOCK_TABLE", table)
+        .env("FENCELOCK_CREATE_TABLE", "false")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .envs(extra.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("the server stops at once")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

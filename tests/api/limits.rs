@@ -114,24 +114,12 @@ async fn shutdown_stops_waiting_for_requests_after_the_grace() {
 
 #[tokio::test]
 async fn a_request_timeout_not_above_the_longest_wait_is_refused_at_start() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fencelock"))
-        .arg("serve")
-        .env_clear()
-        .env("FENCELOCK_LISTEN", "127.0.0.1:0")
-        .env(
-            "FENCELOCK_DYNAMODB_ENDPOINT",
-            crate::helpers::dynamodb_endpoint(),
-        )
-        .env("FENCELOCK_CREATE_TABLE", "false")
-        .env("FENCELOCK_MAX_WAIT", "60s")
-        .env("FENCELOCK_REQUEST_TIMEOUT", "30s")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()
-        .expect("the fencelock binary runs");
-    assert!(!output.status.success());
-    let log = String::from_utf8_lossy(&output.stderr);
+    let limits = [
+        ("FENCELOCK_MAX_WAIT", "60s"),
+        ("FENCELOCK_REQUEST_TIMEOUT", "30s"),
+    ];
+    let (code, log) = crate::helpers::refused_start(&crate::helpers::unique_table(), &limits).await;
+    assert_ne!(code, Some(0), "{log}");
     assert!(
         log.contains("must be longer than FENCELOCK_MAX_WAIT"),
         "{log}"

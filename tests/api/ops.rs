@@ -112,47 +112,19 @@ async fn readyz_follows_dynamodb_going_away_and_coming_back() {
     assert_eq!(back.status, StatusCode::OK, "{back:?}");
 }
 
-/// `fencelock serve` on `table`, not allowed to create it: what it says as it exits.
-async fn refused_start(table: &str, extra: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_fencelock"));
-    command
-        .arg("serve")
-        .env_clear()
-        .env("FENCELOCK_LISTEN", "127.0.0.1:0")
-        .env(
-            "FENCELOCK_DYNAMODB_ENDPOINT",
-            crate::helpers::dynamodb_endpoint(),
-        )
-        .env("FENCELOCK_TABLE", table)
-        .env("FENCELOCK_CREATE_TABLE", "false")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .envs(extra.iter().copied())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
-        .await
-        .expect("the server stops at once")
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_server_refuses_to_start_on_a_table_it_cannot_use_and_says_why() {
     let wrong = crate::helpers::unique_table();
     dynamodb_local::Raw::new(crate::helpers::dynamodb_endpoint(), &wrong)
         .create_keyed("id")
         .await;
-    let (code, said) = refused_start(&wrong, &[]).await;
+    let (code, said) = crate::helpers::refused_start(&wrong, &[]).await;
     assert_eq!(code, Some(1), "{said}");
     assert!(
         said.contains("its key is id (HASH)") && said.contains("partition key `name` of type S"),
         "{said}"
     );
-    let (code, said) = refused_start(&crate::helpers::unique_table(), &[]).await;
+    let (code, said) = crate::helpers::refused_start(&crate::helpers::unique_table(), &[]).await;
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("it does not exist"), "{said}");
 }
@@ -162,7 +134,7 @@ async fn cleanup_by_ttl_is_refused_on_a_table_whose_ttl_is_off_or_without_a_recl
     let app = crate::helpers::TestApp::spawn().await;
     let table = app.table.clone();
     let ttl = [("FENCELOCK_RECLAIM_BY", "ttl")];
-    let (code, said) = refused_start(&table, &ttl).await;
+    let (code, said) = crate::helpers::refused_start(&table, &ttl).await;
     assert_eq!(code, Some(1), "{said}");
     assert!(
         said.contains("its TTL is off") && said.contains("update-time-to-live"),
@@ -172,7 +144,7 @@ async fn cleanup_by_ttl_is_refused_on_a_table_whose_ttl_is_off_or_without_a_recl
         ("FENCELOCK_RECLAIM_BY", "ttl"),
         ("FENCELOCK_RECLAIM_AFTER", "off"),
     ];
-    let (code, said) = refused_start(&table, &off).await;
+    let (code, said) = crate::helpers::refused_start(&table, &off).await;
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("FENCELOCK_RECLAIM_AFTER is off"), "{said}");
 }

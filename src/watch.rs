@@ -505,6 +505,7 @@ mod tests {
             expires_at,
             ttl: Duration::from_secs(10),
             body: body.into(),
+            body_id: None,
             reservation: None,
             version,
             marks: Default::default(),

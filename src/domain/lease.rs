@@ -95,6 +95,7 @@ mod tests {
             expires_at,
             ttl: Duration::from_secs(10),
             body: String::new(),
+            body_id: None,
             reservation,
             version: 0,
             marks: Default::default(),

@@ -43,6 +43,10 @@ pub struct Lock {
     pub ttl: Duration,
     /// The recovery value, kept across holders.
     pub body: String,
+    /// Set while the body is kept in an item of its own rather than in the record
+    /// (a body longer than the store keeps inline): that item's id. A store reads the
+    /// body from there before it answers with the lock.
+    pub body_id: Option<String>,
     /// The last reservation a waiting lock group made of this lock, live or not.
     pub reservation: Option<Reservation>,
     /// How many times the record was written (0 on records written before versions
@@ -235,6 +239,7 @@ mod tests {
             expires_at,
             ttl: Duration::from_secs(30),
             body: String::new(),
+            body_id: None,
             reservation: None,
             version: 0,
             marks: Marks::default(),

@@ -128,11 +128,16 @@ impl DynamoStore {
         let op = expression.purged(self.purge_at()).on(self.update(name));
         Ok(match self.write(operation, name, op).await? {
             Write::Applied(item) => {
-                let lock = crate::domain::Lock::try_from(&item)?;
+                let lock = self
+                    .with_body(crate::domain::Lock::try_from(&item)?)
+                    .await?;
                 self.written.publish(&lock);
                 Marked::Changed(lock)
             }
-            Write::Rejected(Some(item)) => Marked::Unchanged(crate::domain::Lock::try_from(&item)?),
+            Write::Rejected(Some(item)) => Marked::Unchanged(
+                self.with_body(crate::domain::Lock::try_from(&item)?)
+                    .await?,
+            ),
             Write::Rejected(None) => Marked::NotFound,
         })
     }

@@ -141,6 +141,8 @@ pub struct DynamoStore {
     space: Space,
     /// The semaphores' records as this server last saw them: an acquire's first guess.
     pub(super) semaphores_seen: super::semaphore::Seen,
+    /// The bodies kept out of their records that this server wrote or read.
+    pub(super) bodies: super::body::Bodies,
     /// What the table is, as [`DynamoStore::check_table`] found it.
     table_kind: super::TableKind,
     /// With `FENCELOCK_RECLAIM_BY=ttl`: how long after a write DynamoDB's TTL may
@@ -465,6 +467,7 @@ impl DynamoStore {
             clock_check: None,
             space: Space::Locks,
             semaphores_seen: super::semaphore::Seen::default(),
+            bodies: super::body::Bodies::default(),
             table_kind: super::TableKind::Regional,
             purge_after: None,
         }
@@ -506,6 +509,14 @@ impl DynamoStore {
     /// Whose records this store's lock operations address.
     pub fn space(&self) -> Space {
         self.space
+    }
+
+    /// The key of `name`'s record, as text.
+    pub(super) fn record_key(&self, name: &LockName) -> String {
+        match self.space {
+            Space::Locks => name.to_string(),
+            Space::Elections => format!("{ELECTION_PREFIX}{name}"),
+        }
     }
 
     /// The same store, calling `hook` with a record's name after every write it
@@ -583,10 +594,11 @@ impl DynamoStore {
         if self.purge_after.is_none() || item.contains_key(item::HOLD_BODY) {
             return;
         }
-        let has_body = item
-            .get(item::BODY)
-            .and_then(|body| body.as_s().ok())
-            .is_some_and(|body| !body.is_empty());
+        let has_body = item.contains_key(item::BODY_ID)
+            || item
+                .get(item::BODY)
+                .and_then(|body| body.as_s().ok())
+                .is_some_and(|body| !body.is_empty());
         if !has_body {
             return;
         }
@@ -603,12 +615,14 @@ impl DynamoStore {
                 "SET #hold_body = :hold_forever, #purge_at = :hold_forever + if_not_exists(#hold_disabled, :zero)",
             )
             .condition_expression(
-                "attribute_exists(#body) AND #body <> :empty AND attribute_not_exists(#hold_body)",
+                "((attribute_exists(#body) AND #body <> :empty) OR attribute_exists(#body_id)) \
+                 AND attribute_not_exists(#hold_body)",
             )
             .expression_attribute_names("#hold_body", item::HOLD_BODY)
             .expression_attribute_names("#hold_disabled", item::HOLD_DISABLED)
             .expression_attribute_names("#purge_at", item::PURGE_AT)
             .expression_attribute_names("#body", item::BODY)
+            .expression_attribute_names("#body_id", item::BODY_ID)
             .expression_attribute_values(":hold_forever", n(item::HOLD_FOREVER))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":empty", s(""))
@@ -704,8 +718,14 @@ impl DynamoStore {
                 self.metrics.grants(self.space.kind());
                 let fence = old.as_ref().map_or(now_micros.unsigned_abs(), |o| o.fence) + 1;
                 let version = old.as_ref().map_or(0, |o| o.version) + 1;
-                let (body, reservation) = old.map(|o| (o.body, o.reservation)).unwrap_or_default();
-                let body = request.body.clone().unwrap_or(body);
+                let (body, body_id, reservation) = old
+                    .map(|o| (o.body, o.body_id, o.reservation))
+                    .unwrap_or_default();
+                // A body the grant sets is kept in the record.
+                let (body, body_id) = match &request.body {
+                    Some(set) => (set.clone(), None),
+                    None => (body, body_id),
+                };
                 let granted = Lock {
                     name: request.name.clone(),
                     fence,
@@ -718,10 +738,12 @@ impl DynamoStore {
                     expires_at: now.saturating_add(millis(request.ttl)),
                     ttl: request.ttl,
                     body,
+                    body_id,
                     reservation,
                     version,
                     marks: Default::default(),
                 };
+                let granted = self.with_body(granted).await?;
                 self.written.publish(&granted);
                 Ok(AcquireOutcome::Granted(granted, predecessor))
             }
@@ -852,8 +874,13 @@ impl DynamoStore {
             None => remove.push("#metadata"),
         }
         if let Some(body) = &request.body {
+            // Kept in the record (an election's value); a body item it had is left
+            // behind, unread.
             set.push("#body = :body");
-            e.name("#body", item::BODY).value(":body", s(body));
+            remove.push("#body_id");
+            e.name("#body", item::BODY)
+                .name("#body_id", item::BODY_ID)
+                .value(":body", s(body));
             e.sets_body = Some(!body.is_empty());
         }
         e.update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
@@ -919,10 +946,25 @@ impl DynamoStore {
         holder: &Holder,
         renewal: Renewal<'_>,
     ) -> Result<HolderOutcome, StoreError> {
+        if let Some(body) = renewal.body
+            && self.keeps_out(body.len())
+        {
+            return self
+                .renew_kept(operation, name, holder, renewal, body)
+                .await;
+        }
         let now = self.clock.now_millis();
+        let mut e = renew_expression(holder, &renewal, now);
+        // A body that goes into the record while the record's is kept out (or could
+        // be) is written as one that comes back ([`DynamoStore::renew_kept`]).
+        let sets_body = renewal.body.is_some() && self.has_transactions();
+        if sets_body {
+            e.condition.push_str(" AND attribute_not_exists(#body_id)");
+            e.name("#body_id", item::BODY_ID);
+        }
         // The record as it was, for how much of its lease was left; the new record is
         // exactly what the update expression writes over it.
-        let op = renew_expression(holder, &renewal, now)
+        let op = e
             .purged(self.purge_at())
             .on(self.update(name))
             .return_values(ReturnValue::AllOld);
@@ -946,6 +988,7 @@ impl DynamoStore {
                     version: old.version + 1,
                     ..old
                 };
+                let lock = self.with_body(lock).await?;
                 self.written.publish(&lock);
                 Ok(Ok(lock))
             }
@@ -953,9 +996,15 @@ impl DynamoStore {
                 let old = old.as_ref().map(Lock::try_from).transpose()?;
                 // The item is the one the condition was evaluated on, at `now`, so the
                 // check finds the same reason; when it finds none, the holder is live and
-                // only the no-shortening rule can have failed.
+                // only the no-shortening rule, or a body kept out, can have failed it.
                 let rejection = match check_holder(old.as_ref(), holder, now) {
                     Err(rejection) => rejection,
+                    Ok(()) if sets_body && old.as_ref().is_some_and(|o| o.body_id.is_some()) => {
+                        let body = renewal.body.unwrap_or_default();
+                        return self
+                            .renew_kept(operation, name, holder, renewal, body)
+                            .await;
+                    }
                     Ok(()) => LockRejection::WouldShorten {
                         expires_at: old.map_or(0, |lock| lock.expires_at),
                     },
@@ -984,7 +1033,7 @@ impl DynamoStore {
                 let lock = Lock::try_from(&item)?;
                 let held = self.clock.now_millis().saturating_sub(lock.acquired_at);
                 self.metrics.held(self.space.kind(), millis_duration(held));
-                self.written.publish(&lock);
+                self.publish_remembered(lock.clone());
                 lock
             }
             Write::Rejected(Some(item)) => Lock::try_from(&item)?,
@@ -1027,7 +1076,10 @@ impl DynamoStore {
             .read_record(self.space.key(name), "read")
             .await
             .map_err(|detail| self.unavailable("read", name, detail))?;
-        Ok(record.as_ref().map(Lock::try_from).transpose()?)
+        match record.as_ref().map(Lock::try_from).transpose()? {
+            Some(lock) => Ok(Some(self.with_body(lock).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The record whose key is `key`, read strongly consistently and counted as
@@ -1130,7 +1182,12 @@ impl DynamoStore {
         }
     }
 
-    fn unavailable(&self, operation: &'static str, name: &LockName, detail: String) -> StoreError {
+    pub(super) fn unavailable(
+        &self,
+        operation: &'static str,
+        name: &LockName,
+        detail: String,
+    ) -> StoreError {
         self.unavailable_as(self.subject(operation, name), detail)
     }
 

@@ -68,6 +68,17 @@ enum Transaction {
     Refused(Vec<Refusal>),
 }
 
+/// What one transaction came to, as [`DynamoStore::send_transaction`] sent it.
+pub(super) enum Sent {
+    Applied,
+    /// A condition failed: why DynamoDB cancelled it, item by item.
+    Refused(Vec<CancellationReason>),
+    /// Another transaction held one of its items for a moment; nothing changed.
+    Conflict,
+    /// DynamoDB could not be reached, or failed.
+    Failed(String),
+}
+
 /// One update of a cancelled transaction.
 enum Refusal {
     /// Its condition held; another update's did not.
@@ -366,57 +377,77 @@ impl DynamoStore {
         let first = &names[0];
         let mut conflicts = 0;
         loop {
-            let started = Instant::now();
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            let reasons = cancellation_reasons(&result);
-            let refused = reasons.as_ref().is_some_and(|reasons| {
-                reasons
-                    .iter()
-                    .any(|r| r.code() == Some("ConditionalCheckFailed"))
-            });
-            self.metrics()
-                .dynamodb(label, outcome(&result, refused), started.elapsed());
-            match (result, reasons) {
-                (Ok(output), _) => {
-                    capacity::reported(
-                        self.metrics(),
-                        label,
-                        CapacityUnit::Write,
-                        output.consumed_capacity(),
-                    );
+            match self.send_transaction(label, items.clone()).await {
+                Sent::Applied => {
                     for name in names {
                         self.written.tell(name);
                     }
                     return Ok(Transaction::Applied);
                 }
-                (_, Some(reasons)) if refused => {
-                    capacity::refused_transaction(self.metrics(), label, &reasons);
-                    return Ok(Transaction::Refused(refusals(reasons)));
-                }
+                Sent::Refused(reasons) => return Ok(Transaction::Refused(refusals(reasons))),
                 // Another transaction held one of the items for a moment.
-                (_, Some(reasons))
-                    if conflicts < MAX_TRANSACTION_CONFLICTS
-                        && reasons
-                            .iter()
-                            .any(|r| r.code() == Some("TransactionConflict")) =>
-                {
+                Sent::Conflict if conflicts < MAX_TRANSACTION_CONFLICTS => {
                     conflicts += 1;
                     let pause = 10 * conflicts as u64 + fastrand::u64(0..20);
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
-                (Err(err), _) => {
+                Sent::Conflict => {
                     return Err(self.unavailable_as(
                         group_subject(operation, label, first),
-                        DisplayErrorContext(err).to_string(),
+                        "the transaction kept meeting others on the same items".into(),
                     ));
                 }
+                Sent::Failed(detail) => {
+                    return Err(self.unavailable_as(group_subject(operation, label, first), detail));
+                }
             }
+        }
+    }
+
+    /// Sends one `TransactWriteItems` of `items`, counted under `label`, with what it
+    /// consumed (or, refused, what it is billed).
+    pub(super) async fn send_transaction(
+        &self,
+        label: &'static str,
+        items: Vec<TransactWriteItem>,
+    ) -> Sent {
+        let started = Instant::now();
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        let reasons = cancellation_reasons(&result);
+        let has = |code: &str| {
+            reasons
+                .as_ref()
+                .is_some_and(|reasons| reasons.iter().any(|r| r.code() == Some(code)))
+        };
+        let refused = has("ConditionalCheckFailed");
+        let conflict = has("TransactionConflict");
+        self.metrics().dynamodb(
+            label,
+            transaction_outcome(&result, refused),
+            started.elapsed(),
+        );
+        match (result, reasons) {
+            (Ok(output), _) => {
+                capacity::reported(
+                    self.metrics(),
+                    label,
+                    CapacityUnit::Write,
+                    output.consumed_capacity(),
+                );
+                Sent::Applied
+            }
+            (_, Some(reasons)) if refused => {
+                capacity::refused_transaction(self.metrics(), label, &reasons);
+                Sent::Refused(reasons)
+            }
+            (_, Some(_)) if conflict => Sent::Conflict,
+            (Err(err), _) => Sent::Failed(DisplayErrorContext(err).to_string()),
         }
     }
 
@@ -511,7 +542,7 @@ impl DynamoStore {
                 break;
             }
         }
-        names
+        let locks = names
             .iter()
             .map(|name| {
                 found.remove(name.as_str()).ok_or_else(|| {
@@ -521,7 +552,8 @@ impl DynamoStore {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_bodies(locks).await
     }
 }
 
@@ -554,7 +586,7 @@ fn cancellation_reasons(
 }
 
 /// A transaction's outcome, as the metrics label it.
-fn outcome(
+fn transaction_outcome(
     result: &Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError>>,
     refused: bool,
 ) -> &'static str {

@@ -28,8 +28,14 @@ pub const EXPIRES_AT: &str = "expires_at";
 pub const RELEASED_AT: &str = "released_at";
 /// Lease length to reuse on heartbeat (N, ms).
 pub const TTL_MS: &str = "ttl_ms";
-/// The recovery value, kept across holders (S).
+/// The recovery value, kept across holders (S), when it is kept in the record.
 pub const BODY: &str = "body";
+/// In a record: the id (S) of the item its body is kept in instead, when the body is
+/// longer than [`super::body::INLINE_BODY`]; in that item, the same id, beside the
+/// body (`body`). The item's key is the record's after [`BODY_PREFIX`].
+pub const BODY_ID: &str = "body_id";
+/// What the key of a body's own item starts with (no lock name contains `/`).
+pub const BODY_PREFIX: &str = "body/";
 /// The nonce of the waiting lock group that reserved the lock (S), a secret, and
 /// until when (N, ms since epoch); both set and cleared together.
 pub const RESERVED_BY: &str = "reserved_by";
@@ -116,6 +122,7 @@ impl TryFrom<&Item> for Lock {
             expires_at: number(item, EXPIRES_AT).map_err(&malformed)?,
             ttl: Duration::from_millis(ttl_ms),
             body: string(item, BODY).unwrap_or_default(),
+            body_id: string(item, BODY_ID),
             reservation,
             version: optional_number(item, VERSION)
                 .map_err(&malformed)?

@@ -85,6 +85,7 @@ impl DynamoStore {
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let (items, next) = self.scan_pages(query, Scanned::Locks).await?;
         let locks = items.iter().map(Lock::try_from).collect::<Result<_, _>>()?;
+        let locks = self.with_bodies(locks).await?;
         Ok(Page { locks, next })
     }
 

@@ -4,6 +4,7 @@
 //! this module.
 
 mod admin;
+mod body;
 pub mod capacity;
 mod dynamo;
 mod group;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use admin::Marked;
+pub use body::INLINE_BODY;
 pub use dynamo::{AccessKey, DynamoSettings, DynamoStore, ELECTION_PREFIX, Release, Space};
 pub use group::{GroupOutcome, MAX_GROUP, RESERVATION};
 pub use item::MalformedItem;

@@ -24,10 +24,10 @@ use super::dynamo::outcome_of;
 use super::item::{self, n, s};
 use super::{DynamoStore, StoreError};
 
-/// Stale, empty, not reserved and not disabled (an operator's disabling outlives any
+/// Stale, empty (no body in the record nor kept out of it), not reserved and not disabled (an operator's disabling outlives any
 /// reclaim delay), as a filter and a condition (`:cutoff_released`,
 /// `:cutoff_expired`, `:now`).
-const STALE_AND_EMPTY: &str = "(attribute_not_exists(#body) OR #body = :empty) AND \
+const STALE_AND_EMPTY: &str = "(attribute_not_exists(#body) OR #body = :empty) AND attribute_not_exists(#body_id) AND \
      ((#expires_at = :zero AND (attribute_not_exists(#released_at) OR #released_at < :cutoff_released)) \
       OR (#expires_at <> :zero AND #expires_at < :cutoff_expired)) AND \
      (attribute_not_exists(#reserved_until) OR #reserved_until < :now) AND \
@@ -172,6 +172,7 @@ impl DynamoStore {
 fn stale_names() -> HashMap<String, String> {
     [
         ("#body", item::BODY),
+        ("#body_id", item::BODY_ID),
         ("#expires_at", item::EXPIRES_AT),
         ("#released_at", item::RELEASED_AT),
         ("#reserved_until", item::RESERVED_UNTIL),

@@ -61,12 +61,12 @@ async fn each_lock_operation_costs_one_unit_of_a_small_record() {
 }
 
 #[tokio::test]
-async fn a_heartbeat_pays_for_the_record_and_so_for_its_body() {
+async fn a_heartbeat_pays_for_the_record_and_not_for_a_long_body() {
     let app = TestApp::spawn().await;
-    // The record without its body is well under 1 KB; a body of n KiB makes it
-    // n KiB and some, so n + 1 units (DynamoDB bills the larger of the item before
-    // and after an update, whatever the update changed).
-    for (kib, heartbeat) in [(0, 1.0), (1, 2.0), (16, 17.0), (64, 65.0)] {
+    // DynamoDB bills an update on the larger of the item before and after, so a body
+    // kept in the record would make each heartbeat cost n + 1 units for n KiB. A body
+    // over 512 bytes is kept in an item of its own, and the record stays under 1 KB.
+    for kib in [0, 1, 16, 64] {
         let name = format!("body-{kib}");
         let fence = app.acquire(&name, "n1", "&ttl=10s").await.fence();
         if kib > 0 {
@@ -74,17 +74,46 @@ async fn a_heartbeat_pays_for_the_record_and_so_for_its_body() {
             let updated = app.update(&name, fence, &body).await;
             assert!(updated.status.is_success(), "{updated:?}");
         }
+        // The server that wrote the body answers with it from memory: no read.
         assert_eq!(
-            cost(&app, app.heartbeat(&name, fence)).await.0,
-            heartbeat,
+            cost(&app, app.heartbeat(&name, fence)).await,
+            (1.0, 0.0),
             "a heartbeat with a body of {kib} KiB"
         );
         assert_eq!(
-            cost(&app, app.release(&name, fence)).await.0,
-            heartbeat,
+            cost(&app, app.release(&name, fence)).await,
+            (1.0, 0.0),
             "a release with a body of {kib} KiB"
         );
     }
+}
+
+#[tokio::test]
+async fn writing_a_long_body_and_reading_it_elsewhere_cost_what_the_cost_page_says() {
+    let app = TestApp::spawn().await;
+    let fence = app.acquire("job", "n1", "&ttl=10s").await.fence();
+    let body = "x".repeat(64 * 1024);
+    // One strongly consistent read of the record (1 unit), and one transaction of the
+    // record's update and the body item's put: 2 write units per KB of each item,
+    // 2 × (1 + 65).
+    let (write, read) = cost(&app, app.update("job", fence, &body)).await;
+    assert_eq!((write, read), (132.0, 1.0), "update of a 64 KiB body");
+    assert_eq!(units(&app, "read", "update_read", "reported").await, 1.0);
+    assert_eq!(units(&app, "write", "update_body", "reported").await, 132.0);
+
+    // A server that has not seen the body reads its item once, strongly consistent:
+    // 17 units of 4 KB for 64 KiB and the item's key and id; then it remembers it.
+    let other = app.another_instance().await;
+    assert_eq!(
+        cost(&other, other.heartbeat("job", fence)).await,
+        (1.0, 17.0),
+        "a first heartbeat elsewhere"
+    );
+    assert_eq!(
+        cost(&other, other.heartbeat("job", fence)).await,
+        (1.0, 0.0),
+        "the next one"
+    );
 }
 
 #[tokio::test]

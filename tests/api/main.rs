@@ -3,6 +3,7 @@
 
 mod acquire;
 mod admin;
+mod bodies;
 mod browser;
 mod capacity;
 mod cli;

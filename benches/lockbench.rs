@@ -30,7 +30,9 @@
 //! `make test` builds it; it runs only when given `--bench`, as `cargo bench` does.
 //!   BENCH_SECONDS      seconds per run (default 5)
 //!   BENCH_CONCURRENCY  the concurrencies to run, e.g. `1,16` (default 1,4,16,64)
-//!   BENCH_SERVER_LOG   the server's RUST_LOG (default `info`: a line per request)
+//!   BENCH_SERVER_LOG   the server's RUST_LOG (default `info`)
+//!   BENCH_REQUEST_LOG  the server's FENCELOCK_REQUEST_LOG (default the server's own,
+//!                      `failed`; `all` logs a line per request)
 
 #[path = "../tests/support/dynamodb_local.rs"]
 #[allow(dead_code)]
@@ -229,11 +231,16 @@ fn spawn_server(endpoint: &str, table: &str) -> Server {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
-        // The request log stays on, written to a file, as in production
-        // (BENCH_SERVER_LOG, e.g. `warn`, measures the server without it).
+        // The log is written to a file, as in production (BENCH_SERVER_LOG, e.g.
+        // `warn`, and BENCH_REQUEST_LOG, e.g. `all`, measure the server otherwise).
         .env(
             "RUST_LOG",
             std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
+        .envs(
+            std::env::var("BENCH_REQUEST_LOG")
+                .map(|log| ("FENCELOCK_REQUEST_LOG", log))
+                .ok(),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::from(server_log()))

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use clap::{ArgAction, Args};
 
+use crate::api::request_log::RequestLog;
 use crate::domain::{InvalidInput, TtlBounds, parse_duration};
 use crate::telemetry::LogFormat;
 
@@ -166,6 +167,12 @@ pub struct ServeConfig {
     /// Log lines as text or as JSON objects.
     #[arg(long, env = "FENCELOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Which requests get a log line: `all` (a line each, and a span whose fields
+    /// every line of the request carries), `failed` (answers of 5xx, 401, 403 and
+    /// 429 only, each line with the request's fields) or `off`.
+    #[arg(long, env = "FENCELOCK_REQUEST_LOG", value_enum, default_value_t = RequestLog::Failed)]
+    pub request_log: RequestLog,
 
     /// Compare this server's clock with the `Date` of DynamoDB's answers; while it is
     /// certainly off by more than the skew margin, refuse takeovers of leases that

@@ -226,7 +226,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
     let security = security(&config)?;
     let state = AppState::new(store, ttl, config.max_wait, config.max_body_bytes())
         .with_limits(limits(&config))
-        .with_security(security);
+        .with_security(security)
+        .with_request_log(config.request_log);
     // The state's store: its deletes reach the watches at once.
     let sweeper = config
         .reclaim_after
@@ -251,6 +252,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), StartError> {
         reclaim_by = %config.reclaim_by,
         lock_delay = crate::domain::human_duration(config.lock_delay),
         clock_skew = crate::domain::human_duration(config.clock_skew),
+        request_log = %config.request_log,
         "fencelock is serving"
     );
     if config.auth_file.is_none() && !addr.ip().is_loopback() {

@@ -62,7 +62,7 @@ fn parse_fence(raw: &str) -> Result<Fence, ApiError> {
 /// The lock a request names, once the caller is known to be allowed its namespace.
 fn lock_name(parts: &Parts, raw: &str) -> Result<LockName, ApiError> {
     let name = LockName::parse(raw).map_err(|e| invalid(e.0))?;
-    super::record_lock(&name);
+    super::request_log::note_lock(&name);
     caller(parts)?.check(&name)?;
     Ok(name)
 }

@@ -248,7 +248,7 @@ fn admit(app: &AppState, request: &mut Request) -> Result<(), ApiError> {
                         "the bearer token is not one in force",
                     ))?;
             check_rate(guard, &grant)?;
-            tracing::Span::current().record("token", grant.label());
+            super::request_log::note_token(&grant.label());
             Caller::Token(grant)
         }
         _ => Caller::Open,

@@ -12,6 +12,7 @@ mod guard;
 mod list;
 mod locks;
 mod ops;
+pub mod request_log;
 mod semaphores;
 mod terms;
 #[cfg(test)]
@@ -114,6 +115,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Who may call, and the limits kept per token.
     pub guard: Arc<guard::Guard>,
+    /// Which requests get a line in the log.
+    pub request_log: request_log::RequestLog,
 }
 
 /// Limits on the server as a whole.
@@ -204,6 +207,7 @@ impl AppState {
             max_body,
             limits,
             guard: Arc::new(guard::Guard::new(Security::default())),
+            request_log: request_log::RequestLog::default(),
         }))
     }
 
@@ -226,6 +230,12 @@ impl AppState {
         state.group_waiters = Waiters::with_backoff(store.clone(), most, backoff);
         state.elections = ElectionState::new(store, &limits);
         state.limits = limits;
+        self
+    }
+
+    /// The same state, logging the requests `log` says.
+    pub fn with_request_log(mut self, log: request_log::RequestLog) -> Self {
+        Arc::make_mut(&mut self.0).request_log = log;
         self
     }
 
@@ -257,8 +267,9 @@ fn watching(
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     let (max_body, limits) = (state.max_body, state.limits);
+    let request_log = state.request_log;
     let (router, _) = documented_routes().split_for_parts();
-    router
+    let router = router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -275,10 +286,11 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(middleware::from_fn_with_state(state.clone(), guard::gate))
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
-        // Outermost last: an id is set (or kept) first, then the span reads it, and
+        // Outermost last: an id is set (or kept) first, then the log reads it, and
         // the response echoes it.
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID));
+    let router = match request_log {
+        request_log::RequestLog::All => router.layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_response(
@@ -287,7 +299,13 @@ pub fn router(state: AppState) -> Router {
                         .latency_unit(LatencyUnit::Micros),
                 )
                 .on_failure(()),
-        )
+        ),
+        request_log::RequestLog::Failed => {
+            router.layer(middleware::from_fn(request_log::log_failed))
+        }
+        request_log::RequestLog::Off => router,
+    };
+    router
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
 }
@@ -371,7 +389,7 @@ async fn openapi_json() -> impl IntoResponse {
 }
 
 /// The span of one request: every log line of the request carries its fields. The
-/// lock and fence are recorded once known (see [`record_lock`]).
+/// lock and fence are recorded once known ([`request_log::note_lock`]).
 fn request_span(request: &Request) -> tracing::Span {
     let route = request
         .extensions()
@@ -423,11 +441,6 @@ async fn count_request(State(app): State<AppState>, request: Request, next: Next
     app.metrics
         .http(method.as_str(), &route, status, started.elapsed());
     response
-}
-
-/// Records the lock a request is about on its span.
-pub(crate) fn record_lock(name: &crate::domain::LockName) {
-    tracing::Span::current().record("lock", name.as_str());
 }
 
 async fn route_not_found(method: Method, uri: Uri) -> ApiError {

@@ -146,7 +146,7 @@ pub const FENCE_HEADER: HeaderName = HeaderName::from_static("fence");
 pub fn with_fence(fence: Option<Fence>, response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
     if let Some(fence) = fence {
-        tracing::Span::current().record("fence", fence);
+        super::request_log::note_fence(fence);
         response
             .headers_mut()
             .insert(FENCE_HEADER, HeaderValue::from(fence));

@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use crate::helpers::{TestApp, dynamodb_endpoint, spawn_binary, stopped_json_log};
+use crate::helpers::{TestApp, dynamodb_endpoint, spawn_binary, stopped_json_log, token_file};
 
 #[tokio::test]
 async fn a_request_id_is_echoed_or_generated() {
@@ -24,7 +24,11 @@ async fn a_request_id_is_echoed_or_generated() {
 async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
     let (server, base) = spawn_binary(
         dynamodb_endpoint(),
-        &[("FENCELOCK_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        &[
+            ("FENCELOCK_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+            ("FENCELOCK_REQUEST_LOG", "all"),
+        ],
     )
     .await;
     let http = reqwest::Client::new();
@@ -60,4 +64,84 @@ async fn json_log_lines_parse_and_name_request_lock_fence_and_status() {
     assert_eq!(serving["reclaim_after"], "7d", "{serving}");
     assert_eq!(serving["lock_delay"], "0s", "{serving}");
     assert_eq!(serving["clock_skew"], "500ms", "{serving}");
+}
+
+#[tokio::test]
+async fn by_default_only_failed_requests_are_logged_each_with_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    token_file(&file, &[("billing-token", &["billing"], false)]);
+    let (server, base) = spawn_binary(
+        dynamodb_endpoint(),
+        &[
+            ("FENCELOCK_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+            ("FENCELOCK_AUTH_FILE", file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let send = |path: &str, token: Option<&str>, id: &str| {
+        let mut request = http
+            .post(format!("{base}{path}"))
+            .header("x-request-id", id);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let granted = send(
+        "/locks/billing:run?nonce=a",
+        Some("billing-token"),
+        "granted",
+    )
+    .await
+    .unwrap();
+    assert_eq!(granted.status(), 200);
+    let held = send("/locks/billing:run?nonce=b", Some("billing-token"), "held")
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 409);
+    let anonymous = send("/locks/billing:run?nonce=c", None, "anonymous")
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let elsewhere = send(
+        "/locks/payroll:run?nonce=d",
+        Some("billing-token"),
+        "elsewhere",
+    )
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 403);
+
+    let (lines, stderr) = stopped_json_log(server).await;
+    let line_of = |id: &str| {
+        lines
+            .iter()
+            .find(|line| line["request_id"] == id || line["span"]["request_id"] == id)
+    };
+    // A grant and a lock held are answers, not failures: no line.
+    assert!(line_of("granted").is_none(), "{stderr}");
+    assert!(line_of("held").is_none(), "{stderr}");
+    let refused = line_of("anonymous").unwrap_or_else(|| panic!("no line for a 401 in {stderr}"));
+    assert_eq!(refused["message"], "request failed");
+    assert_eq!(refused["level"], "INFO");
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["method"], "POST");
+    assert_eq!(refused["route"], "/locks/{name}");
+    assert!(refused["latency_us"].is_u64(), "{refused}");
+    let forbidden = line_of("elsewhere").unwrap_or_else(|| panic!("no line for a 403 in {stderr}"));
+    assert_eq!(forbidden["status"], 403);
+    assert_eq!(forbidden["lock"], "payroll:run");
+    assert_eq!(
+        forbidden["token"],
+        fencelock::auth::digest_hex("billing-token")[..8]
+    );
+    // The start-up line says which requests are logged.
+    let serving = lines
+        .iter()
+        .find(|line| line["message"] == "fencelock is serving")
+        .unwrap_or_else(|| panic!("no start-up line in {stderr}"));
+    assert_eq!(serving["request_log"], "failed", "{serving}");
 }

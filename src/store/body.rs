@@ -9,8 +9,8 @@
 //! hundred bytes: 1 unit.
 //!
 //! - **Writing a body** out of the record, or back into it, is one transaction of the
-//!   record's update (the holder's condition, as for any body update, and the record
-//!   unchanged since it was read) and the body item's put (or delete), after one
+//!   record's update (the holder's condition, as for any body update, and the body
+//!   where it was read) and the body item's put (or delete), after one
 //!   strongly consistent read of the record: the body and the record always change
 //!   together, and a holder whose lease ended changes neither. Each such write gives
 //!   the body a new random id, so an id names one body's text for ever.
@@ -26,15 +26,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    Delete, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 
-use super::dynamo::{Renewal, Write, millis, renew_expression};
+use super::capacity;
+use super::dynamo::{Renewal, Write, millis, outcome_of, renew_expression};
 use super::group::Sent;
 use super::item::{self, Item, s, string};
 use super::{DynamoStore, HolderOutcome, StoreError};
 use crate::domain::{Holder, Lock, LockName, LockRejection, check_holder};
+use crate::metrics::CapacityUnit;
 
 /// The longest body kept in its record, in bytes: with it, a record stays under the
 /// 1 KB that one write unit pays for. A longer one is kept in an item of its own.
@@ -44,9 +50,10 @@ pub const INLINE_BODY: usize = 512;
 /// forgotten body costs its next reader one read, nothing else).
 const MAX_REMEMBERED: usize = 32 << 20;
 
-/// How many times a body write whose record changed between its read and its
-/// transaction (a heartbeat of the same holder, say) is tried before the answer is 503.
-const MAX_TRIES: usize = 5;
+/// How many times a body write whose body changed between its read and its
+/// transaction (another update of the same holder's), or that met another
+/// transaction on the record, is tried before the answer is 503.
+const MAX_TRIES: usize = 10;
 
 /// The bodies kept out of their records that this server wrote or read, by id. An id
 /// names one text for ever, so what is remembered is never out of date.
@@ -145,13 +152,81 @@ impl DynamoStore {
         }
     }
 
-    /// [`DynamoStore::with_body`] for each of `locks`.
+    /// [`DynamoStore::with_body`] for each of `locks` (a listing's page, a group):
+    /// the bodies this server does not remember read first in strongly consistent
+    /// `BatchGetItem`s of up to 100 keys; what DynamoDB leaves unprocessed, or a body
+    /// that moved meanwhile, is read on its own.
     pub(super) async fn with_bodies(&self, locks: Vec<Lock>) -> Result<Vec<Lock>, StoreError> {
+        let unknown: Vec<&Lock> = locks
+            .iter()
+            .filter(|lock| {
+                lock.body_id
+                    .as_deref()
+                    .is_some_and(|id| self.bodies.get(id).is_none())
+            })
+            .collect();
+        if unknown.len() > 1 {
+            for chunk in unknown.chunks(100) {
+                self.read_bodies(chunk).await?;
+            }
+        }
         let mut out = Vec::with_capacity(locks.len());
         for lock in locks {
             out.push(self.with_body(lock).await?);
         }
         Ok(out)
+    }
+
+    /// Reads the body items of `locks` in one `BatchGetItem`, into [`Bodies`].
+    async fn read_bodies(&self, locks: &[&Lock]) -> Result<(), StoreError> {
+        let name = &locks[0].name;
+        let keys = locks
+            .iter()
+            .map(|lock| {
+                let key = body_key(&self.record_key(&lock.name));
+                HashMap::from([(item::NAME.to_owned(), s(key))])
+            })
+            .collect();
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|err| self.unavailable("read the body of", name, err.to_string()))?;
+        let started = Instant::now();
+        let result = self
+            .client
+            .batch_get_item()
+            .request_items(self.table.as_ref(), request)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        self.metrics()
+            .dynamodb("body_read", outcome_of(&result), started.elapsed());
+        let output = result.map_err(|err| {
+            self.unavailable(
+                "read the body of",
+                name,
+                DisplayErrorContext(err).to_string(),
+            )
+        })?;
+        capacity::reported(
+            self.metrics(),
+            "body_read",
+            CapacityUnit::Read,
+            output.consumed_capacity(),
+        );
+        for found in output
+            .responses()
+            .and_then(|tables| tables.get(self.table.as_ref()))
+            .into_iter()
+            .flatten()
+        {
+            if let Some(id) = string(found, item::BODY_ID) {
+                self.bodies
+                    .remember(&id, &string(found, item::BODY).unwrap_or_default());
+            }
+        }
+        Ok(())
     }
 
     /// Whether a body of `len` bytes is kept out of its record on this table.
@@ -195,6 +270,9 @@ impl DynamoStore {
                         self.bodies.remember(id, body);
                     }
                     let ttl = renewal.ttl.unwrap_or(seen.ttl);
+                    // Other writes (a heartbeat) may have come between the read and the
+                    // transaction: the version is at least this, and the watches read
+                    // the record as it is.
                     let lock = Lock {
                         heartbeat_at: now,
                         expires_at: now.saturating_add(millis(ttl)),
@@ -204,11 +282,12 @@ impl DynamoStore {
                         version: seen.version + 1,
                         ..seen
                     };
-                    self.written.publish(&lock);
+                    self.written.tell(&lock.name);
                     return Ok(Ok(lock));
                 }
-                // The record changed since it was read (or another transaction held
-                // it for a moment): read it again, and decide again.
+                // The body changed since it was read, or the lease or holder did (or
+                // another transaction held the record for a moment): read it again,
+                // and decide again.
                 Write::Rejected(_) => {
                     let pause = 5 * attempt as u64 + fastrand::u64(0..10);
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
@@ -241,16 +320,16 @@ impl DynamoStore {
             ..*renewal
         };
         let mut e = renew_expression(holder, &without_body, now);
-        e.condition = match seen.version {
-            0 => format!("{} AND attribute_not_exists(#version)", e.condition),
-            _ => format!("{} AND #version = :seen_version", e.condition),
-        };
-        if seen.version > 0 {
-            e.value(":seen_version", item::n(seen.version));
+        // The body where it was read: whether there is an item to delete, and that no
+        // other body was written since (a heartbeat in between changes nothing here).
+        match &seen.body_id {
+            Some(seen_id) => {
+                e.condition.push_str(" AND #body_id = :seen_body_id");
+                e.value(":seen_body_id", s(seen_id.as_str()));
+            }
+            None => e.condition.push_str(" AND attribute_not_exists(#body_id)"),
         }
-        e.name("#version", item::VERSION)
-            .name("#body", item::BODY)
-            .name("#body_id", item::BODY_ID);
+        e.name("#body", item::BODY).name("#body_id", item::BODY_ID);
         e.update = match id {
             Some(id) => {
                 e.value(":body_id", s(id));

@@ -10,6 +10,7 @@ use serde_json::json;
 use fencelock::store::{INLINE_BODY, Sweep};
 
 use crate::helpers::{Options, TestApp};
+use crate::metrics::{dynamodb, scrape};
 
 fn long(fill: &str, bytes: usize) -> String {
     fill.repeat(bytes.div_ceil(fill.len()))[..bytes].to_owned()
@@ -92,10 +93,31 @@ async fn every_server_answers_with_the_body_wherever_it_is_kept() {
     let next = third.acquire("job", "n2", "").await;
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(next.json["body"], body.as_str());
-    let listed = third.call(Method::GET, "/locks", None).await;
+
+    // A listing on a fourth reads the bodies it lacks in one request, and lists no
+    // body's item as a lock.
+    for name in ["job-2", "job-3"] {
+        let fence = app.acquire(name, "n1", "").await.fence();
+        app.update(name, fence, &long(name, 1024)).await;
+    }
+    let fourth = app.another_instance().await;
+    let listed = fourth.call(Method::GET, "/locks", None).await;
     let locks = listed.json["locks"].as_array().unwrap().clone();
-    assert_eq!(locks.len(), 1, "the body's item is no lock: {locks:?}");
-    assert_eq!(locks[0]["body"], body.as_str());
+    assert_eq!(
+        crate::helpers::sorted_names(&listed.json["locks"]),
+        ["job", "job-2", "job-3"]
+    );
+    for lock in &locks {
+        let name = lock["name"].as_str().unwrap();
+        let expected = if name == "job" {
+            body.clone()
+        } else {
+            long(name, 1024)
+        };
+        assert_eq!(lock["body"], expected.as_str(), "{name}");
+    }
+    let reads = dynamodb(&scrape(&fourth).await, "body_read", "granted");
+    assert_eq!(reads, 1.0, "one batch read for three bodies");
 }
 
 #[tokio::test]
@@ -248,4 +270,45 @@ async fn a_watcher_and_a_group_see_the_kept_body() {
     let locks = group.json["locks"].as_array().unwrap();
     assert_eq!(locks[0]["body"], body.as_str());
     assert_eq!(locks[1]["body"], "");
+}
+
+#[tokio::test]
+async fn an_election_value_proclaimed_long_is_kept_apart_and_a_campaign_puts_it_back() {
+    let app = TestApp::spawn().await;
+    let raw = app.raw();
+    let campaign = |nonce: &'static str, value: &'static str| {
+        let body = json!({ "nonce": nonce, "value": value }).to_string();
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/elections/leader", Some(&body))
+                .await
+        }
+    };
+    let elected = campaign("cand-a", "10.0.0.1:80").await;
+    assert_eq!(elected.status, 200, "{elected:?}");
+    let term = elected.json["leader"]["term"].as_u64().unwrap();
+
+    let value = long("10.0.0.2:80,", 2048);
+    let proclaimed = app
+        .call(
+            Method::POST,
+            &format!("/elections/leader/{term}"),
+            Some(&value),
+        )
+        .await;
+    assert_eq!(proclaimed.status, 200, "{proclaimed:?}");
+    assert_eq!(proclaimed.json["leader"]["value"], value.as_str());
+    assert!(raw.get_string("election/leader", "body_id").await.is_some());
+    assert!(raw.exists("body/election/leader").await);
+    let other = app.another_instance().await;
+    let seen = other.call(Method::GET, "/elections/leader", None).await;
+    assert_eq!(seen.json["leader"]["value"], value.as_str());
+
+    // A campaign's value goes into the record, and the record no longer names the
+    // body's item.
+    let again = campaign("cand-a", "10.0.0.3:80").await;
+    assert_eq!(again.json["leader"]["value"], "10.0.0.3:80", "{again:?}");
+    assert_eq!(raw.get_string("election/leader", "body_id").await, None);
+    let seen = other.call(Method::GET, "/elections/leader", None).await;
+    assert_eq!(seen.json["leader"]["value"], "10.0.0.3:80");
 }

@@ -176,9 +176,14 @@ impl Space {
 
     /// The key of `name`'s record.
     fn key(self, name: &LockName) -> AttributeValue {
+        s(self.key_text(name))
+    }
+
+    /// The key of `name`'s record, as text.
+    fn key_text(self, name: &LockName) -> String {
         match self {
-            Self::Locks => s(name.as_str()),
-            Self::Elections => s(format!("{ELECTION_PREFIX}{name}")),
+            Self::Locks => name.to_string(),
+            Self::Elections => format!("{ELECTION_PREFIX}{name}"),
         }
     }
 }
@@ -513,10 +518,7 @@ impl DynamoStore {
 
     /// The key of `name`'s record, as text.
     pub(super) fn record_key(&self, name: &LockName) -> String {
-        match self.space {
-            Space::Locks => name.to_string(),
-            Space::Elections => format!("{ELECTION_PREFIX}{name}"),
-        }
+        self.space.key_text(name)
     }
 
     /// The same store, calling `hook` with a record's name after every write it
@@ -955,11 +957,15 @@ impl DynamoStore {
         }
         let now = self.clock.now_millis();
         let mut e = renew_expression(holder, &renewal, now);
-        // A body that goes into the record while the record's is kept out (or could
-        // be) is written as one that comes back ([`DynamoStore::renew_kept`]).
+        // A body that goes into the record while the record's is kept out is written
+        // as one that comes back ([`DynamoStore::renew_kept`]); on a table without
+        // transactions (one that had them once), the record stops naming the item.
         let sets_body = renewal.body.is_some() && self.has_transactions();
         if sets_body {
             e.condition.push_str(" AND attribute_not_exists(#body_id)");
+            e.name("#body_id", item::BODY_ID);
+        } else if renewal.body.is_some() {
+            e.add_actions(&[], &["#body_id".to_owned()]);
             e.name("#body_id", item::BODY_ID);
         }
         // The record as it was, for how much of its lease was left; the new record is
@@ -980,11 +986,16 @@ impl DynamoStore {
                         .heartbeat_left(self.space.kind(), left / old.ttl.as_millis() as f64);
                 }
                 let ttl = renewal.ttl.unwrap_or(old.ttl);
+                let (body, body_id) = match renewal.body {
+                    Some(body) => (body.to_owned(), None),
+                    None => (old.body, old.body_id),
+                };
                 let lock = Lock {
                     heartbeat_at: now,
                     expires_at: now.saturating_add(millis(ttl)),
                     ttl,
-                    body: renewal.body.map_or(old.body, str::to_owned),
+                    body,
+                    body_id,
                     version: old.version + 1,
                     ..old
                 };

@@ -312,3 +312,35 @@ async fn an_election_value_proclaimed_long_is_kept_apart_and_a_campaign_puts_it_
     let seen = other.call(Method::GET, "/elections/leader", None).await;
     assert_eq!(seen.json["leader"]["value"], "10.0.0.3:80");
 }
+
+#[tokio::test]
+async fn on_a_table_without_transactions_every_body_is_written_into_its_record() {
+    use fencelock::domain::{Holder, LockName};
+    use fencelock::store::TableKind;
+
+    let app = TestApp::spawn().await;
+    let raw = app.raw();
+    let fence = app.acquire("job", "n1", "").await.fence();
+    app.update("job", fence, &long("before; ", 2048)).await;
+    assert!(raw.get_string("job", "body_id").await.is_some());
+
+    // The same table, as a server that finds it a strongly consistent global table.
+    let store = app
+        .store()
+        .await
+        .on_table(TableKind::StronglyConsistentGlobal);
+    let name = LockName::parse("job").unwrap();
+    let holder = Holder::Fence(fence);
+    let body = long("after; ", 2048);
+    let updated = store
+        .update_body(&name, &holder, &body, None)
+        .await
+        .unwrap();
+    assert_eq!(updated.unwrap().body, body);
+    assert_eq!(raw.get_string("job", "body").await, Some(body.clone()));
+    // The record no longer names the body's item, which is read no more.
+    assert_eq!(raw.get_string("job", "body_id").await, None);
+    assert_eq!(app.status("job").await.json["body"], body.as_str());
+    let beat = store.heartbeat(&name, &holder, None).await.unwrap();
+    assert_eq!(beat.unwrap().body, body);
+}

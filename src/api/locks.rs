@@ -175,7 +175,7 @@ pub async fn heartbeat(
 
 #[utoipa::path(method(post, put), path = "/locks/{name}/{fence}", tag = "locks",
     params(FencePath, RenewQuery, NonceHeader),
-    request_body(content = String, content_type = "text/plain", description = "The new body: UTF-8 text"),
+    request_body(content = String, content_type = "text/plain", description = "The new body: UTF-8 text. One over 512 bytes is kept in an item of its own, so that heartbeats cost what a small record costs (docs/api.md, Long bodies)"),
     responses(
         (status = 200, description = "The lease, extended", body = LockView),
         CommonErrors,

@@ -25,7 +25,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
 use std::time::Instant;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -42,8 +41,8 @@ use super::{DynamoStore, HolderOutcome, StoreError};
 use crate::domain::{Holder, Lock, LockName, LockRejection, check_holder};
 use crate::metrics::CapacityUnit;
 
-/// The longest body kept in its record, in bytes: with it, a record stays under the
-/// 1 KB that one write unit pays for. A longer one is kept in an item of its own.
+/// The longest body kept in its record, in bytes: with it, a record of the usual
+/// size (200–300 bytes without its body) stays under the 1 KB one write unit pays for. A longer one is kept in an item of its own.
 pub const INLINE_BODY: usize = 512;
 
 /// How many bytes of bodies [`Bodies`] keeps; past that it starts again empty (a

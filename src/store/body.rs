@@ -25,21 +25,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
-    Delete, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    Delete, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
-use super::capacity;
-use super::dynamo::{Renewal, Write, millis, outcome_of, renew_expression};
+use super::dynamo::{Renewal, millis, renew_expression};
 use super::group::Sent;
-use super::item::{self, Item, s, string};
+use super::item::{self, s, string};
 use super::{DynamoStore, HolderOutcome, StoreError};
 use crate::domain::{Holder, Lock, LockName, LockRejection, check_holder};
-use crate::metrics::CapacityUnit;
 
 /// The longest body kept in its record, in bytes: with it, a record of the usual
 /// size (200–300 bytes without its body) stays under the 1 KB one write unit pays for. A longer one is kept in an item of its own.
@@ -140,13 +135,13 @@ impl DynamoStore {
     /// Tells the write hook of `lock` as a write left it, with its body where it is in
     /// the record or in this server's memory; otherwise that the record changed (its
     /// watchers read it), rather than read the body for them.
-    pub(super) fn publish_remembered(&self, mut lock: Lock) {
+    pub(super) fn publish_remembered(&self, lock: &Lock) {
         match lock.body_id.as_deref().map(|id| self.bodies.get(id)) {
-            None => self.written.publish(&lock),
-            Some(Some(body)) => {
-                lock.body = body.to_string();
-                self.written.publish(&lock);
-            }
+            None => self.written.publish(lock),
+            Some(Some(body)) => self.written.publish(&Lock {
+                body: body.to_string(),
+                ..lock.clone()
+            }),
             Some(None) => self.written.tell(&lock.name),
         }
     }
@@ -178,7 +173,6 @@ impl DynamoStore {
 
     /// Reads the body items of `locks` in one `BatchGetItem`, into [`Bodies`].
     async fn read_bodies(&self, locks: &[&Lock]) -> Result<(), StoreError> {
-        let name = &locks[0].name;
         let keys = locks
             .iter()
             .map(|lock| {
@@ -186,40 +180,11 @@ impl DynamoStore {
                 HashMap::from([(item::NAME.to_owned(), s(key))])
             })
             .collect();
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(|err| self.unavailable("read the body of", name, err.to_string()))?;
-        let started = Instant::now();
-        let result = self
-            .client
-            .batch_get_item()
-            .request_items(self.table.as_ref(), request)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        self.metrics()
-            .dynamodb("body_read", outcome_of(&result), started.elapsed());
-        let output = result.map_err(|err| {
-            self.unavailable(
-                "read the body of",
-                name,
-                DisplayErrorContext(err).to_string(),
-            )
-        })?;
-        capacity::reported(
-            self.metrics(),
-            "body_read",
-            CapacityUnit::Read,
-            output.consumed_capacity(),
-        );
-        for found in output
-            .responses()
-            .and_then(|tables| tables.get(self.table.as_ref()))
-            .into_iter()
-            .flatten()
-        {
+        let (found, _) = self
+            .read_batch("body_read", keys)
+            .await
+            .map_err(|detail| self.unavailable("read the body of", &locks[0].name, detail))?;
+        for found in &found {
             if let Some(id) = string(found, item::BODY_ID) {
                 self.bodies
                     .remember(&id, &string(found, item::BODY).unwrap_or_default());
@@ -264,7 +229,7 @@ impl DynamoStore {
             let items =
                 self.kept_body_items(&key, &seen, holder, &renewal, body, id.as_deref(), now);
             match self.send_kept(operation, name, items).await? {
-                Write::Applied(_) => {
+                true => {
                     if let Some(id) = &id {
                         self.bodies.remember(id, body);
                     }
@@ -287,7 +252,7 @@ impl DynamoStore {
                 // The body changed since it was read, or the lease or holder did (or
                 // another transaction held the record for a moment): read it again,
                 // and decide again.
-                Write::Rejected(_) => {
+                false => {
                     let pause = 5 * attempt as u64 + fastrand::u64(0..10);
                     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 }
@@ -377,17 +342,17 @@ impl DynamoStore {
         items
     }
 
-    /// Sends the transaction of a body's write: applied, or refused (its condition
-    /// failed, or another transaction held the record for a moment).
+    /// Sends the transaction of a body's write: whether it was applied (otherwise its
+    /// condition failed, or another transaction held the record for a moment).
     async fn send_kept(
         &self,
         operation: &'static str,
         name: &LockName,
         items: Vec<TransactWriteItem>,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<bool, StoreError> {
         match self.send_transaction("update_body", items).await {
-            Sent::Applied => Ok(Write::Applied(Item::new())),
-            Sent::Refused(_) | Sent::Conflict => Ok(Write::Rejected(None)),
+            Sent::Applied => Ok(true),
+            Sent::Refused(_) | Sent::Conflict => Ok(false),
             Sent::Failed(detail) => Err(self.unavailable(operation, name, detail)),
         }
     }

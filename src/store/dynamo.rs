@@ -15,7 +15,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    AttributeValue, KeysAndAttributes, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure,
 };
 use tokio::sync::OnceCell;
 
@@ -1044,7 +1045,7 @@ impl DynamoStore {
                 let lock = Lock::try_from(&item)?;
                 let held = self.clock.now_millis().saturating_sub(lock.acquired_at);
                 self.metrics.held(self.space.kind(), millis_duration(held));
-                self.publish_remembered(lock.clone());
+                self.publish_remembered(&lock);
                 lock
             }
             Write::Rejected(Some(item)) => Lock::try_from(&item)?,
@@ -1091,6 +1092,50 @@ impl DynamoStore {
             Some(lock) => Ok(Some(self.with_body(lock).await?)),
             None => Ok(None),
         }
+    }
+
+    /// The items whose keys are `keys` (100 at most), read strongly consistently in
+    /// one `BatchGetItem` counted as `label`, and the keys DynamoDB left unprocessed;
+    /// a failure as what DynamoDB said.
+    pub(super) async fn read_batch(
+        &self,
+        label: &'static str,
+        keys: Vec<Item>,
+    ) -> Result<(Vec<Item>, Vec<Item>), String> {
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|err| err.to_string())?;
+        let started = Instant::now();
+        let result = self
+            .client
+            .batch_get_item()
+            .request_items(self.table.as_ref(), request)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        self.metrics
+            .dynamodb(label, outcome_of(&result), started.elapsed());
+        let mut output = result.map_err(|err| DisplayErrorContext(err).to_string())?;
+        capacity::reported(
+            &self.metrics,
+            label,
+            CapacityUnit::Read,
+            output.consumed_capacity(),
+        );
+        let found = output
+            .responses
+            .as_mut()
+            .and_then(|tables| tables.remove(self.table.as_ref()))
+            .unwrap_or_default();
+        let left = output
+            .unprocessed_keys
+            .as_mut()
+            .and_then(|tables| tables.remove(self.table.as_ref()))
+            .map(|left| left.keys)
+            .unwrap_or_default();
+        Ok((found, left))
     }
 
     /// The record whose key is `key`, read strongly consistently and counted as

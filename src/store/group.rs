@@ -24,8 +24,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsOutput,
 };
 use aws_sdk_dynamodb::types::{
-    CancellationReason, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    CancellationReason, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
 use super::capacity;
@@ -487,57 +486,22 @@ impl DynamoStore {
         label: &'static str,
         names: &[LockName],
     ) -> Result<Vec<Lock>, StoreError> {
-        let mut keys: Vec<HashMap<String, _>> = names
+        let mut keys: Vec<Item> = names
             .iter()
             .map(|name| HashMap::from([(item::NAME.to_owned(), s(name.as_str()))]))
             .collect();
         let mut found: HashMap<String, Lock> = HashMap::new();
         // DynamoDB may leave keys unprocessed under load; they are asked for again.
         for _ in 0..10 {
-            let started = Instant::now();
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(keys.clone()))
-                .consistent_read(true)
-                .build()
-                .map_err(|err| {
-                    self.unavailable_as(group_subject("read", label, &names[0]), err.to_string())
-                })?;
-            let result = self
-                .client
-                .batch_get_item()
-                .request_items(self.table.as_ref(), request)
-                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            self.metrics()
-                .dynamodb(label, super::dynamo::outcome_of(&result), started.elapsed());
-            let output = result.map_err(|err| {
-                self.unavailable_as(
-                    group_subject("read", label, &names[0]),
-                    DisplayErrorContext(err).to_string(),
-                )
+            let (items, left) = self.read_batch(label, keys).await.map_err(|detail| {
+                self.unavailable_as(group_subject("read", label, &names[0]), detail)
             })?;
-            capacity::reported(
-                self.metrics(),
-                label,
-                CapacityUnit::Read,
-                output.consumed_capacity(),
-            );
-            for raw in output
-                .responses()
-                .and_then(|tables| tables.get(self.table.as_ref()))
-                .into_iter()
-                .flatten()
-            {
+            for raw in &items {
                 self.hold_unmarked_body(raw).await;
                 let lock = Lock::try_from(raw)?;
                 found.insert(lock.name.to_string(), lock);
             }
-            keys = output
-                .unprocessed_keys()
-                .and_then(|tables| tables.get(self.table.as_ref()))
-                .map(|left| left.keys().to_vec())
-                .unwrap_or_default();
+            keys = left;
             if keys.is_empty() {
                 break;
             }
